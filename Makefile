@@ -1,0 +1,49 @@
+# Every target creates or reuses .venv and installs what it needs by itself.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+DEMO_SIZE ?= 300MB
+BENCH_ARGS ?=
+
+.PHONY: demo test check lint bench bench-quick clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -U pip
+
+# One stamp per set of extras, rebuilt when pyproject.toml changes.
+$(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[fast]'
+	touch $@
+
+$(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[fast,test]'
+	touch $@
+
+$(VENV)/.stamp-bench: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[fast,test,bench]'
+	touch $@
+
+demo: $(VENV)/.stamp-base
+	$(BIN)/python -m async_uploader.demo --size $(DEMO_SIZE)
+
+test: $(VENV)/.stamp-test
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(VENV)/.stamp-test
+	$(BIN)/ruff check async_uploader tests benchmarks
+	$(BIN)/ruff format --check async_uploader tests benchmarks
+	$(BIN)/mypy --strict async_uploader
+
+check: lint test
+
+bench: $(VENV)/.stamp-bench
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.stamp-bench
+	$(BIN)/python benchmarks/run.py --quick $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

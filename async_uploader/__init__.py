@@ -1,0 +1,100 @@
+"""async_uploader: fast, resumable asyncio uploads of read sets into AWS HealthOmics sequence stores.
+
+    async with Uploader(UploadConfig(), service=ServiceConfig(region="us-east-1")) as up:
+        result = await up.upload(ReadSet(Path("r1.fq.gz"), FileType.FASTQ, "subject", "sample", "name",
+                                         source2=Path("r2.fq.gz")), store_id="1234567890")
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .config import (
+    DEFAULT_PART_SIZE,
+    MAX_PART_SIZE,
+    MAX_PARTS,
+    FileType,
+    RateLimits,
+    ReadSet,
+    RetryConfig,
+    ServiceConfig,
+    Source,
+    UploadConfig,
+    parse_size,
+)
+from .engine import Uploader, UploadHandle, UploadResult, UploadStatistics, upload_read_set
+from .errors import (
+    AccessDeniedError,
+    CheckpointError,
+    CheckpointMismatchError,
+    ConfigError,
+    CredentialsError,
+    InternalServerError,
+    NotSupportedOperationError,
+    PlanError,
+    RequestTimeoutError,
+    ResourceNotFoundError,
+    RetryExhaustedError,
+    ServiceError,
+    ServiceQuotaExceededError,
+    SourceError,
+    ThrottlingError,
+    TransportError,
+    UnavailableError,
+    UploaderError,
+    UploadFailedError,
+    UploadInterruptedError,
+    UsageError,
+    ValidationError,
+)
+from .ratelimit import Limiter, LocalLimiter, RequestKind
+
+try:
+    __version__ = version("async-uploader")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "DEFAULT_PART_SIZE",
+    "MAX_PARTS",
+    "MAX_PART_SIZE",
+    "AccessDeniedError",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "ConfigError",
+    "CredentialsError",
+    "FileType",
+    "InternalServerError",
+    "Limiter",
+    "LocalLimiter",
+    "NotSupportedOperationError",
+    "PlanError",
+    "RateLimits",
+    "ReadSet",
+    "RequestKind",
+    "RequestTimeoutError",
+    "ResourceNotFoundError",
+    "RetryConfig",
+    "RetryExhaustedError",
+    "ServiceConfig",
+    "ServiceError",
+    "ServiceQuotaExceededError",
+    "Source",
+    "SourceError",
+    "ThrottlingError",
+    "TransportError",
+    "UnavailableError",
+    "UploadConfig",
+    "UploadFailedError",
+    "UploadHandle",
+    "UploadInterruptedError",
+    "UploadResult",
+    "UploadStatistics",
+    "Uploader",
+    "UploaderError",
+    "UsageError",
+    "ValidationError",
+    "__version__",
+    "parse_size",
+    "upload_read_set",
+]

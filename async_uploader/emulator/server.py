@@ -1,0 +1,83 @@
+"""LocalStore: start the emulated sequence store in the running event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from aiohttp import web
+
+from .app import CHUNK, StoreApp
+from .options import StoreOptions
+from .store import State
+
+
+class LocalStore:
+    """An emulated HealthOmics sequence store listening on ``options.host:options.port``.
+
+    ``async with LocalStore(StoreOptions()) as store:`` → ``store.url``, ``store.requests`` (one dict per
+    finished request, the same records as the JSON-lines log), ``store.data_dir``.
+    """
+
+    def __init__(self, options: StoreOptions | None = None) -> None:
+        self.options = options if options is not None else StoreOptions()
+        self.requests: list[dict[str, Any]] = []
+        self._own_dir = self.options.data_dir is None
+        self.data_dir: Path = (
+            Path(tempfile.mkdtemp(prefix="omics-store-"))
+            if self.options.data_dir is None
+            else Path(self.options.data_dir)
+        )
+        self.state = State(self.data_dir, self.options.discard)
+        self._app = StoreApp(self.options, self.state, self._record)
+        self._runner: web.AppRunner | None = None
+        self._log: IO[str] | None = None
+        self.url = ""
+        self.port = 0
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        self.requests.append(entry)
+        if self._log is not None:
+            self._log.write(json.dumps(entry) + "\n")
+            self._log.flush()
+
+    async def start(self) -> LocalStore:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.options.log_path is not None:
+            self._log = open(self.options.log_path, "a", encoding="utf-8")  # noqa: SIM115, ASYNC230
+        runner = web.AppRunner(self._app.application(), access_log=None, read_bufsize=CHUNK, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.options.host, self.options.port, reuse_address=True)
+        await site.start()
+        self._runner = runner
+        server = site._server
+        assert isinstance(server, asyncio.Server) and server.sockets
+        self.port = int(server.sockets[0].getsockname()[1])
+        host = self.options.host
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.port}"
+        return self
+
+    async def close(self) -> None:
+        self._app.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    async def __aenter__(self) -> LocalStore:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,289 @@
+"""What an upload looks like while it runs: a live progress bar on a terminal, or JSON lines for monitors.
+
+Both read the same ``UploadHandle.statistics()`` snapshot on a timer; neither changes the upload. The bar is drawn
+with rich and only when stderr is a terminal; the JSON-lines writer never writes escape codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import IO, Any, Protocol
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+
+from .config import Source
+
+__all__ = [
+    "EventWriter",
+    "Monitor",
+    "ProgressBar",
+    "Statistics",
+    "format_rate",
+    "format_seconds",
+    "statistics_event",
+]
+
+
+class Statistics(Protocol):
+    """The parts of ``engine.UploadStatistics`` shown here (kept structural so this module stands alone)."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def bytes_done(self) -> Mapping[Source, int]: ...
+    @property
+    def bytes_total(self) -> Mapping[Source, int | None]: ...
+    @property
+    def parts_done(self) -> Mapping[Source, int]: ...
+    @property
+    def parts_total(self) -> Mapping[Source, int | None]: ...
+    @property
+    def parts_in_flight(self) -> Mapping[Source, int]: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def throttles(self) -> int: ...
+    @property
+    def rate_limit(self) -> float | None: ...
+    @property
+    def elapsed(self) -> float: ...
+    @property
+    def resumed_parts(self) -> int: ...
+
+
+def _total(values: Mapping[Source, int | None]) -> int | None:
+    total = 0
+    for value in values.values():
+        if value is None:
+            return None
+        total += value
+    return total
+
+
+def format_rate(bytes_per_second: float) -> str:
+    """Throughput in decimal megabytes per second, as ``12.3 MB/s``."""
+    return f"{bytes_per_second / 1e6:.1f} MB/s"
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration as ``H:MM:SS``; ``-:--:--`` when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0 or seconds > 1e7:
+        return "-:--:--"
+    whole = int(seconds + 0.5)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+class _Rate:
+    """Recent throughput from successive (time, bytes) samples over a sliding window of a few seconds."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self._window = window
+        self._samples: list[tuple[float, int]] = []
+
+    def update(self, now: float, done: int) -> float:
+        self._samples.append((now, done))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self._window:
+            self._samples.pop(0)
+        first_time, first_done = self._samples[0]
+        if now - first_time <= 0:
+            return 0.0
+        return max(0.0, (done - first_done) / (now - first_time))
+
+
+def statistics_event(stats: Statistics) -> dict[str, Any]:
+    """One JSON-ready progress record: totals first, then the figures per source."""
+    done = sum(stats.bytes_done.values())
+    total = _total(stats.bytes_total)
+    elapsed = stats.elapsed
+    return {
+        "event": "progress",
+        "time": round(time.time(), 3),
+        "state": stats.state,
+        "bytesDone": done,
+        "bytesTotal": total,
+        "fraction": round(done / total, 4) if total else None,
+        "partsDone": sum(stats.parts_done.values()),
+        "partsTotal": _total(stats.parts_total),
+        "partsInFlight": sum(stats.parts_in_flight.values()),
+        "retries": stats.retries,
+        "throttles": stats.throttles,
+        "rateLimit": stats.rate_limit,
+        "resumedParts": stats.resumed_parts,
+        "elapsed": round(elapsed, 3),
+        "bytesPerSecond": round(done / elapsed, 1) if elapsed > 0 else 0.0,
+        "sources": {
+            str(source): {
+                "bytesDone": stats.bytes_done.get(source, 0),
+                "bytesTotal": stats.bytes_total.get(source),
+                "partsDone": stats.parts_done.get(source, 0),
+                "partsTotal": stats.parts_total.get(source),
+            }
+            for source in stats.bytes_total
+        },
+    }
+
+
+class EventWriter:
+    """Writes one JSON object per line to a text stream (stderr by default), flushed at once."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, event: Mapping[str, Any]) -> None:
+        self._stream.write(json.dumps(event, separators=(",", ":"), default=str) + "\n")
+        self._stream.flush()
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        """Usable directly as the engine's ``on_event`` callback."""
+        self.write(event)
+
+
+class ProgressBar:
+    """A rich progress display: a row per source (bytes, percent, parts) and a total row (MB/s, ETA, retries)."""
+
+    def __init__(self, console: Console, *, label: str | None = None) -> None:
+        self.console = console
+        self._label = label
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=None),
+            TaskProgressColumn(),
+            DownloadColumn(binary_units=False),
+            TextColumn("{task.fields[detail]}"),
+            console=console,
+            auto_refresh=False,
+            transient=False,
+            expand=True,
+        )
+        self._tasks: dict[str, TaskID] = {}
+        self._rate = _Rate()
+        self._started = False
+
+    def __enter__(self) -> ProgressBar:
+        self._progress.start()
+        self._started = True
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._started:
+            self._started = False
+            self._progress.refresh()
+            self._progress.stop()
+
+    def _task(self, key: str, description: str) -> TaskID:
+        if key not in self._tasks:
+            self._tasks[key] = self._progress.add_task(description, total=None, detail="")
+        return self._tasks[key]
+
+    def update(self, stats: Statistics, now: float | None = None) -> None:
+        """Redraw from a statistics snapshot."""
+        now = time.monotonic() if now is None else now
+        sources = list(stats.bytes_total)
+        for source in sources:
+            total = stats.bytes_total.get(source)
+            parts_total = stats.parts_total.get(source)
+            parts = f"parts {stats.parts_done.get(source, 0)}/{parts_total if parts_total is not None else '?'}"
+            in_flight = stats.parts_in_flight.get(source, 0)
+            if in_flight:
+                parts += f" ({in_flight} sending)"
+            self._progress.update(
+                self._task(str(source), str(source)),
+                completed=stats.bytes_done.get(source, 0),
+                total=total,
+                detail=parts,
+            )
+        done = sum(stats.bytes_done.values())
+        total_bytes = _total(stats.bytes_total)
+        rate = self._rate.update(now, done)
+        eta = (total_bytes - done) / rate if total_bytes is not None and rate > 0 else None
+        detail = f"{format_rate(rate)}  ETA {format_seconds(eta)}  retries {stats.retries}"
+        detail += f"  throttles {stats.throttles}  {stats.state}"
+        if len(sources) > 1 or self._label:
+            self._progress.update(
+                self._task("total", self._label or "total"), completed=done, total=total_bytes, detail=detail
+            )
+        elif sources:
+            first = self._tasks[str(sources[0])]
+            current = self._progress.tasks[first].fields.get("detail", "")
+            self._progress.update(first, detail=f"{current}  {detail}")
+        self._progress.refresh()
+
+
+class Monitor:
+    """Reads a statistics callable on a timer and feeds a progress bar and/or an event writer.
+
+    Use as ``async with Monitor(handle.statistics, bar=..., events=...):`` around awaiting the upload. The bar is
+    redrawn every ``bar_interval`` seconds and a progress event is written every ``event_interval`` seconds; both
+    get one last update when the block exits.
+    """
+
+    def __init__(
+        self,
+        statistics: Callable[[], Statistics],
+        *,
+        bar: ProgressBar | None = None,
+        events: EventWriter | None = None,
+        bar_interval: float = 0.2,
+        event_interval: float = 1.0,
+    ) -> None:
+        self._statistics = statistics
+        self._bar = bar
+        self._events = events
+        self._bar_interval = bar_interval
+        self._event_interval = event_interval
+        self._task: asyncio.Task[None] | None = None
+
+    def tick(self, *, bar: bool = True, events: bool = True) -> None:
+        stats = self._statistics()
+        if bar and self._bar is not None:
+            self._bar.update(stats)
+        if events and self._events is not None:
+            self._events.write(statistics_event(stats))
+
+    async def _run(self) -> None:
+        interval = self._bar_interval if self._bar is not None else self._event_interval
+        next_event = time.monotonic() + self._event_interval
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            due = now >= next_event
+            if due:
+                next_event = now + self._event_interval
+            self.tick(bar=True, events=due)
+
+    async def __aenter__(self) -> Monitor:
+        if self._bar is not None:
+            self._bar.__enter__()
+        if self._bar is not None or self._events is not None:
+            self._task = asyncio.create_task(self._run(), name="async-uploader-progress")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                # Our own timer was cancelled above; re-raise only if this task itself is being cancelled.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+            self._task = None
+        try:
+            if self._bar is not None or self._events is not None:
+                self.tick()
+        finally:
+            if self._bar is not None:
+                self._bar.close()

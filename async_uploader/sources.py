@@ -1,0 +1,222 @@
+"""Reading part bytes: seekable files by offset, and non-seekable streams through a bounded buffer pool.
+
+A file part is read slice by slice (about 1 MiB each) in a worker thread while the previous slice is on the wire,
+so memory in flight is concurrency × slice, whatever the part size. A stream (stdin, a pipe) can only be read once,
+so each part is read whole into a buffer borrowed from a pool whose size is the memory budget; the buffer is kept
+until the store acknowledges the part, so a retry can resend it.
+
+Every body computes an xxh3-64 digest of what it sent, for the checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import xxhash
+
+from .config import Source
+from .errors import SourceError
+from .plan import Part
+
+__all__ = ["BufferPool", "FileSource", "PartBody", "StreamSource", "check_source_path"]
+
+
+def check_source_path(path: Path) -> int:
+    """Return the size of a readable, non-empty regular file, or raise SourceError saying what is wrong."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SourceError(f"{path}: is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise SourceError(f"{path}: is not a regular file (use '-' to read a stream from stdin)")
+    if info.st_size == 0:
+        raise SourceError(f"{path}: is empty")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot open: {exc.strerror or exc}") from None
+    try:
+        os.pread(fd, 1, 0)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    return info.st_size
+
+
+def _pread_exact(fd: int, length: int, offset: int, hasher: xxhash.xxh3_64) -> bytes:
+    data = os.pread(fd, length, offset)
+    hasher.update(data)
+    return data
+
+
+class PartBody:
+    """The body of one part, for one attempt: ``length`` bytes offered as slices; ``digest`` once fully read.
+
+    ``on_sent`` is told the size of every slice handed to the connection (progress); ``on_reset`` how many bytes
+    an unfinished earlier attempt had reported, when a new attempt starts.
+    """
+
+    def __init__(
+        self,
+        part: Part,
+        read: Callable[[int, xxhash.xxh3_64], AsyncIterator[bytes | memoryview]],
+        on_sent: Callable[[int], None] | None = None,
+    ) -> None:
+        self.part = part
+        self.length = part.length
+        self.digest: str | None = None
+        self.sent = 0
+        self._read = read
+        self._on_sent = on_sent
+
+    def rewind(self) -> int:
+        """Forget an attempt's progress before a retry; return the bytes that attempt had reported."""
+        sent, self.sent, self.digest = self.sent, 0, None
+        return sent
+
+    async def slices(self) -> AsyncIterator[bytes | memoryview]:
+        hasher = xxhash.xxh3_64()
+        self.rewind()
+        async for piece in self._read(self.length, hasher):
+            yield piece
+            self.sent += len(piece)
+            if self._on_sent is not None:
+                self._on_sent(len(piece))
+        self.digest = hasher.hexdigest()
+
+
+class FileSource:
+    """A seekable file, read by offset from a worker thread so the event loop never waits on the disk."""
+
+    seekable = True
+
+    def __init__(self, source: Source, path: Path, slice_size: int) -> None:
+        self.source = source
+        self.path = path
+        self.slice_size = slice_size
+        self.size = check_source_path(path)
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def body(self, part: Part, on_sent: Callable[[int], None] | None = None) -> PartBody:
+        async def read(length: int, hasher: xxhash.xxh3_64) -> AsyncIterator[bytes]:
+            offset, end = part.offset, part.offset + length
+            while offset < end:
+                want = min(self.slice_size, end - offset)
+                data = await asyncio.to_thread(_pread_exact, self._fd, want, offset, hasher)
+                if len(data) != want:
+                    raise SourceError(
+                        f"{self.path}: file shrank while it was uploaded (wanted {want} bytes at {offset})"
+                    )
+                yield data
+                offset += want
+
+        return PartBody(part, read, on_sent)
+
+
+class BufferPool:
+    """At most ``count`` part buffers of ``size`` bytes, shared by every stream of an upload."""
+
+    def __init__(self, size: int, count: int) -> None:
+        self.size = size
+        self._free: list[bytearray] = []
+        self._created = 0
+        self._count = max(1, count)
+        self._available = asyncio.Semaphore(self._count)
+
+    async def get(self) -> bytearray:
+        await self._available.acquire()
+        if self._free:
+            return self._free.pop()
+        self._created += 1
+        return bytearray(self.size)
+
+    def put(self, buffer: bytearray) -> None:
+        self._free.append(buffer)
+        self._available.release()
+
+    @property
+    def allocated(self) -> int:
+        return self._created * self.size
+
+
+def _readinto_full(stream: BinaryIO, view: memoryview) -> int:
+    filled = 0
+    while filled < len(view):
+        got = stream.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not got:
+            break
+        filled += got
+    return int(filled)
+
+
+class StreamSource:
+    """A stream that cannot seek, cut into parts in order; each part's bytes live in a pooled buffer."""
+
+    seekable = False
+    size: int | None = None
+
+    def __init__(self, source: Source, stream: BinaryIO, part_size: int, pool: BufferPool) -> None:
+        self.source = source
+        self.stream = stream
+        self.part_size = part_size
+        self.pool = pool
+        self.next_number = 1
+        self.bytes_read = 0
+        self.exhausted = False
+        self._lock = asyncio.Lock()
+
+    async def next_part(self) -> tuple[Part, bytearray] | None:
+        """Read the next part into a pooled buffer; None at the end of the stream. Give the buffer back with
+        ``pool.put`` once the part is acknowledged (or the upload ends)."""
+        async with self._lock:
+            if self.exhausted:
+                return None
+            buffer = await self.pool.get()
+            try:
+                filled = await asyncio.to_thread(_readinto_full, self.stream, memoryview(buffer)[: self.part_size])
+            except OSError as exc:
+                self.pool.put(buffer)
+                raise SourceError(f"{self.source}: reading the stream failed: {exc}") from exc
+            except BaseException:
+                self.pool.put(buffer)
+                raise
+            if filled < self.part_size:
+                self.exhausted = True
+            if filled == 0:
+                self.pool.put(buffer)
+                if self.next_number == 1:
+                    raise SourceError(f"{self.source}: the stream is empty")
+                return None
+            part = Part(self.source, self.next_number, self.bytes_read, filled)
+            self.next_number += 1
+            self.bytes_read += filled
+            return part, buffer
+
+    @staticmethod
+    def body(part: Part, buffer: bytearray, slice_size: int, on_sent: Callable[[int], None] | None = None) -> PartBody:
+        async def read(length: int, hasher: xxhash.xxh3_64) -> AsyncIterator[memoryview]:
+            view = memoryview(buffer)
+            for start in range(0, length, slice_size):
+                piece = view[start : min(length, start + slice_size)]
+                hasher.update(piece)
+                yield piece
+
+        return PartBody(part, read, on_sent)
+
+    def close(self) -> None:
+        """Streams belong to the caller; nothing to close here."""

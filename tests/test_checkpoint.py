@@ -1,0 +1,278 @@
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from async_uploader.checkpoint import (
+    Checkpoint,
+    CheckpointHeader,
+    PartRecord,
+    SourceFingerprint,
+    default_checkpoint_path,
+    fingerprint_file,
+    fingerprint_source,
+)
+from async_uploader.config import FileType, ReadSet, Source
+from async_uploader.errors import CheckpointError, CheckpointMismatchError
+from async_uploader.plan import make_plan
+
+S1, S2 = Source.SOURCE1, Source.SOURCE2
+ODD_CHECKSUM = 'AbC+/=="\\\t\né𝄞 \x00end'
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> dict[Source, Path]:
+    found = {}
+    for source, size in ((S1, 300 * 1024 + 7), (S2, 1000)):
+        path = tmp_path / f"{source.value.lower()}.fastq.gz"
+        path.write_bytes(os.urandom(size))
+        found[source] = path
+    return found
+
+
+def make_header(sources: dict[Source, Path], part_size: int = 1000) -> CheckpointHeader:
+    read_set = ReadSet(
+        source1=sources[S1],
+        source2=sources[S2],
+        file_type=FileType.FASTQ,
+        subject_id="subject-1",
+        sample_id="sample-1",
+        name="run 7",
+        description="paired reads",
+        tags={"project": "x"},
+    )
+    return CheckpointHeader.from_read_set(
+        "1234567890",
+        read_set,
+        part_size=part_size,
+        sources=[fingerprint_source(s, p) for s, p in sources.items()],
+        client_token="token-123",
+    )
+
+
+def records(source: Source, numbers: range) -> list[PartRecord]:
+    return [PartRecord(source, n, 1000, f"checksum-{source.value}-{n}", f"{n:016x}") for n in numbers]
+
+
+def test_round_trip(tmp_path: Path, sources: dict[Source, Path]) -> None:
+    header = make_header(sources)
+    path = tmp_path / "deep" / "ck.jsonl"
+    with Checkpoint.create(path, header) as checkpoint:
+        assert checkpoint.upload_id is None
+        checkpoint.record_upload("0123456789")
+        checkpoint.record_parts(records(S1, range(1, 4)))
+        checkpoint.record_parts([PartRecord(S2, 1, 1000, ODD_CHECKSUM, "ff")])
+        checkpoint.record_parts([])
+        checkpoint.record_complete("9876543210")
+    loaded = Checkpoint.load(path)
+    assert loaded.header == header
+    assert loaded.upload_id == "0123456789"
+    assert loaded.read_set_id == "9876543210"
+    assert loaded.parts == checkpoint.parts
+    assert loaded.parts[(S2, 1)].checksum == ODD_CHECKSUM  # kept exactly
+    assert len(loaded.parts) == 4
+    loaded.close()
+
+
+def test_file_mode_0600_and_no_secrets(tmp_path: Path, sources: dict[Source, Path]) -> None:
+    path = tmp_path / "ck.jsonl"
+    old = os.umask(0)
+    try:
+        checkpoint = Checkpoint.create(path, make_header(sources))
+        checkpoint.record_upload("0123456789")
+        checkpoint.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = json.loads(path.read_text().splitlines()[0].rpartition("\t")[0])
+    assert set(first) == {
+        "t", "v", "store_id", "file_type", "subject_id", "sample_id", "name", "part_size", "sources",
+        "client_token", "created", "reference_arn", "generated_from", "description", "tags",
+    }  # fmt: skip
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_create_replaces_existing(tmp_path: Path, sources: dict[Source, Path]) -> None:
+    path = tmp_path / "ck.jsonl"
+    with Checkpoint.create(path, make_header(sources)) as checkpoint:
+        checkpoint.record_upload("0123456789")
+        checkpoint.record_parts(records(S1, range(1, 3)))
+    Checkpoint.create(path, make_header(sources, part_size=2000)).close()
+    loaded = Checkpoint.load(path)
+    assert (loaded.header.part_size, loaded.upload_id, loaded.parts) == (2000, None, {})
+
+
+def write_two_batches(path: Path, sources: dict[Source, Path]) -> tuple[int, int]:
+    """Header, upload, batch 1..5, batch 6..10; return the byte offsets where the last line starts and ends."""
+    with Checkpoint.create(path, make_header(sources)) as checkpoint:
+        checkpoint.record_upload("0123456789")
+        checkpoint.record_parts(records(S1, range(1, 6)))
+        start = path.stat().st_size
+        checkpoint.record_parts(records(S1, range(6, 11)))
+    return start, path.stat().st_size
+
+
+@pytest.mark.parametrize("keep", [1, 2, 17, 0.5, -10, -9, -2, -1])
+def test_torn_last_record_is_ignored(tmp_path: Path, sources: dict[Source, Path], keep: float) -> None:
+    path = tmp_path / "ck.jsonl"
+    start, end = write_two_batches(path, sources)
+    cut = start + int(keep * (end - start)) if isinstance(keep, float) else (start + keep if keep > 0 else end + keep)
+    with open(path, "r+b") as f:
+        f.truncate(cut)
+    loaded = Checkpoint.load(path)
+    assert loaded.upload_id == "0123456789"
+    assert sorted(n for _, n in loaded.parts) == [1, 2, 3, 4, 5]
+
+
+def test_corrupt_last_line_with_newline_is_ignored(tmp_path: Path, sources: dict[Source, Path]) -> None:
+    path = tmp_path / "ck.jsonl"
+    start, _ = write_two_batches(path, sources)
+    data = bytearray(path.read_bytes())
+    data[start + 20] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert len(Checkpoint.load(path).parts) == 5
+
+
+def test_corrupt_middle_line_raises(tmp_path: Path, sources: dict[Source, Path]) -> None:
+    path = tmp_path / "ck.jsonl"
+    write_two_batches(path, sources)
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b"checksum-SOURCE1-3", b"checksum-SOURCE1-X")  # CRC no longer matches
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(CheckpointError, match="line 3"):
+        Checkpoint.load(path)
+
+
+@pytest.mark.parametrize("content", [b"", b'{"t":"hea', b"garbage\n"])
+def test_no_header_raises(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "ck.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError):
+        Checkpoint.load(path)
+
+
+def test_missing_file_raises(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="cannot read"):
+        Checkpoint.load(tmp_path / "nope.jsonl")
+
+
+def test_append_after_torn_tail(tmp_path: Path, sources: dict[Source, Path]) -> None:
+    path = tmp_path / "ck.jsonl"
+    start, end = write_two_batches(path, sources)
+    with open(path, "r+b") as f:
+        f.truncate((start + end) // 2)
+    with Checkpoint.load(path) as checkpoint:
+        checkpoint.record_parts(records(S2, range(1, 3)))
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_bytes().endswith(b"\n")
+    loaded = Checkpoint.load(path)
+    assert sorted(loaded.parts) == [(S1, n) for n in range(1, 6)] + [(S2, 1), (S2, 2)]
+    assert loaded._valid_length is None  # nothing left to cut
+
+
+def test_new_upload_id_forgets_old_parts(tmp_path: Path, sources: dict[Source, Path]) -> None:
+    path = tmp_path / "ck.jsonl"
+    with Checkpoint.create(path, make_header(sources)) as checkpoint:
+        checkpoint.record_upload("1111111111")
+        checkpoint.record_parts(records(S1, range(1, 3)))
+        checkpoint.record_upload("1111111111")
+        assert len(checkpoint.parts) == 2
+        checkpoint.record_upload("2222222222")
+        assert checkpoint.parts == {}
+    assert Checkpoint.load(path).parts == {}
+
+
+def test_later_record_of_a_part_wins(tmp_path: Path, sources: dict[Source, Path]) -> None:
+    path = tmp_path / "ck.jsonl"
+    with Checkpoint.create(path, make_header(sources)) as checkpoint:
+        checkpoint.record_parts([PartRecord(S1, 1, 10, "old", "d1")])
+        checkpoint.record_parts([PartRecord(S1, 1, 10, "new", "d2")])
+    assert Checkpoint.load(path).parts[(S1, 1)].checksum == "new"
+
+
+def test_20000_parts(tmp_path: Path, sources: dict[Source, Path]) -> None:
+    path = tmp_path / "ck.jsonl"
+    with Checkpoint.create(path, make_header(sources)) as checkpoint:
+        checkpoint.record_upload("0123456789")
+        for first in range(1, 10_001, 1000):
+            checkpoint.record_parts(records(S1, range(first, first + 1000)))
+            checkpoint.record_parts(records(S2, range(first, first + 1000)))
+    loaded = Checkpoint.load(path)
+    assert len(loaded.parts) == 20_000
+    assert loaded.parts[(S2, 10_000)].checksum == "checksum-SOURCE2-10000"
+    plan = make_plan({S1: 10_000_000, S2: 10_000_000}, 1000)
+    assert next(plan.parts(done=loaded.parts), None) is None
+
+
+def test_verify_sources_accepts_unchanged(sources: dict[Source, Path], tmp_path: Path) -> None:
+    with Checkpoint.create(tmp_path / "ck.jsonl", make_header(sources)) as checkpoint:
+        checkpoint.verify_sources([fingerprint_source(s, p) for s, p in sources.items()])
+
+
+def test_verify_sources_refuses_same_size_edit(sources: dict[Source, Path], tmp_path: Path) -> None:
+    checkpoint = Checkpoint.create(tmp_path / "ck.jsonl", make_header(sources))
+    path = sources[S1]
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # hide the edit from the mtime check
+    with pytest.raises(CheckpointMismatchError) as info:
+        checkpoint.verify_sources([fingerprint_source(s, p) for s, p in sources.items()])
+    message = str(info.value)
+    assert f"SOURCE1 {path} changed since the checkpoint (contents changed)" in message
+    assert "--restart" in message
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    with pytest.raises(CheckpointMismatchError, match="modification time"):
+        checkpoint.verify_sources([fingerprint_source(s, p) for s, p in sources.items()])
+    checkpoint.close()
+
+
+def test_verify_sources_refuses_size_change(sources: dict[Source, Path], tmp_path: Path) -> None:
+    checkpoint = Checkpoint.create(tmp_path / "ck.jsonl", make_header(sources))
+    with open(sources[S2], "ab") as f:
+        f.write(b"more")
+    with pytest.raises(CheckpointMismatchError, match=r"SOURCE2 .* \(size 1,000 → 1,004 bytes\); run again with --restart"):
+        checkpoint.verify_sources([fingerprint_source(s, p) for s, p in sources.items()])
+    with pytest.raises(CheckpointMismatchError, match="--restart"):
+        checkpoint.verify_sources([fingerprint_source(S1, sources[S1])])
+    with pytest.raises(CheckpointMismatchError, match="written for"):
+        checkpoint.verify_sources([fingerprint_source(S1, sources[S1]), fingerprint_source(S2, sources[S1])])
+    checkpoint.close()
+
+
+def test_fingerprint_file_samples(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    data = bytearray(1024 * 1024)
+    path.write_bytes(bytes(data))
+    base = fingerprint_file(path, len(data))
+    assert base == fingerprint_file(path, len(data))
+    for offset in (0, len(data) // 2, len(data) - 1):
+        changed = bytearray(data)
+        changed[offset] = 1
+        path.write_bytes(bytes(changed))
+        assert fingerprint_file(path, len(data)) != base
+    small = tmp_path / "small"
+    small.write_bytes(b"abc")
+    assert fingerprint_file(small, 3) != fingerprint_file(path, len(data))
+
+
+def test_default_checkpoint_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ASYNC_UPLOADER_HOME", str(tmp_path))
+    one = default_checkpoint_path("1234567890", ["a.fq", "b.fq"])
+    assert one.parent == tmp_path / "checkpoints"
+    assert one.name.startswith("1234567890-")
+    assert one == default_checkpoint_path("1234567890", [os.path.abspath("a.fq"), "b.fq"])
+    fingerprint = SourceFingerprint(S1, os.path.abspath("a.fq"), 1, 1, "x")
+    assert default_checkpoint_path("1234567890", [fingerprint]) == default_checkpoint_path("1234567890", ["a.fq"])
+    assert one != default_checkpoint_path("1234567899", ["a.fq", "b.fq"])
+    assert one != default_checkpoint_path("1234567890", ["b.fq", "a.fq"])
+    monkeypatch.delenv("ASYNC_UPLOADER_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_checkpoint_path("1234567890", ["a.fq"]).parent == (
+        tmp_path / "home" / ".cache" / "async-uploader" / "checkpoints"
+    )
