@@ -32,7 +32,7 @@ from .config import FileType, ReadSet
 from .errors import ConfigError, UploadInterruptedError, UsageError
 
 if TYPE_CHECKING:
-    from .engine import UploadHandle, Uploader
+    from .engine import Uploader, UploadHandle
 
 __all__ = [
     "BatchState",

@@ -76,9 +76,7 @@ def fingerprint_source(source: Source, path: str | os.PathLike[str]) -> SourceFi
     """Stat and fingerprint the file ``path`` as ``source``."""
     absolute = os.path.abspath(path)
     stat = os.stat(absolute)
-    return SourceFingerprint(
-        source, absolute, stat.st_size, stat.st_mtime_ns, fingerprint_file(absolute, stat.st_size)
-    )
+    return SourceFingerprint(source, absolute, stat.st_size, stat.st_mtime_ns, fingerprint_file(absolute, stat.st_size))
 
 
 @dataclass(frozen=True, slots=True)

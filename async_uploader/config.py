@@ -220,7 +220,9 @@ class UploadConfig:
 
     ``part_size`` None picks DEFAULT_PART_SIZE, grown in whole MiB when a source would need more than 10,000
     parts. ``max_concurrency`` caps requests in flight per Uploader. ``memory_budget`` bounds the part buffers
-    used for sources that cannot seek (stdin, pipes).
+    used for sources that cannot seek (stdin, pipes). ``wait_for_active`` polls GetReadSetMetadata after Complete
+    until the store has checked the read set (ACTIVE, or UPLOAD_FAILED raised as an error), for at most
+    ``active_timeout`` seconds.
     """
 
     part_size: int | None = None
@@ -229,7 +231,8 @@ class UploadConfig:
     retry: RetryConfig = field(default_factory=RetryConfig)
     memory_budget: int = 1024 * MIB
     slice_size: int = DEFAULT_SLICE_SIZE
-    complete_timeout: float = 600.0
+    wait_for_active: bool = True
+    active_timeout: float = 600.0
     adaptive: bool = True
 
     def __post_init__(self) -> None:

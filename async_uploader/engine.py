@@ -36,6 +36,7 @@ from .errors import (
     ResourceNotFoundError,
     SourceError,
     UploaderError,
+    UploadFailedError,
     UploadInterruptedError,
 )
 from .plan import Part, Plan, make_plan
@@ -67,6 +68,7 @@ class UploadResult:
     throttles: int
     resumed_parts: int
     checkpoint: Path | None = None
+    status: str = "ACTIVE"
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -79,6 +81,7 @@ class UploadResult:
             "retries": self.retries,
             "throttles": self.throttles,
             "resumedParts": self.resumed_parts,
+            "status": self.status,
         }
 
 
@@ -388,6 +391,7 @@ class _Upload:
         self._stop_grace: float | None = None
         self._stop_event = asyncio.Event()
         self._stale_upload: str | None = None
+        self._completed = False
         self._first_parts: dict[Source, tuple[Part, bytearray] | None] = {}
         self._stream_buffers: dict[tuple[Source, int], bytearray] = {}
 
@@ -434,13 +438,15 @@ class _Upload:
             plan = self._plan()
             self._open_checkpoint(plan)
             if self._checkpoint is not None and self._checkpoint.read_set_id is not None:
-                return self._result(self._checkpoint.read_set_id, started)
+                read_set_id = self._checkpoint.read_set_id
+                return self._result(read_set_id, started, await self._wait_active(read_set_id))
             await self._create_or_resume(plan)
             self._set_state("uploading")
             await self._send_parts(plan)
             read_set_id = await self._complete()
+            status = await self._wait_active(read_set_id)
             self._set_state("done")
-            return self._result(read_set_id, started)
+            return self._result(read_set_id, started, status)
         except asyncio.CancelledError:
             self._set_state("interrupted")
             await self._on_failure(cancelled=True)
@@ -459,7 +465,7 @@ class _Upload:
         finally:
             self._close()
 
-    def _result(self, read_set_id: str, started: float) -> UploadResult:
+    def _result(self, read_set_id: str, started: float, status: str) -> UploadResult:
         c = self.counters
         return UploadResult(
             read_set_id=read_set_id,
@@ -472,6 +478,7 @@ class _Upload:
             throttles=c.throttles,
             resumed_parts=c.resumed_parts,
             checkpoint=self.checkpoint_path,
+            status=status,
         )
 
     def _close(self) -> None:
@@ -690,14 +697,17 @@ class _Upload:
         stop = asyncio.ensure_future(self._stop_event.wait())
         try:
             await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
+        except BaseException:
             stop.cancel()
-            if not acquire.cancel() and not acquire.cancelled() and acquire.exception() is None:
-                if self._stop_event.is_set():
-                    slots.release()
-                else:
-                    return True
-        return False
+            if _finished_ok(acquire):
+                slots.release()
+            raise
+        stop.cancel()
+        held = _finished_ok(acquire)
+        if held and self._stop_event.is_set():
+            slots.release()
+            return False
+        return held
 
     async def _work(self, plan: Plan | None) -> AsyncGenerator[tuple[Part, PartSender], None]:
         """Every part still to send, both sources interleaved, each with the coroutine that sends it."""
@@ -848,9 +858,36 @@ class _Upload:
             lambda: client.complete_upload(self.store_id, self.upload_id or "", parts),
             on_retry=self._on_retry("CompleteMultipartReadSetUpload", None, None),
         )
+        self._completed = True
         if self._checkpoint is not None:
             await asyncio.to_thread(self._checkpoint.record_complete, read_set_id)
         return read_set_id
+
+    async def _wait_active(self, read_set_id: str) -> str:
+        """Poll the read set's status until the store has checked it; UPLOAD_FAILED is an error."""
+        if not self.config.wait_for_active:
+            return "PROCESSING_UPLOAD"
+        self._set_state("verifying")
+        client = self.owner.client
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.active_timeout
+        pause = 0.05
+        while True:
+            metadata = await self.owner.call(
+                RequestKind.LISTING,
+                "GetReadSetMetadata",
+                lambda: client.get_read_set_metadata(self.store_id, read_set_id),
+            )
+            if metadata.status == "ACTIVE":
+                return metadata.status
+            if metadata.status == "UPLOAD_FAILED":
+                reason = metadata.status_message or "no reason given"
+                raise UploadFailedError(f"the store rejected read set {read_set_id}: {reason}")
+            if loop.time() + pause > deadline:
+                log.warning("read set %s is still %s; not waiting any longer", read_set_id, metadata.status)
+                return metadata.status
+            await asyncio.sleep(pause)
+            pause = min(5.0, pause * 2)
 
     async def _abort(self, upload_id: str) -> None:
         client = self.owner.client
@@ -862,7 +899,7 @@ class _Upload:
 
     async def _on_failure(self, *, cancelled: bool) -> None:
         """Keep the upload open when a checkpoint can resume it (unless told otherwise); abort it otherwise."""
-        if self.upload_id is None:
+        if self.upload_id is None or self._completed:
             return
         keep = self.keep_on_failure
         if keep is None:
@@ -878,6 +915,13 @@ class _Upload:
                 self._checkpoint.close()
                 self._checkpoint = None
                 self.checkpoint_path.unlink(missing_ok=True)
+
+
+def _finished_ok(future: asyncio.Future[Any]) -> bool:
+    """Cancel ``future`` unless it already finished; True when it had finished with a result."""
+    if future.cancel():
+        return False
+    return not future.cancelled() and future.exception() is None
 
 
 async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:

@@ -99,9 +99,7 @@ def make_plan(sizes: Mapping[Source, int], part_size: int | None = None) -> Plan
     if part_size is None:
         return Plan(max(DEFAULT_PART_SIZE, needed), sizes)
     if not 1 <= part_size <= MAX_PART_SIZE:
-        raise PlanError(
-            f"part size {part_size:,} bytes is outside 1 byte .. 100 MiB ({MAX_PART_SIZE:,} bytes)"
-        )
+        raise PlanError(f"part size {part_size:,} bytes is outside 1 byte .. 100 MiB ({MAX_PART_SIZE:,} bytes)")
     plan = Plan(part_size, sizes)
     for source, size in plan.sizes.items():
         if plan.part_count(source) > MAX_PARTS:
@@ -116,7 +114,5 @@ def make_plan(sizes: Mapping[Source, int], part_size: int | None = None) -> Plan
 def stream_part(source: Source, number: int, part_size: int) -> Part:
     """Part ``number`` of a source that cannot seek; ``length`` is its most, the reader shortens it."""
     if not 1 <= number <= MAX_PARTS:
-        raise PlanError(
-            f"{source} needs more than {MAX_PARTS:,} parts of {part_size:,} bytes; use a larger part size"
-        )
+        raise PlanError(f"{source} needs more than {MAX_PARTS:,} parts of {part_size:,} bytes; use a larger part size")
     return Part(source, number, (number - 1) * part_size, part_size)

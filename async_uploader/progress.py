@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -36,6 +37,8 @@ class Statistics(Protocol):
     def state(self) -> str: ...
     @property
     def bytes_done(self) -> Mapping[Source, int]: ...
+    @property
+    def bytes_sent(self) -> Mapping[Source, int]: ...
     @property
     def bytes_total(self) -> Mapping[Source, int | None]: ...
     @property
@@ -72,7 +75,7 @@ def format_rate(bytes_per_second: float) -> str:
 
 def format_seconds(seconds: float | None) -> str:
     """A duration as ``H:MM:SS``; ``-:--:--`` when unknown."""
-    if seconds is None or seconds != seconds or seconds < 0 or seconds > 1e7:
+    if seconds is None or math.isnan(seconds) or seconds < 0 or seconds > 1e7:
         return "-:--:--"
     whole = int(seconds + 0.5)
     return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
@@ -105,6 +108,7 @@ def statistics_event(stats: Statistics) -> dict[str, Any]:
         "time": round(time.time(), 3),
         "state": stats.state,
         "bytesDone": done,
+        "bytesSent": sum(stats.bytes_sent.values()),
         "bytesTotal": total,
         "fraction": round(done / total, 4) if total else None,
         "partsDone": sum(stats.parts_done.values()),
@@ -119,6 +123,7 @@ def statistics_event(stats: Statistics) -> dict[str, Any]:
         "sources": {
             str(source): {
                 "bytesDone": stats.bytes_done.get(source, 0),
+                "bytesSent": stats.bytes_sent.get(source, 0),
                 "bytesTotal": stats.bytes_total.get(source),
                 "partsDone": stats.parts_done.get(source, 0),
                 "partsTotal": stats.parts_total.get(source),
@@ -198,11 +203,11 @@ class ProgressBar:
                 parts += f" ({in_flight} sending)"
             self._progress.update(
                 self._task(str(source), str(source)),
-                completed=stats.bytes_done.get(source, 0),
+                completed=max(stats.bytes_sent.get(source, 0), stats.bytes_done.get(source, 0)),
                 total=total,
                 detail=parts,
             )
-        done = sum(stats.bytes_done.values())
+        done = max(sum(stats.bytes_sent.values()), sum(stats.bytes_done.values()))
         total_bytes = _total(stats.bytes_total)
         rate = self._rate.update(now, done)
         eta = (total_bytes - done) / rate if total_bytes is not None and rate > 0 else None

@@ -96,9 +96,7 @@ class AdaptiveRate:
         window: float = 1.0,
     ) -> None:
         if not max_rate > 0 or not 0 < beta < 1 or not min_rate > 0 or recover_seconds <= 0 or window < 0:
-            raise ValueError(
-                "need max_rate > 0, 0 < beta < 1, min_rate > 0, recover_seconds > 0, window >= 0"
-            )
+            raise ValueError("need max_rate > 0, 0 < beta < 1, min_rate > 0, recover_seconds > 0, window >= 0")
         self.max_rate = max_rate
         self.beta = beta
         self.min_rate = min(min_rate, max_rate)

@@ -62,8 +62,8 @@ def _pread_exact(fd: int, length: int, offset: int, hasher: xxhash.xxh3_64) -> b
 class PartBody:
     """The body of one part, for one attempt: ``length`` bytes offered as slices; ``digest`` once fully read.
 
-    ``on_sent`` is told the size of every slice handed to the connection (progress); ``on_reset`` how many bytes
-    an unfinished earlier attempt had reported, when a new attempt starts.
+    ``on_sent`` is told the size of every slice handed to the connection (progress), and minus what an earlier
+    attempt had reported when the body is sent again.
     """
 
     def __init__(
@@ -86,7 +86,10 @@ class PartBody:
 
     async def slices(self) -> AsyncIterator[bytes | memoryview]:
         hasher = xxhash.xxh3_64()
-        self.rewind()
+        # aiohttp itself may resend a body (a kept-alive connection closed under it): forget the first try.
+        unsent = self.rewind()
+        if unsent and self._on_sent is not None:
+            self._on_sent(-unsent)
         async for piece in self._read(self.length, hasher):
             yield piece
             self.sent += len(piece)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -81,6 +82,9 @@ async def collect_body(body: bytes | BodySource) -> bytes:
         return bytes(body)
     chunks = [bytes(piece) async for piece in _iterate(body)]
     return b"".join(chunks)
+
+
+_LARGE_BODY = 512 * 1024
 
 
 class _ShortBodyError(Exception):
@@ -216,7 +220,8 @@ class AiohttpTransport:
         target = URL(url, encoded=True)  # already percent-encoded exactly as signed
         data: Any
         if isinstance(body, bytes | bytearray | memoryview):
-            data = bytes(body) if body else None
+            # aiohttp warns that a large bytes body may stall the loop; a file-like payload is written in pieces.
+            data = (io.BytesIO(body) if len(body) > _LARGE_BODY else bytes(body)) if body else None
         else:
             data = _SourcePayload(body)
         options: dict[str, Any] = {}

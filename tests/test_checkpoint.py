@@ -236,7 +236,9 @@ def test_verify_sources_refuses_size_change(sources: dict[Source, Path], tmp_pat
     checkpoint = Checkpoint.create(tmp_path / "ck.jsonl", make_header(sources))
     with open(sources[S2], "ab") as f:
         f.write(b"more")
-    with pytest.raises(CheckpointMismatchError, match=r"SOURCE2 .* \(size 1,000 → 1,004 bytes\); run again with --restart"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"SOURCE2 .* \(size 1,000 → 1,004 bytes\); run again with --restart"
+    ):
         checkpoint.verify_sources([fingerprint_source(s, p) for s, p in sources.items()])
     with pytest.raises(CheckpointMismatchError, match="--restart"):
         checkpoint.verify_sources([fingerprint_source(S1, sources[S1])])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -30,7 +31,10 @@ from .store import (
 )
 
 CHUNK = 4 * 1024 * 1024
-MAX_JSON_BODY = 1024 * 1024
+_CHUNKS: list[int] = []
+import atexit, sys
+atexit.register(lambda: print("chunks", len(_CHUNKS), sum(_CHUNKS) / max(1, len(_CHUNKS)), file=sys.stderr))
+MAX_JSON_BODY = 8 * 1024 * 1024  # Complete of 2 x 10,000 parts is about 2.2 MB
 STORE = "/sequencestore/{store}"
 # (method, path, operation): the requestUri of each operation in the service model.
 ROUTES = (
@@ -50,6 +54,12 @@ FAULT_ERRORS = {
 }
 
 
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 class ConnectionDropped(Exception):
     """The store aborted the connection on purpose (an injected reset)."""
 
@@ -63,10 +73,15 @@ class Call:
     upload_id: str | None = None
     source: str | None = None
     part_number: int | None = None
-    bytes: int = 0
+    nbytes: int = 0
     fault: str | None = None
     body_done: bool = False
     reset: bool = False
+    body: bytes = b""
+    reset_at: int | None = None
+
+
+CALL = web.RequestKey("call", Call)
 
 
 def error_response(err: ApiError) -> web.Response:
@@ -90,6 +105,7 @@ class StoreApp:
         self.attempts: dict[RequestKey, int] = {}
         self.pacers: dict[object, Pacer] = {}
         self.timers: set[asyncio.TimerHandle] = set()
+        self.writer = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-write")
         handlers: dict[str, Callable[[web.Request, Call], Awaitable[web.StreamResponse]]] = {
             "CreateMultipartReadSetUpload": self.create_upload,
             "UploadReadSetPart": self.upload_part,
@@ -112,6 +128,7 @@ class StoreApp:
         for timer in self.timers:
             timer.cancel()
         self.timers.clear()
+        self.writer.shutdown(wait=True)
 
     # --- the common path of every request
     @web.middleware
@@ -121,7 +138,7 @@ class StoreApp:
         started = time.monotonic()
         route = request.match_info.route.name
         call = Call(operation=route or "Unknown")
-        request["call"] = call
+        request[CALL] = call
         status, code = 0, None
         try:
             if self.options.latency_ms > 0:
@@ -146,7 +163,7 @@ class StoreApp:
                     "operation": call.operation,
                     "source": call.source,
                     "part_number": call.part_number,
-                    "bytes": call.bytes,
+                    "bytes": call.nbytes,
                     "status": 0 if call.reset else status,
                     "error_code": code,
                     "fault": call.fault,
@@ -164,7 +181,7 @@ class StoreApp:
             pass
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        call: Call = request["call"]
+        call = request[CALL]
         info = request.match_info
         call.store_id = info["store"]
         call.upload_id = info.get("upload")
@@ -181,9 +198,8 @@ class StoreApp:
             if content_hash is not None:
                 self.verify(request, content_hash)
         else:
-            body = await self.read_json_body(request)
-            request["body"] = body
-        self.check_quota(call.operation)
+            call.body = await self.read_json_body(request)
+        self.check_quota(call)
         self.inject_fault(request, call)
         return await self.handlers[call.operation](request, call)
 
@@ -191,7 +207,7 @@ class StoreApp:
         if request.content_length is not None and request.content_length > MAX_JSON_BODY:
             raise validation("request body too large")
         body = await request.read()
-        request["call"].body_done = True
+        request[CALL].body_done = True
         digest = hashlib.sha256(body).hexdigest()
         sent = request.headers.get("x-amz-content-sha256")
         if sent is not None and sent not in (UNSIGNED_PAYLOAD, digest):
@@ -202,10 +218,11 @@ class StoreApp:
     def verify(self, request: web.Request, payload_hash: str) -> None:
         self.verifier.verify(request.method, request.raw_path, request.headers, payload_hash)
 
-    def check_quota(self, operation: str) -> None:
-        kind = QUOTA_KIND.get(operation)
+    def check_quota(self, call: Call) -> None:
+        kind = QUOTA_KIND.get(call.operation)
         bucket = self.quotas.get(kind) if kind else None
         if bucket is not None and not bucket.try_take():
+            call.fault = str(Fault.QUOTA)
             raise ApiError("ThrottlingException", f"Rate exceeded for {kind} requests")
 
     def inject_fault(self, request: web.Request, call: Call) -> None:
@@ -228,7 +245,7 @@ class StoreApp:
         if fault is Fault.RESET:
             length = request.content_length or 0
             if call.operation == "UploadReadSetPart" and length > 0:
-                request["reset_at"] = max(1, reset_offset(options, key, attempt, length))
+                call.reset_at = max(1, reset_offset(options, key, attempt, length))
                 return
             self.drop(request, call)
         code, message = FAULT_ERRORS[fault]
@@ -241,7 +258,7 @@ class StoreApp:
         raise ConnectionDropped()
 
     def json(self, request: web.Request) -> dict[str, Any]:
-        raw: bytes = request["body"]
+        raw = request[CALL].body
         if not raw:
             return {}
         try:
@@ -275,7 +292,7 @@ class StoreApp:
         want_sha = sent_hash is None or sent_hash != UNSIGNED_PAYLOAD
         tmp = self.state.part_tmp_path(upload, source, number)
         received, digest, sha = await self.receive(request, call, tmp, want_sha)
-        call.bytes = received
+        call.nbytes = received
         try:
             if received != length:
                 raise validation(f"body ended after {received} of {length} bytes")
@@ -296,9 +313,11 @@ class StoreApp:
         """Stream the body: hash it, write it to ``tmp`` (unless discarding), pace it, maybe drop it."""
         hasher = xxhash.xxh3_128()
         sha = hashlib.sha256() if want_sha else None
-        reset_at: int | None = request.get("reset_at")
+        reset_at = call.reset_at
         pacer = self.pacer(request)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600) if tmp is not None else -1
+        # Disk writes run in a thread, one at a time per part, overlapping the read of the next chunk.
+        writing: concurrent.futures.Future[None] | None = None
         received = 0
         try:
             content = request.content
@@ -307,20 +326,23 @@ class StoreApp:
                 if not chunk:
                     break
                 received += len(chunk)
+                _CHUNKS.append(len(chunk))
                 if reset_at is not None and received >= reset_at:
-                    call.bytes = received
+                    call.nbytes = received
                     self.drop(request, call)
                 hasher.update(chunk)
                 if sha is not None:
                     sha.update(chunk)
                 if fd >= 0:
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    if writing is not None:
+                        await asyncio.wrap_future(writing)
+                    write_all(fd, chunk)
                 if pacer is not None:
                     delay = pacer.delay_after(len(chunk))
                     if delay > 0:
                         await asyncio.sleep(delay)
+            if writing is not None:
+                await asyncio.wrap_future(writing)
         except BaseException:
             if tmp is not None:
                 os.unlink(tmp)
@@ -328,7 +350,10 @@ class StoreApp:
         finally:
             call.body_done = True
             if fd >= 0:
-                os.close(fd)
+                if writing is not None and not writing.done():
+                    writing.add_done_callback(lambda _: os.close(fd))
+                else:
+                    os.close(fd)
         return received, hasher.digest(), sha.hexdigest() if sha is not None else ""
 
     def pacer(self, request: web.Request) -> Pacer | None:
@@ -397,7 +422,7 @@ class StoreApp:
                 "ResourceNotFoundException",
                 "this store runs with --discard: it counted and hashed the bytes but kept none to return",
             )
-        call.bytes = part.size
+        call.nbytes = part.size
         return web.FileResponse(part.path, headers={"Content-Type": "application/octet-stream"})
 
 

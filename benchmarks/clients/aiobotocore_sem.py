@@ -56,9 +56,7 @@ async def _upload(client: Any, args: argparse.Namespace, index: int, semaphore: 
         for number, offset, length in _common.split(size, part_size):
             jobs.append(part(source, path, number, offset, length))
     done = await asyncio.gather(*jobs)
-    await client.complete_multipart_read_set_upload(
-        sequenceStoreId=args.store_id, uploadId=upload_id, parts=list(done)
-    )
+    await client.complete_multipart_read_set_upload(sequenceStoreId=args.store_id, uploadId=upload_id, parts=list(done))
     return len(done)
 
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import _common
 import boto3
 from botocore.config import Config
 
+if TYPE_CHECKING:
+    from mypy_boto3_omics.type_defs import CompleteReadSetUploadPartListItemTypeDef
+
 DEFAULT_PART_SIZE = 100 * 1024 * 1024
+SOURCES: tuple[Literal["SOURCE1"], Literal["SOURCE2"]] = ("SOURCE1", "SOURCE2")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -35,8 +39,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sampleId=_common.SAMPLE,
             name=_common.name(index),
         )["uploadId"]
-        done = []
-        for source, path in zip(("SOURCE1", "SOURCE2"), _common.sources(args), strict=False):
+        done: list[CompleteReadSetUploadPartListItemTypeDef] = []
+        for source, path in zip(SOURCES, _common.sources(args), strict=False):
             with open(path, "rb") as handle:
                 number = 0
                 while body := handle.read(part_size):

@@ -73,8 +73,12 @@ async def _upload(session: aiohttp.ClientSession, signer: _Signer, args: argpars
         signer,
         "POST",
         f"{base}/upload",
-        {"sourceFileType": "FASTQ", "subjectId": _common.SUBJECT, "sampleId": _common.SAMPLE,
-         "name": _common.name(index)},
+        {
+            "sourceFileType": "FASTQ",
+            "subjectId": _common.SUBJECT,
+            "sampleId": _common.SAMPLE,
+            "name": _common.name(index),
+        },
     )
     upload_id = created["uploadId"]
     fds = [os.open(path, os.O_RDONLY) for path in _common.sources(args)]

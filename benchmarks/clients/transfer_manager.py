@@ -22,13 +22,13 @@ def _tune_part_size(part_size: int) -> None:
     import omics.transfer.read_set_upload as rsu
     from s3transfer.utils import ChunksizeAdjuster
 
-    rsu.UPLOAD_PART_SIZE_BYTES = part_size  # type: ignore[attr-defined]
+    rsu.UPLOAD_PART_SIZE_BYTES = part_size
 
-    class _Adjuster(ChunksizeAdjuster):  # type: ignore[misc]
+    class _Adjuster(ChunksizeAdjuster):
         def __init__(self) -> None:
             super().__init__(min_size=1)
 
-    rsu.ChunksizeAdjuster = _Adjuster  # type: ignore[attr-defined]
+    rsu.ChunksizeAdjuster = _Adjuster
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,8 +47,7 @@ class Measured:
 
     @property
     def bytes(self) -> int:
-        value = self.report.get("bytes", 0)
-        return int(value) if isinstance(value, int | float) else 0
+        return _count(self.report.get("bytes"))
 
     @property
     def seconds(self) -> float:
@@ -58,8 +56,7 @@ class Measured:
 
     @property
     def parts(self) -> int:
-        value = self.report.get("parts", 0)
-        return int(value) if isinstance(value, int | float) else 0
+        return _count(self.report.get("parts"))
 
     @property
     def mb_per_s(self) -> float:
@@ -80,12 +77,27 @@ class Measured:
     def as_json(self) -> dict[str, object]:
         data = asdict(self)
         data.update(
+            bytes=self.bytes,
+            parts=self.parts,
+            seconds=round(self.seconds, 4),
             mb_per_s=round(self.mb_per_s, 2),
             parts_per_s=round(self.parts_per_s, 1),
             cpu_per_gib=round(self.cpu_per_gib, 4),
             rss_mib=round(self.rss_mib, 1),
         )
         return data
+
+
+def number(value: object) -> float:
+    """A reported number, or 0.0 when missing or not a number."""
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _count(value: object) -> int:
+    """A reported count: a number, or per-source numbers ({"SOURCE1": n, "SOURCE2": m}) summed."""
+    if isinstance(value, dict):
+        return sum(_count(item) for item in value.values())
+    return int(value) if isinstance(value, int | float) else 0
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -101,8 +113,8 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def _last_json_line(text: str) -> dict[str, object]:
-    for line in reversed(text.strip().splitlines()):
-        line = line.strip()
+    for raw in reversed(text.strip().splitlines()):
+        line = raw.strip()
         if line.startswith("{"):
             try:
                 value = json.loads(line)
@@ -113,59 +125,104 @@ def _last_json_line(text: str) -> dict[str, object]:
     return {}
 
 
+class _Launcher:
+    """The small spawning process (see launcher.py), started once and shared by every measurement."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> subprocess.Popen[str]:
+        if self._proc is None or self._proc.poll() is not None:
+            script = Path(__file__).resolve().parent / "launcher.py"
+            self._proc = subprocess.Popen(
+                [sys.executable, "-S", "-E", str(script)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+            )
+        return self._proc
+
+    def run(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        stdout: str,
+        stderr: str,
+        timeout: float,
+        during: Callable[[int], None] | None,
+    ) -> dict[str, object]:
+        with self._lock:
+            proc = self._ensure()
+            assert proc.stdin is not None and proc.stdout is not None
+            job = {"argv": list(argv), "env": dict(env), "stdout": stdout, "stderr": stderr, "timeout": timeout}
+            proc.stdin.write(json.dumps(job) + "\n")
+            proc.stdin.flush()
+            started: dict[str, object] = json.loads(proc.stdout.readline())
+            pid = started.get("pid")
+            if not isinstance(pid, int) or not pid:
+                raise OSError(f"could not start {argv[0]}: {started.get('error')}")
+            if during is not None:
+                during(pid)
+            finished: dict[str, object] = json.loads(proc.stdout.readline())
+            return finished
+
+    def close(self) -> None:
+        if self._proc is not None:
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+            self._proc.wait(10)
+            if self._proc.stdout is not None:
+                self._proc.stdout.close()
+            self._proc = None
+
+
+_LAUNCHER = _Launcher()
+close_launcher = _LAUNCHER.close
+
+
 def run_measured(
     label: str,
     argv: Sequence[str],
     *,
     timeout: float,
     env: Mapping[str, str] | None = None,
-    during: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    during: Callable[[int], None] | None = None,
 ) -> Measured:
-    """Start ``argv``, optionally act on it while it runs (``during``), reap it with wait4, parse its JSON line."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Start ``argv`` from the launcher, optionally act on its pid while it runs (``during``), parse its JSON line.
+
+    The child's CPU (user + sys) and peak RSS come from the launcher's ``wait4``.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
+        out_path, err_path = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
         started = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=err, env=child_env(env))
-        timer = threading.Timer(timeout, _kill, args=(proc,))
-        timer.start()
-        try:
-            if during is not None:
-                during(proc)
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
+        usage = _LAUNCHER.run(argv, child_env(env), out_path, err_path, timeout, during)
         wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read().decode(errors="replace")
-        stderr = err.read().decode(errors="replace")
+        stdout = Path(out_path).read_text(errors="replace")
+        stderr = Path(err_path).read_text(errors="replace")
+    status = usage["status"]
+    assert isinstance(status, int)
+    exit_code = os.waitstatus_to_exitcode(status)
     report = _last_json_line(stdout)
-    ok = proc.returncode == 0 and bool(report.get("ok", True))
+    ok = exit_code == 0 and bool(report.get("ok", True))
     error = ""
     if not ok:
         reported = report.get("error")
         tail = stderr.strip().splitlines()[-3:] if stderr.strip() else []
-        error = str(reported) if reported else " | ".join(tail) or f"exit code {proc.returncode}"
-        if proc.returncode < 0 and -proc.returncode == signal.SIGKILL:
+        error = str(reported) if reported else " | ".join(tail) or f"exit code {exit_code}"
+        if usage.get("timed_out"):
             error = f"killed after the {timeout:.0f} s timeout"
     return Measured(
         label=label,
         ok=ok,
-        exit_code=proc.returncode,
+        exit_code=exit_code,
         wall=wall,
-        cpu=usage.ru_utime + usage.ru_stime,
-        rss_kib=usage.ru_maxrss,
+        cpu=float(usage["utime"]) + float(usage["stime"]),  # type: ignore[arg-type]
+        rss_kib=int(usage["maxrss"]),  # type: ignore[call-overload]
         report=report,
         error=error[:500],
     )
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.returncode is None:
-        try:
-            proc.kill()
-        except ProcessLookupError:
-            pass
 
 
 def client_argv(script: str, args: Sequence[str]) -> list[str]:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import select
-import threading
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import IO
-
-import psutil
 
 STORE_ID = "1234567890"
 
@@ -39,7 +38,7 @@ class Store:
         self.start_timeout = start_timeout
         self.url = ""
         self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
         self._data_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -91,10 +90,12 @@ class Store:
     def cpu(self) -> float:
         """User + system CPU seconds the store has used so far (0 if it is gone)."""
         try:
-            times = psutil.Process(self.pid).cpu_times()
-        except psutil.Error:
+            with open(f"/proc/{self.pid}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
             return 0.0
-        return float(times.user + times.system)
+        # Fields 14 and 15 of /proc/PID/stat (utime, stime), counted after the ")" that ends the command name.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def __exit__(
         self,

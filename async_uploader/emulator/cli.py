@@ -1,0 +1,96 @@
+"""``async-uploader serve`` / ``python -m async_uploader.emulator``: run the store until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from .faults import SERVICE_QUOTAS, FaultOptions
+from .options import DEFAULT_MAX_PART_SIZE, StoreOptions
+from .server import LocalStore
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
+    parser.add_argument("--data-dir", type=Path, help="where parts and read sets go (default: a temporary dir)")
+    parser.add_argument("--access-key", default="test", help="the one accepted access key id (default test)")
+    parser.add_argument("--secret-key", default="test", help="its secret key (default test)")
+    parser.add_argument(
+        "--max-part-size", type=int, default=DEFAULT_MAX_PART_SIZE, help="largest accepted part in bytes"
+    )
+    parser.add_argument("--discard", action="store_true", help="hash and count part bytes, keep none")
+    parser.add_argument("--log", type=Path, help="append one JSON line per finished request to this file")
+    faults = parser.add_argument_group("fault injection (deterministic per --seed)")
+    faults.add_argument("--seed", type=int, default=0)
+    faults.add_argument("--throttle-rate", type=float, default=0.0, help="share of requests answered 429")
+    faults.add_argument("--error-rate", type=float, default=0.0, help="share answered 500 or 503")
+    faults.add_argument("--reset-rate", type=float, default=0.0, help="share whose connection is dropped")
+    faults.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every request")
+    faults.add_argument(
+        "--service-quotas",
+        action="store_true",
+        help="answer 429 above the service's default rates (1/s control, 10/s parts, 5/s listings)",
+    )
+    faults.add_argument("--quota-control", type=float, help="Create/Complete/Abort requests per second")
+    faults.add_argument("--quota-parts", type=float, help="UploadReadSetPart requests per second")
+    faults.add_argument("--quota-listings", type=float, help="listing and metadata requests per second")
+    faults.add_argument("--connection-mbps", type=float, help="cap each TCP connection at this many MB/s")
+
+
+def options_from_args(args: argparse.Namespace) -> StoreOptions:
+    quotas: dict[str, float] = dict(SERVICE_QUOTAS) if args.service_quotas else {}
+    for kind in ("control", "parts", "listings"):
+        value = getattr(args, f"quota_{kind}")
+        if value is not None:
+            quotas[kind] = value
+    return StoreOptions(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        access_key=args.access_key,
+        secret_key=args.secret_key,
+        max_part_size=args.max_part_size,
+        discard=args.discard,
+        log_path=args.log,
+        faults=FaultOptions(
+            seed=args.seed,
+            throttle_rate=args.throttle_rate,
+            error_rate=args.error_rate,
+            reset_rate=args.reset_rate,
+        ),
+        quotas=quotas or None,
+        connection_mbps=args.connection_mbps,
+        latency_ms=args.latency_ms,
+    )
+
+
+async def serve(options: StoreOptions) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with LocalStore(options) as store:
+        print(store.url, flush=True)
+        await stop.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        options = options_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(options))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m async_uploader.emulator", description="A local HealthOmics sequence store."
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

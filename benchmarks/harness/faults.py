@@ -1,0 +1,148 @@
+"""Scenario 6, under faults: throughput through 5% throttling, and what an interruption plus resume costs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .data import describe, ensure_pair
+from .proc import GIB, MIB, number, run_measured
+from .report import Section, Table, ok_text, ratio, summarize
+from .runner import OURS, TM, Client, Context, alternate
+from .store import STORE_ID, Store
+
+THROTTLE_RATE = 0.05
+
+
+def _throttling(ctx: Context, section: Section, sources: tuple[Path, Path], small: int) -> None:
+    runs = ctx.repeat(3)
+    part = ("--part-size", str(small))
+    clients = ctx.usable(
+        [
+            OURS,
+            Client(f"async_uploader ({describe(small)} parts)", OURS.script, part),
+            TM,
+            Client(f"TransferManager ({describe(small)} parts)", TM.script, part),
+        ]
+    )
+    flags = ["--throttle-rate", str(THROTTLE_RATE), "--seed", "1"]
+    ctx.log(f"faults: {THROTTLE_RATE:.0%} throttling, {runs} run(s)")
+    with Store() as clean_store:
+        clean = alternate(ctx, clean_store, clients, sources, runs)
+    with Store(flags) as faulty_store:
+        faulty = alternate(ctx, faulty_store, clients, sources, runs)
+    rows = []
+    for client in clients:
+        before = summarize(clean[client.label], lambda r: r.mb_per_s)
+        after = summarize(faulty[client.label], lambda r: r.mb_per_s)
+        throttles = summarize(faulty[client.label], lambda r: number(r.report.get("throttles")))
+        rows.append(
+            [
+                client.label,
+                before.text(),
+                after.text(),
+                ratio(after.median, before.median),
+                throttles.text() if client.script == OURS.script else "not reported",
+                ok_text(faulty[client.label]),
+            ]
+        )
+        section.add_runs(f"clean {client.label}", clean[client.label])
+        section.add_runs(f"throttled {client.label}", faulty[client.label])
+    section.tables.append(
+        Table(
+            f"Throughput with {THROTTLE_RATE:.0%} of requests answered 429 ThrottlingException (`{' '.join(flags)}`)",
+            [
+                "client",
+                "MB/s, no faults",
+                f"MB/s, {THROTTLE_RATE:.0%} throttled",
+                "kept",
+                "throttles seen",
+                "ok (throttled)",
+            ],
+            rows,
+        )
+    )
+
+
+def _cli(store: Store, sources: tuple[Path, Path], checkpoint: Path, part: int) -> list[str]:
+    return [
+        sys.executable, "-m", "async_uploader", "upload", str(sources[0]), str(sources[1]),
+        "--store-id", STORE_ID, "--file-type", "FASTQ", "--subject-id", "bench-subject",
+        "--sample-id", "bench-sample", "--name", f"resume-{checkpoint.stem}",
+        "--endpoint-url", store.url, "--region", "us-east-1", "--max-rate", "none",
+        "--part-size", str(part), "--checkpoint", str(checkpoint), "--json", "--no-progress",
+    ]  # fmt: skip
+
+
+def _interruption(ctx: Context, section: Section, sources: tuple[Path, Path], part: int) -> None:
+    runs = ctx.repeat(3)
+    rows = []
+    ctx.log(f"faults: interruption at ~50% and resume, {runs} run(s)")
+    with Store() as store, tempfile.TemporaryDirectory(prefix="bench-ckpt-") as tmp:
+        for index in range(runs):
+            whole = run_measured(
+                "uninterrupted", _cli(store, sources, Path(tmp, f"whole-{index}.ckpt"), part), timeout=ctx.timeout
+            )
+            startup = max(0.0, whole.wall - whole.seconds)
+            delay = startup + whole.seconds / 2
+
+            def interrupt(pid: int, delay: float = delay) -> None:
+                time.sleep(delay)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGINT)
+
+            path = Path(tmp, f"cut-{index}.ckpt")
+            first = run_measured("interrupted", _cli(store, sources, path, part), timeout=ctx.timeout, during=interrupt)
+            second = run_measured("resumed", _cli(store, sources, path, part), timeout=ctx.timeout)
+            total = first.wall + second.wall
+            resumed = int(number(second.report.get("resumedParts")))
+            parts = max(1, second.parts)
+            rows.append(
+                [
+                    str(index + 1),
+                    f"{whole.wall:.2f}" if whole.ok else f"failed: {whole.error[:80]}",
+                    f"{first.wall:.2f} (exit {first.exit_code})",
+                    f"{second.wall:.2f}" if second.ok else f"failed: {second.error[:80]}",
+                    f"{total - whole.wall:+.2f} ({ratio(total, whole.wall)})",
+                    f"{resumed}/{parts}",
+                ]
+            )
+            for measured in (whole, first, second):
+                ctx.log(f"  {measured.label:<14} {measured.wall:6.2f} s  exit {measured.exit_code}")
+            section.add_runs(f"resume run {index + 1}", [whole, first, second])
+    section.tables.append(
+        Table(
+            f"Interruption and resume: `async-uploader upload` with `--checkpoint`, {describe(part)} parts, SIGINT "
+            "about half-way through the transfer, then the same command again",
+            ["run", "uninterrupted s", "interrupted s", "resume s", "cost over uninterrupted", "parts resumed"],
+            rows,
+            note="Times are whole-process wall clock (start-up included on every leg); exit 75 means interrupted "
+            "and resumable.",
+        )
+    )
+
+
+def run(ctx: Context) -> Section:
+    size = 16 * MIB if ctx.quick else int(ctx.gib * GIB)
+    small = 1 * MIB if ctx.quick else 8 * MIB
+    sources = ensure_pair(ctx.data_dir, size)
+    section = Section(
+        "faults",
+        "Under faults",
+        intro=f"Paired 2 × {describe(size)} uploads into the local store in `--discard` mode.",
+    )
+    _throttling(ctx, section, sources, small)
+    if ctx.ours:
+        _interruption(ctx, section, sources, small)
+    else:
+        ctx.usable([OURS])
+    section.notes.append(
+        "TransferManager retries through botocore's default retry mode (legacy here): up to 5 attempts per request, no "
+        "client-side rate adaptation."
+    )
+    return section

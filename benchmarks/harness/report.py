@@ -1,0 +1,270 @@
+"""Results: summaries of repeated runs, markdown tables, results.json and PNG plots, stamped with the machine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .proc import Measured, number
+
+PACKAGES = (
+    "async-uploader",
+    "aws-healthomics-tools",
+    "boto3",
+    "botocore",
+    "aiobotocore",
+    "aiohttp",
+    "uvloop",
+    "matplotlib",
+)
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+    def markdown(self) -> str:
+        lines = [f"**{self.title}**", ""] if self.title else []
+        lines.append("| " + " | ".join(self.columns) + " |")
+        lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.columns))) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        if self.note:
+            lines += ["", self.note]
+        return "\n".join(lines)
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    intro: str = ""
+    tables: list[Table] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    runs: list[dict[str, object]] = field(default_factory=list)
+    measured: str = ""
+    seconds: float = 0.0
+
+    def add_runs(self, group: str, runs: Sequence[Measured]) -> None:
+        for run in runs:
+            self.runs.append({"group": group, **run.as_json()})
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Median and range of one metric over repeated runs of one client (failed runs left out)."""
+
+    median: float
+    low: float
+    high: float
+    count: int
+
+    def text(self, digits: int = 0) -> str:
+        if not self.count:
+            return "n/a"
+        if self.count == 1 or self.low == self.high:
+            return f"{self.median:,.{digits}f}"
+        return f"{self.median:,.{digits}f} ({self.low:,.{digits}f}–{self.high:,.{digits}f})"
+
+
+def summarize(runs: Sequence[Measured], metric: Callable[[Measured], float]) -> Summary:
+    values = [metric(run) for run in runs if run.ok]
+    if not values:
+        return Summary(0.0, 0.0, 0.0, 0)
+    return Summary(statistics.median(values), min(values), max(values), len(values))
+
+
+def ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}×" if value and reference else "n/a"
+
+
+def ok_text(runs: Sequence[Measured]) -> str:
+    good = sum(run.ok for run in runs)
+    text = f"{good}/{len(runs)}"
+    if good < len(runs):
+        errors = {run.error for run in runs if not run.ok and run.error}
+        if errors:
+            text += " (" + "; ".join(sorted(errors))[:160].replace("|", "/") + ")"
+    return text
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "none"
+
+
+def stamp(mode: str, argv: Sequence[str]) -> dict[str, object]:
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": mode,
+        "command": " ".join(argv),
+        "nproc": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": _commit(),
+        "packages": {name: _version(name) for name in PACKAGES},
+    }
+
+
+def write(out_dir: Path, header: dict[str, object], sections: Sequence[Section]) -> None:
+    """Write results.json and RESULTS.md, keeping sections of an earlier run of the same mode not rerun now."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    previous: list[dict[str, object]] = []
+    json_path = out_dir / "results.json"
+    if json_path.exists():
+        try:
+            old = json.loads(json_path.read_text())
+            if old.get("stamp", {}).get("mode") == header["mode"]:
+                previous = list(old.get("sections", []))
+        except (ValueError, AttributeError):
+            previous = []
+    fresh = {section.key for section in sections}
+    merged = [s for s in previous if s.get("key") not in fresh] + [asdict(s) for s in sections]
+    order = ["bulk", "distant", "tiny", "scaling", "streams", "faults"]
+    merged.sort(key=lambda s: order.index(str(s["key"])) if s["key"] in order else len(order))
+    json_path.write_text(json.dumps({"stamp": header, "sections": merged}, indent=1) + "\n")
+    (out_dir / "RESULTS.md").write_text(_markdown(header, merged))
+
+
+def _markdown(header: dict[str, object], sections: Sequence[dict[str, object]]) -> str:
+    packages = header["packages"]
+    assert isinstance(packages, dict)
+    load = header["load_average"]
+    lines = [
+        "# async_uploader benchmark results",
+        "",
+        f"Measured {header['date']} ({header['mode']} mode) with `{header['command']}` on {header['nproc']} CPUs "
+        f"({header['cpu']}), {header['memory_gib']} GiB RAM, load average {load} at the start; Python "
+        f"{header['python']}, {header['platform']}, commit {header['commit']}.",
+        "",
+        "Packages: " + ", ".join(f"{name} {version}" for name, version in packages.items()) + ".",
+        "",
+        "Every client runs as its own process; CPU is the client's user + system seconds and peak RSS its "
+        "`ru_maxrss`, both from `wait4`. Throughput is bytes over the client's own transfer time (first request to "
+        "last Complete, start-up excluded). Figures are median (min–max) over the runs shown; MB = 10^6 bytes.",
+    ]
+    for section in sections:
+        lines += ["", f"## {section['title']}", ""]
+        if section.get("measured"):
+            lines += [f"_Measured {section['measured']}, {number(section.get('seconds')):.0f} s._", ""]
+        if section.get("intro"):
+            lines += [str(section["intro"]), ""]
+        tables = section.get("tables", [])
+        assert isinstance(tables, list)
+        for table in tables:
+            lines += [Table(**table).markdown(), ""]
+        plots = section.get("plots", [])
+        assert isinstance(plots, list)
+        lines += [f"![{plot}]({plot})" for plot in plots]
+        notes = section.get("notes", [])
+        assert isinstance(notes, list)
+        if notes:
+            lines += [""] + [f"- {note}" for note in notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --- plots -----------------------------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bar_plot(path: Path, labels: Sequence[str], values: Sequence[Summary], ylabel: str, title: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    medians = [v.median for v in values]
+    errors = [[v.median - v.low for v in values], [v.high - v.median for v in values]]
+    ax.bar(range(len(labels)), medians, yerr=errors, capsize=4, color="#4878a8")
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def line_plot(
+    path: Path,
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    *,
+    logx: bool = False,
+    right: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    right_label: str = "",
+) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    if right:
+        twin = ax.twinx()
+        for label, (xs, ys) in right.items():
+            twin.plot(xs, ys, marker="s", linestyle="--", label=label, color="#c44e52")
+        twin.set_ylabel(right_label)
+        more, more_names = twin.get_legend_handles_labels()
+        handles += more
+        names += more_names
+    if names:
+        ax.legend(handles, names, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

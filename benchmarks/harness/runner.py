@@ -1,0 +1,106 @@
+"""What scenarios share: the run context, the client catalogue, and measuring a client against a store."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .proc import MIB, Measured, client_argv, run_measured
+from .store import STORE_ID, Store
+
+# The knobs of the "tuned" rows, in one place. On a fast local store large parts and a handful of connections
+# win; a distant store wants many connections and smaller parts.
+TUNED_LOCAL = ("--part-size", str(100 * MIB), "--concurrency", "8", "--uvloop")
+TUNED_DISTANT = ("--part-size", str(16 * MIB), "--concurrency", "64", "--uvloop")
+TM_TUNED_DISTANT = ("--part-size", str(16 * MIB), "--concurrency", "64")
+
+
+@dataclass(frozen=True)
+class Client:
+    """A row of a table: a client script and the arguments that make it this variant."""
+
+    label: str
+    script: str
+    args: tuple[str, ...] = ()
+
+    def with_args(self, label: str, *args: str) -> Client:
+        return Client(label, self.script, self.args + args)
+
+
+OURS = Client("async_uploader (defaults)", "ours")
+OURS_TUNED = Client("async_uploader (tuned)", "ours", TUNED_LOCAL)
+TM = Client("TransferManager (defaults)", "transfer_manager")
+BOTO3 = Client("boto3 loop", "boto3_loop")
+AIOBOTOCORE = Client("aiobotocore + semaphore", "aiobotocore_sem")
+CEILING = Client("ceiling: bare aiohttp PUT", "ceiling")
+
+
+def engine_available() -> bool:
+    try:
+        return importlib.util.find_spec("async_uploader.engine") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@dataclass
+class Context:
+    quick: bool
+    runs: int
+    gib: float
+    data_dir: Path
+    out_dir: Path
+    timeout: float
+    ours: bool = field(default_factory=engine_available)
+    skipped: list[str] = field(default_factory=list)
+
+    def log(self, message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    def usable(self, clients: Sequence[Client]) -> list[Client]:
+        """Leave out our own engine's rows while the package has none (noted once in the results)."""
+        if self.ours:
+            return list(clients)
+        dropped = [c.label for c in clients if c.script == "ours"]
+        if dropped:
+            self.skipped += [label for label in dropped if label not in self.skipped]
+        return [c for c in clients if c.script != "ours"]
+
+    def repeat(self, wanted: int) -> int:
+        return 1 if self.quick else max(1, min(self.runs, wanted))
+
+
+def measure(
+    ctx: Context,
+    store: Store,
+    client: Client,
+    sources: Sequence[Path | str],
+    *extra: str,
+    during: Callable[..., None] | None = None,
+) -> Measured:
+    args = ["--endpoint", store.url, "--store-id", STORE_ID, "--source1", str(sources[0])]
+    if len(sources) > 1:
+        args += ["--source2", str(sources[1])]
+    before = store.cpu()
+    result = run_measured(
+        client.label, client_argv(client.script, [*args, *client.args, *extra]), timeout=ctx.timeout, during=during
+    )
+    result.report["store_cpu"] = round(store.cpu() - before, 3)
+    status = f"{result.mb_per_s:8.1f} MB/s" if result.ok else f"FAILED: {result.error[:200]}"
+    ctx.log(f"  {client.label:<42} {status}  cpu {result.cpu:6.2f} s  rss {result.rss_mib:6.0f} MiB")
+    return result
+
+
+def alternate(
+    ctx: Context, store: Store, clients: Sequence[Client], sources: Sequence[Path | str], runs: int, *extra: str
+) -> dict[str, list[Measured]]:
+    """Run the clients A B C A B C ... ``runs`` times; results grouped by label."""
+    results: dict[str, list[Measured]] = {client.label: [] for client in clients}
+    for index in range(runs):
+        ctx.log(f" run {index + 1}/{runs}")
+        for client in clients:
+            results[client.label].append(measure(ctx, store, client, sources, *extra))
+    return results

@@ -1,0 +1,118 @@
+"""Scenario 5, streams: a paired upload read from two pipes (what stdin looks like), peak RSS against the budget."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from .data import describe, ensure_pair
+from .proc import GIB, MIB, Measured
+from .report import Section, Table, line_plot, ok_text
+from .runner import OURS, TM, Client, Context, measure
+from .store import Store
+
+
+@contextlib.contextmanager
+def _pipes(sources: Sequence[Path]) -> Iterator[list[str]]:
+    """Two named pipes, each fed its file by `cat` as soon as a reader opens it."""
+    with tempfile.TemporaryDirectory(prefix="bench-pipes-") as tmp:
+        fifos = []
+        writers = []
+        for index, source in enumerate(sources, 1):
+            fifo = os.path.join(tmp, f"R{index}")
+            os.mkfifo(fifo, 0o600)
+            fifos.append(fifo)
+            writers.append(
+                subprocess.Popen(
+                    ["sh", "-c", 'exec cat -- "$1" > "$2"', "sh", str(source), fifo], stderr=subprocess.DEVNULL
+                )
+            )
+        try:
+            yield fifos
+        finally:
+            for writer in writers:
+                try:
+                    writer.wait(5)
+                except subprocess.TimeoutExpired:
+                    writer.kill()
+                    writer.wait()
+
+
+def _streamed(ctx: Context, store: Store, client: Client, sources: Sequence[Path], *extra: str) -> Measured:
+    size = sources[0].stat().st_size
+    with _pipes(sources) as fifos:
+        return measure(ctx, store, client, fifos, "--stream", "--stream-bytes", str(size), *extra)
+
+
+def run(ctx: Context) -> Section:
+    size = 16 * MIB if ctx.quick else int(ctx.gib * GIB)
+    part = 1 * MIB if ctx.quick else 16 * MIB
+    budgets = [4 * MIB, 16 * MIB] if ctx.quick else [64 * MIB, 256 * MIB, 1024 * MIB]
+    sources = ensure_pair(ctx.data_dir, size)
+    section = Section(
+        "streams",
+        "Streams: paired upload from pipes",
+        intro=(
+            f"Both sources of a 2 × {describe(size)} read set arrive through named pipes fed by `cat` (no size, no "
+            f"seeking, like stdin). async_uploader reads them into a bounded pool of {describe(part)} part buffers "
+            "(the memory budget); TransferManager takes its non-seekable path (s3transfer's "
+            "UploadNonSeekableInputManager) at its defaults."
+        ),
+    )
+    ctx.log(f"streams: 2 × {describe(size)} through pipes")
+    rows = []
+    points: dict[int, Measured] = {}
+    with Store() as store:
+        if ctx.ours:
+            for budget in budgets:
+                m = _streamed(
+                    ctx,
+                    store,
+                    OURS.with_args(f"async_uploader, budget {describe(budget)}"),
+                    sources,
+                    "--part-size",
+                    str(part),
+                    "--memory-budget",
+                    str(budget),
+                )
+                points[budget] = m
+                rows.append(
+                    [
+                        m.label,
+                        describe(budget),
+                        f"{m.mb_per_s:,.0f}",
+                        f"{m.rss_mib:,.0f}",
+                        f"{m.rss_mib / (budget / MIB):.2f}",
+                        ok_text([m]),
+                    ]
+                )
+        else:
+            ctx.usable([OURS])
+        tm = _streamed(ctx, store, TM.with_args("TransferManager (defaults), non-seekable"), sources)
+        rows.append([tm.label, "none", f"{tm.mb_per_s:,.0f}", f"{tm.rss_mib:,.0f}", "", ok_text([tm])])
+    section.tables.append(Table("", ["client", "memory budget", "MB/s", "peak RSS MiB", "RSS / budget", "ok"], rows))
+    if points:
+        line_plot(
+            ctx.out_dir / "streams_rss.png",
+            {
+                "async_uploader peak RSS": ([b / MIB for b in points], [m.rss_mib for m in points.values()]),
+                "budget": ([b / MIB for b in points], [b / MIB for b in points]),
+            },
+            "memory budget MiB",
+            "MiB",
+            "Streams: peak RSS against the memory budget",
+            logx=True,
+        )
+        section.plots.append("streams_rss.png")
+        section.add_runs("async_uploader", list(points.values()))
+    section.add_runs("TransferManager", [tm])
+    section.notes.append(
+        "TransferManager's non-seekable path reads each 100 MiB part into memory and queues it for its 10 threads; "
+        "omics.transfer leaves s3transfer's in-memory upload semaphore out (a TODO in read_set_upload.py), so "
+        "nothing bounds how far reading runs ahead of sending."
+    )
+    return section

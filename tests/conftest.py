@@ -1,0 +1,116 @@
+"""Shared fixtures: an emulated sequence store on 127.0.0.1, port 0."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from async_uploader.emulator import LocalStore, StoreOptions
+
+
+@pytest.fixture
+async def local_store() -> AsyncIterator[LocalStore]:
+    """A started store with default options (keys test/test), stopped after the test."""
+    async with LocalStore(StoreOptions()) as store:
+        yield store
+
+
+@pytest.fixture
+async def make_store() -> AsyncIterator[Callable[..., Awaitable[LocalStore]]]:
+    """``await make_store(**StoreOptions fields)`` → a started store, stopped after the test."""
+    stores: list[LocalStore] = []
+
+    async def factory(**options: Any) -> LocalStore:
+        store = await LocalStore(StoreOptions(**options)).start()
+        stores.append(store)
+        return store
+
+    yield factory
+    for store in stores:
+        await store.close()
+
+
+# --- command-line tests: run `python -m async_uploader` in a subprocess against a store on this loop -----------
+
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def cli_env(tmp_path: Any) -> dict[str, str]:
+    """Environment for CLI subprocesses: the store's test keys, no real AWS config, a private checkpoint home."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+        ASYNC_UPLOADER_HOME=str(tmp_path / "uploader-home"),
+        PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        COLUMNS="120",
+    )
+    return env
+
+
+@pytest.fixture
+def run_cli(cli_env: dict[str, str]) -> Callable[..., Awaitable[Any]]:
+    """``await run_cli(*argv, stdin=b"", env={...}, limit=60)`` → CliRun(returncode, stdout, stderr, seconds)."""
+
+    async def runner(*argv: str, **kwargs: Any) -> Any:
+        env = {**cli_env, **kwargs.pop("env", {})}
+        return await run_cli_process(list(argv), env=env, **kwargs)
+
+    return runner
+
+
+@__import__("dataclasses").dataclass
+class CliRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+async def run_cli_process(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    stdin: bytes | None = None,
+    limit: float = 60.0,
+    cwd: Any = None,
+    wrapper: list[str] | None = None,
+) -> CliRun:
+    """Run ``[WRAPPER] python -m async_uploader ARGV`` without blocking the loop (the store may serve on it)."""
+    import asyncio
+    import sys
+    import time
+
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        *(wrapper or []),
+        sys.executable,
+        "-m",
+        "async_uploader",
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=cwd or REPO_ROOT,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(stdin), limit)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"async-uploader {' '.join(argv)} did not finish within {limit} s") from None
+    assert process.returncode is not None
+    return CliRun(process.returncode, out.decode(), err.decode(), time.monotonic() - started)

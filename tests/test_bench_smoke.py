@@ -1,0 +1,65 @@
+"""Smoke test of the benchmark harness: `benchmarks/run.py --quick --only bulk` end to end, results written.
+
+Skipped when the bench extras (aws-healthomics-tools, aiobotocore, matplotlib) are not installed. No performance
+is asserted: only that every client ran and the results files exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("omics.transfer.manager", reason="bench extra not installed (aws-healthomics-tools)")
+pytest.importorskip("aiobotocore", reason="bench extra not installed (aiobotocore)")
+pytest.importorskip("matplotlib", reason="bench extra not installed (matplotlib)")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(240)
+def test_quick_bulk_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--only",
+            "bulk",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--timeout",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=220,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "RESULTS.md").read_text().count("| async_uploader (defaults) |") == 1
+    assert (out / "bulk_throughput.png").stat().st_size > 1000
+    results = json.loads((out / "results.json").read_text())
+    assert results["stamp"]["mode"] == "quick"
+    assert results["stamp"]["nproc"] == os.cpu_count()
+    (bulk,) = results["sections"]
+    assert bulk["key"] == "bulk"
+    runs = bulk["runs"]
+    labels = {run["label"] for run in runs}
+    assert {"TransferManager (defaults)", "boto3 loop", "aiobotocore + semaphore"} <= labels
+    assert any(label.startswith("ceiling") for label in labels)
+    failed = [(run["label"], run["error"]) for run in runs if not run["ok"]]
+    assert not failed
+    for run in runs:
+        assert run["bytes"] == 2 * 8 * 1024 * 1024
+        assert run["cpu"] > 0
+        assert run["rss_kib"] > 1024
