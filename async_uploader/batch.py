@@ -276,8 +276,11 @@ class RowOutcome:
         data["status"] = self.status
         if self.read_set_id is not None:
             data["readSetId"] = self.read_set_id
-        if self.result:
-            data.update({k: v for k, v in self.result.items() if k != "readSetId"})
+        for key, value in self.result.items():
+            if key == "status":
+                data["readSetStatus"] = value
+            elif key not in data and key != "readSetId":
+                data[key] = value
         if self.error is not None:
             data["error"] = self.error
         return data
@@ -316,6 +319,7 @@ async def run_batch(
     use_checkpoints: bool = True,
     on_start: Callable[[ManifestRow, UploadHandle], None] | None = None,
     on_finish: Callable[[ManifestRow], None] | None = None,
+    on_event: Callable[[ManifestRow], Callable[[dict[str, object]], None]] | None = None,
     stopping: Callable[[], bool] = lambda: False,
     format_error: Callable[[BaseException], str] = str,
 ) -> BatchSummary:
@@ -323,7 +327,7 @@ async def run_batch(
 
     ``emit`` is called once per row as it finishes (skipped rows first). ``on_start``/``on_finish`` let the caller
     track the handles in flight (to show progress or to stop them on a signal); once ``stopping()`` is true, rows
-    not yet started are reported as interrupted.
+    not yet started are reported as interrupted. ``on_event(row)`` gives the engine's event callback for a row.
     """
     started = time.monotonic()
     state = BatchState(directory)
@@ -354,6 +358,7 @@ async def run_batch(
                     checkpoint=checkpoint,
                     restart=restart,
                     keep_on_failure=keep_on_failure,
+                    on_event=on_event(row) if on_event is not None else None,
                 )
                 if on_start is not None:
                     on_start(row, handle)

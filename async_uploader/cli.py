@@ -638,9 +638,18 @@ async def _cmd_upload(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from .batch import BatchState, RowOutcome, check_row_sources, default_batch_dir, read_manifest, run_batch
+    from .batch import (
+        BatchState,
+        ManifestRow,
+        RowOutcome,
+        check_row_sources,
+        default_batch_dir,
+        read_manifest,
+        run_batch,
+    )
     from .client import resolve_region
     from .engine import Uploader
+    from .progress import BatchProgress, EventWriter, statistics_event
 
     rows = read_manifest(args.manifest)
     check_row_sources(rows, str(args.manifest))
@@ -653,9 +662,14 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if todo:
         await preflight(service, resolve_region(service))
     handles: dict[int, UploadHandle] = {}
+    labels: dict[int, str] = {}
+    counts: dict[str, int] = {}
     stopping = False
+    events = EventWriter(sys.stderr) if args.events else None
+    console = _progress_console(args, sys.stderr)
 
     def emit(outcome: RowOutcome) -> None:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
         sys.stdout.write(json.dumps(outcome.as_json()) + "\n")
         sys.stdout.flush()
         if outcome.status == "failed":
@@ -668,23 +682,63 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         for handle in list(handles.values()):
             handle.stop(STOP_GRACE if count == 1 else 0.0)
 
+    def row_events(row: ManifestRow) -> Callable[[dict[str, object]], None]:
+        def write(event: dict[str, object]) -> None:
+            if events is not None and event.get("event") in ("part", "retry", "state"):
+                events.write({**event, "row": row.row})
+
+        return write
+
+    def started(row: ManifestRow, handle: UploadHandle) -> None:
+        handles[row.row] = handle
+        labels[row.row] = f"row {row.row} {row.read_set.name}"[:40]
+
+    async def tick() -> None:
+        bar = BatchProgress(console, len(rows)) if console is not None else None
+        next_event = time.monotonic()
+
+        def draw() -> None:
+            if bar is not None:
+                running = {labels[n]: handle.statistics() for n, handle in list(handles.items())}
+                detail = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+                bar.update(running, sum(counts.values()), detail)
+
+        with bar if bar is not None else contextlib.nullcontext():
+            try:
+                while True:
+                    await asyncio.sleep(0.2 if bar is not None else 1.0)
+                    draw()
+                    if events is not None and time.monotonic() >= next_event:
+                        next_event = time.monotonic() + 1.0
+                        for number, handle in list(handles.items()):
+                            events.write({**statistics_event(handle.statistics()), "row": number})
+            except asyncio.CancelledError:
+                draw()  # the final state, then stop: this task is only ever cancelled by its owner
+
     async with Uploader(config, service=service) as uploader:
-        with _Signals(on_signal):
-            summary = await run_batch(
-                uploader,
-                rows,
-                store_id=args.store_id,
-                directory=directory,
-                max_parallel=args.max_parallel,
-                emit=emit,
-                restart=args.restart,
-                keep_on_failure=args.keep_on_failure,
-                use_checkpoints=not args.no_checkpoint,
-                on_start=lambda row, handle: handles.__setitem__(row.row, handle),
-                on_finish=lambda row: handles.__delitem__(row.row),
-                stopping=lambda: stopping,
-                format_error=describe_error,
-            )
+        ticker = asyncio.create_task(tick()) if console is not None or events is not None else None
+        try:
+            with _Signals(on_signal), _progress_logging(console):
+                summary = await run_batch(
+                    uploader,
+                    rows,
+                    store_id=args.store_id,
+                    directory=directory,
+                    max_parallel=args.max_parallel,
+                    emit=emit,
+                    restart=args.restart,
+                    keep_on_failure=args.keep_on_failure,
+                    use_checkpoints=not args.no_checkpoint,
+                    on_start=started,
+                    on_finish=lambda row: handles.__delitem__(row.row),
+                    on_event=row_events,
+                    stopping=lambda: stopping,
+                    format_error=describe_error,
+                )
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+                await asyncio.gather(ticker, return_exceptions=True)
     sys.stdout.write(json.dumps(summary.as_json()) + "\n")
     line = f"{PROG}: batch: {summary.count('done')} done, {summary.count('skipped')} skipped, "
     line += f"{summary.count('failed')} failed"
@@ -701,11 +755,12 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _checkpoint_dir(args: argparse.Namespace) -> Path:
+    """Where to look for checkpoints: --checkpoint-dir, else the whole uploader home (single uploads and batches)."""
     if args.checkpoint_dir is not None:
         return Path(args.checkpoint_dir)
     from .checkpoint import default_checkpoint_path
 
-    return default_checkpoint_path("0000000000", ["."]).parent
+    return default_checkpoint_path("0000000000", ["."]).parent.parent
 
 
 def _local_checkpoints(directory: Path, store_id: str) -> dict[str, tuple[Path, int, int]]:

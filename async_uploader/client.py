@@ -6,7 +6,7 @@ subclass the service named, or ``TransportError``; the engine decides what to re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from . import protocol
 from .config import ReadSet, ServiceConfig, Source, env_region
@@ -149,6 +149,19 @@ class OmicsClient:
         while True:
             request = protocol.list_uploads(store_id, max_results, token)
             page, token = protocol.parse_list_uploads((await self._send(request)).body)
+            found.extend(page)
+            if token is None:
+                return found
+            _check_progress(request.operation, token, seen)
+
+    async def find_read_sets(self, store_id: str, read_set_filter: Mapping[str, str]) -> list[ReadSetMetadata]:
+        """Every read set of a store matching a ListReadSets filter, following nextToken across pages."""
+        found: list[ReadSetMetadata] = []
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            request = protocol.list_read_sets(store_id, read_set_filter, None, token)
+            page, token = protocol.parse_list_read_sets((await self._send(request)).body)
             found.extend(page)
             if token is None:
                 return found

@@ -35,7 +35,7 @@ MAX_PART_SIZE = 100 * MIB
 """The largest part the service accepts (104,857,600 bytes)."""
 MAX_PARTS = 10_000
 """Part numbers run 1..10,000, separately for each source."""
-DEFAULT_PART_SIZE = 64 * MIB
+DEFAULT_PART_SIZE = 100 * MIB
 """Chosen by measurement; see README "Choosing the part size"."""
 DEFAULT_SLICE_SIZE = 1 * MIB
 
@@ -226,7 +226,7 @@ class UploadConfig:
     """
 
     part_size: int | None = None
-    max_concurrency: int = 16
+    max_concurrency: int = 32
     rates: RateLimits = field(default_factory=RateLimits)
     retry: RetryConfig = field(default_factory=RetryConfig)
     memory_budget: int = 1024 * MIB

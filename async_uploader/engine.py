@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -392,6 +393,7 @@ class _Upload:
         self._stop_event = asyncio.Event()
         self._stale_upload: str | None = None
         self._completed = False
+        self._adopted: str | None = None
         self._first_parts: dict[Source, tuple[Part, bytearray] | None] = {}
         self._stream_buffers: dict[tuple[Source, int], bytearray] = {}
 
@@ -439,8 +441,12 @@ class _Upload:
             self._open_checkpoint(plan)
             if self._checkpoint is not None and self._checkpoint.read_set_id is not None:
                 read_set_id = self._checkpoint.read_set_id
+                self._count_all_done()
                 return self._result(read_set_id, started, await self._wait_active(read_set_id))
             await self._create_or_resume(plan)
+            if self._adopted is not None:
+                self._count_all_done()
+                return self._result(self._adopted, started, await self._wait_active(self._adopted))
             self._set_state("uploading")
             await self._send_parts(plan)
             read_set_id = await self._complete()
@@ -480,6 +486,14 @@ class _Upload:
             checkpoint=self.checkpoint_path,
             status=status,
         )
+
+    def _count_all_done(self) -> None:
+        """An upload finished by an earlier run: every planned part counts as done and resumed."""
+        c = self.counters
+        for source, total in c.parts_total.items():
+            c.parts_done[source] = total or 0
+            c.bytes_done[source] = c.bytes_sent[source] = c.bytes_total[source] or 0
+        c.resumed_parts = sum(c.parts_done.values())
 
     def _close(self) -> None:
         for reader in self._files.values():
@@ -621,6 +635,8 @@ class _Upload:
                     ),
                 )
             except ResourceNotFoundError as exc:
+                if await self._adopt_completed_read_set():
+                    return
                 raise ResourceNotFoundError(
                     f"upload {self.upload_id} is no longer on the store (aborted or expired); "
                     "run again with --restart to start a new upload",
@@ -640,6 +656,37 @@ class _Upload:
             c.bytes_sent[source] += record.length
         c.resumed_parts = len(kept)
         log.info("resuming upload %s: %d parts already on the store", self.upload_id, len(kept))
+
+    async def _adopt_completed_read_set(self) -> bool:
+        """The upload is gone but every part was recorded: Complete may have succeeded before a crash.
+
+        Look for the read set it would have made (same name, sample and subject, created after the checkpoint);
+        adopt it only when exactly one matches.
+        """
+        assert self._checkpoint is not None
+        header = self._checkpoint.header
+        planned = sum(n or 0 for n in self.counters.parts_total.values())
+        if len(self._checkpoint.parts) != planned:
+            return False
+        created_after = datetime.fromtimestamp(header.created - 60, tz=UTC).isoformat()
+        wanted = {
+            "name": header.name,
+            "sampleId": header.sample_id,
+            "subjectId": header.subject_id,
+            "creationType": "UPLOAD",
+            "createdAfter": created_after,
+        }
+        client = self.owner.client
+        found = await self.owner.call(
+            RequestKind.LISTING, "ListReadSets", lambda: client.find_read_sets(self.store_id, wanted)
+        )
+        if len(found) != 1:
+            return False
+        read_set_id = found[0].id
+        log.info("upload %s was completed before the interruption: read set %s", self.upload_id, read_set_id)
+        await asyncio.to_thread(self._checkpoint.record_complete, read_set_id)
+        self._adopted = read_set_id
+        return True
 
     # -- parts --------------------------------------------------------------------------------------------
 

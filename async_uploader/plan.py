@@ -79,10 +79,10 @@ class Plan:
                     yield self.part(source, number)
 
 
-def make_plan(sizes: Mapping[Source, int], part_size: int | None = None) -> Plan:
+def make_plan(sizes: Mapping[Source, int], part_size: int | None = None, *, default: int = DEFAULT_PART_SIZE) -> Plan:
     """Check the sizes and pick the part size; raise SourceError or PlanError before anything is sent.
 
-    ``part_size`` None means DEFAULT_PART_SIZE, grown in whole MiB until every source fits in 10,000 parts.
+    ``part_size`` None means ``default``, grown in whole MiB until every source fits in 10,000 parts.
     An explicit part size is used as given, or refused with the smallest one that would work.
     """
     if not sizes:
@@ -97,7 +97,7 @@ def make_plan(sizes: Mapping[Source, int], part_size: int | None = None) -> Plan
             )
     needed = max(minimum_part_size(size) for size in sizes.values())
     if part_size is None:
-        return Plan(max(DEFAULT_PART_SIZE, needed), sizes)
+        return Plan(max(default, needed), sizes)
     if not 1 <= part_size <= MAX_PART_SIZE:
         raise PlanError(f"part size {part_size:,} bytes is outside 1 byte .. 100 MiB ({MAX_PART_SIZE:,} bytes)")
     plan = Plan(part_size, sizes)

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TaskProgr
 from .config import Source
 
 __all__ = [
+    "BatchProgress",
     "EventWriter",
     "Monitor",
     "ProgressBar",
@@ -164,6 +165,7 @@ class ProgressBar:
             auto_refresh=False,
             transient=False,
             expand=True,
+            redirect_stdout=False,  # stdout carries results (read set ids, JSON lines), never the display
         )
         self._tasks: dict[str, TaskID] = {}
         self._rate = _Rate()
@@ -292,3 +294,52 @@ class Monitor:
         finally:
             if self._bar is not None:
                 self._bar.close()
+
+
+class BatchProgress:
+    """A batch on a terminal: one bar counting rows, and a bar per read set uploading now."""
+
+    def __init__(self, console: Console, rows: int) -> None:
+        self.console = console
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=None),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=console,
+            auto_refresh=False,
+            expand=True,
+            redirect_stdout=False,
+        )
+        self._rows = self._progress.add_task("batch", total=rows, detail="")
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> BatchProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.refresh()
+        self._progress.stop()
+
+    def update(self, running: Mapping[str, Statistics], finished: int, detail: str) -> None:
+        """``running``: label -> statistics of each read set uploading now; ``finished`` rows are over."""
+        self._progress.update(self._rows, completed=finished, detail=detail)
+        for label in [label for label in self._tasks if label not in running]:
+            self._progress.remove_task(self._tasks.pop(label))
+        for label, stats in running.items():
+            if label not in self._tasks:
+                self._tasks[label] = self._progress.add_task(label, total=None, detail="")
+            done = max(sum(stats.bytes_sent.values()), sum(stats.bytes_done.values()))
+            total = _total(stats.bytes_total)
+            parts_total = _total(stats.parts_total)
+            parts = f"{sum(stats.parts_done.values())}/{parts_total if parts_total is not None else '?'} parts"
+            self._progress.update(
+                self._tasks[label],
+                completed=done,
+                total=total,
+                detail=f"{done / 1e6:.1f}/{(total or 0) / 1e6:.1f} MB  {parts}  {stats.state}",
+            )
+        self._progress.refresh()

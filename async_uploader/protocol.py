@@ -140,9 +140,7 @@ def create_upload(store_id: str, read_set: ReadSet, client_token: str) -> HttpRe
         body["description"] = read_set.description
     if read_set.tags:
         body["tags"] = dict(read_set.tags)
-    return _json_request(
-        "CreateMultipartReadSetUpload", "POST", Endpoint.CONTROL, f"{_store(store_id)}/upload", body
-    )
+    return _json_request("CreateMultipartReadSetUpload", "POST", Endpoint.CONTROL, f"{_store(store_id)}/upload", body)
 
 
 def upload_part(store_id: str, upload_id: str, source: Source, number: int, length: int) -> HttpRequest:
@@ -188,8 +186,7 @@ def complete_upload(
     ordered = sorted(_part_fields(part) for part in parts)
     body = {
         "parts": [
-            {"partNumber": number, "partSource": source, "checksum": checksum}
-            for source, number, checksum in ordered
+            {"partNumber": number, "partSource": source, "checksum": checksum} for source, number, checksum in ordered
         ]
     }
     return _json_request(
@@ -234,6 +231,24 @@ def list_uploads(store_id: str, max_results: int | None = None, next_token: str 
         Endpoint.CONTROL,
         f"{_store(store_id)}/uploads",
         _paging(max_results, next_token),
+    )
+
+
+def list_read_sets(
+    store_id: str,
+    read_set_filter: Mapping[str, str] | None = None,
+    max_results: int | None = None,
+    next_token: str | None = None,
+) -> HttpRequest:
+    """ListReadSets: POST /sequencestore/{id}/readsets on control-storage, JSON {"filter": {...}}."""
+    body: dict[str, Any] = {"filter": dict(read_set_filter)} if read_set_filter else {}
+    return _json_request(
+        "ListReadSets",
+        "POST",
+        Endpoint.CONTROL,
+        f"{_store(store_id)}/readsets",
+        body,
+        query=_paging(max_results, next_token),
     )
 
 
@@ -417,9 +432,23 @@ def parse_list_uploads(body: bytes) -> tuple[list[UploadSummary], str | None]:
     return uploads, _next_token(data)
 
 
+def parse_list_read_sets(body: bytes) -> tuple[list[ReadSetMetadata], str | None]:
+    operation = "ListReadSets"
+    data = _object(operation, body)
+    found = []
+    for item in data.get("readSets") or []:
+        if not isinstance(item, dict):
+            raise _malformed(operation, "a read set is not an object")
+        found.append(_metadata(operation, item))
+    return found, _next_token(data)
+
+
 def parse_metadata(body: bytes) -> ReadSetMetadata:
     operation = "GetReadSetMetadata"
-    data = _object(operation, body)
+    return _metadata(operation, _object(operation, body))
+
+
+def _metadata(operation: str, data: dict[str, Any]) -> ReadSetMetadata:
     files = data.get("files")
     return ReadSetMetadata(
         id=_string(operation, data, "id"),

@@ -76,7 +76,7 @@ async def _iterate(body: BodySource) -> AsyncIterator[bytes | memoryview]:
         yield piece
 
 
-async def collect_body(body: bytes | BodySource) -> bytes:
+async def collect_body(body: bytes | bytearray | memoryview | BodySource) -> bytes:
     """The whole body as bytes (for tests and the mock transport)."""
     if isinstance(body, bytes | bytearray | memoryview):
         return bytes(body)
@@ -102,9 +102,7 @@ class _SourcePayload(aiohttp.payload.Payload):
     async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
         await self.write_with_length(writer, None)
 
-    async def write_with_length(
-        self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None
-    ) -> None:
+    async def write_with_length(self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None) -> None:
         limit = self._body.length if content_length is None else min(content_length, self._body.length)
         sent = 0
         async for piece in _iterate(self._body):

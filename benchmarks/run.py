@@ -11,6 +11,7 @@ CPU time and peak RSS are its own. Scenarios: bulk, distant, tiny, scaling, stre
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in args.only or list(SCENARIOS):
         started = time.perf_counter()
+        load = [round(x, 2) for x in os.getloadavg()]
         try:
             section = SCENARIOS[name](ctx)
         except Exception as exc:  # one broken scenario must not cost the others' results
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
         section.seconds = time.perf_counter() - started
         section.measured = str(header["date"])
+        section.load_average = load
         if ctx.skipped:
             section.notes.append(
                 "Not measured (async_uploader.engine not importable): " + ", ".join(sorted(set(ctx.skipped)))

@@ -34,7 +34,7 @@ def signed(method: str, url: str, body: bytes = b"", unsigned: bool = False) -> 
     if unsigned:
         request.headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
     SigV4Auth(CREDENTIALS, "omics", "us-east-1").add_auth(request)
-    return {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+    return {k: str(v) for k, v in request.headers.items()}
 
 
 def cpu_seconds(pid: int) -> float:

@@ -67,12 +67,14 @@ def run_cli(cli_env: dict[str, str]) -> Callable[..., Awaitable[Any]]:
     return runner
 
 
-@__import__("dataclasses").dataclass
 class CliRun:
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
+    """What a CLI subprocess did: exit code, decoded output, wall time."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str, seconds: float) -> None:
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        self.seconds = seconds
 
     @property
     def stderr_lines(self) -> list[str]:

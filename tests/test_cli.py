@@ -51,9 +51,7 @@ def upload_args(store: LocalStore, *sources: str, file_type: str = "FASTQ") -> l
 
 def creates(store: LocalStore, *, ok: bool = True) -> list[dict[str, Any]]:
     return [
-        r
-        for r in store.requests
-        if r["operation"] == "CreateMultipartReadSetUpload" and (not ok or r["status"] == 200)
+        r for r in store.requests if r["operation"] == "CreateMultipartReadSetUpload" and (not ok or r["status"] == 200)
     ]
 
 
@@ -227,17 +225,13 @@ async def test_sigint_prints_the_resume_command_and_uploads_parts_abort_work(
     resume = lines[lines.index(next(line for line in lines if "To resume, run:" in line)) + 1].strip()
     resume_argv = shlex.split(resume)
     assert resume_argv[:3] == [sys.executable, "-m", "async_uploader"]
-    assert "--restart" not in resume_argv and resume_argv[3:] == [a for a in argv if a != "--restart"] + [
-        "--events"
-    ]
+    assert "--restart" not in resume_argv and resume_argv[3:] == [a for a in argv if a != "--restart"] + ["--events"]
 
     listed = await run_cli("uploads", "--store-id", STORE, "--endpoint-url", store.url, "--json")
     assert listed.returncode == 0, listed.stderr
     [upload] = [json.loads(line) for line in listed.stdout.splitlines()]
     assert upload["name"] == "reads-1" and upload["partsTotal"] > upload["partsRecorded"] >= 1
-    parts = await run_cli(
-        "parts", "--store-id", STORE, "--upload-id", upload["uploadId"], "--endpoint-url", store.url
-    )
+    parts = await run_cli("parts", "--store-id", STORE, "--upload-id", upload["uploadId"], "--endpoint-url", store.url)
     assert parts.returncode == 0, parts.stderr
     assert len(parts.stdout.splitlines()) >= upload["partsRecorded"]
 
@@ -272,5 +266,24 @@ async def test_version_and_help(run_cli: RunCli) -> None:
     assert "75" in text and "loopback" in text and "--max-rate" in text
 
 
-def test_main_module_exists() -> None:
-    assert (REPO_ROOT / "async_uploader" / "__main__.py").exists()
+async def test_serve_prints_its_url_and_stops_on_sigterm(cli_env: dict[str, str]) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "async_uploader",
+        "serve",
+        "--port",
+        "0",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=cli_env,
+        cwd=REPO_ROOT,
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(30):
+        url = (await process.stdout.readline()).decode().strip()
+        process.send_signal(signal.SIGTERM)
+        code = await process.wait()
+    assert url.startswith("http://127.0.0.1:") and int(url.rsplit(":", 1)[1]) > 0
+    assert code == 0

@@ -34,7 +34,7 @@ def ok(body: object) -> Callable[[SentRequest], Response]:
 
 
 def read_set() -> ReadSet:
-    return ReadSet(source1="a.fq.gz", file_type=FileType.FASTQ, subject_id="s", sample_id="x", name="n")
+    return ReadSet(source1=Path("a.fq.gz"), file_type=FileType.FASTQ, subject_id="s", sample_id="x", name="n")
 
 
 class Body:

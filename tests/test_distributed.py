@@ -66,7 +66,8 @@ def make_rows(folder: Path, count: int) -> list[ManifestRow]:
     for i in range(count):
         for mate in (1, 2):
             size = 4 * KIB + (i * 977 + mate * 311) % (2 * KIB)
-            (folder / f"rs{i}_{mate}.fq.gz").write_bytes(os.urandom(size))
+            # The store checks the gzip magic; the rest is incompressible noise of the wanted size.
+            (folder / f"rs{i}_{mate}.fq.gz").write_bytes(b"\x1f\x8b" + os.urandom(size - 2))
         lines.append(f"rs{i}_1.fq.gz,rs{i}_2.fq.gz,FASTQ,subject-{i},sample-{i},read-set-{i}")
     return parse_manifest("\n".join(lines) + "\n", base_dir=folder, name="manifest.csv")
 

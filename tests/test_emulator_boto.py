@@ -100,7 +100,7 @@ def paired_upload(store: LocalStore) -> None:
     assert all(p["partSource"] == "SOURCE1" for p in listed)
 
     done = client.complete_multipart_read_set_upload(
-        sequenceStoreId=STORE_ID, uploadId=upload_id, parts=sorted(parts, key=lambda p: p["partNumber"])
+        sequenceStoreId=STORE_ID, uploadId=upload_id, parts=sorted(parts, key=lambda p: int(str(p["partNumber"])))
     )
     read_set_id = done["readSetId"]
     meta = wait_status(client, read_set_id, "ACTIVE")
@@ -129,7 +129,7 @@ def list_uploads_paginated(store: LocalStore) -> None:
     token = None
     pages = 0
     while True:
-        kwargs = {"nextToken": token} if token else {}
+        kwargs: dict[str, str] = {"nextToken": token} if token else {}
         reply = client.list_multipart_read_set_uploads(sequenceStoreId=STORE_ID, maxResults=2, **kwargs)
         pages += 1
         seen += [u["uploadId"] for u in reply["uploads"]]

@@ -36,7 +36,7 @@ def sign(
     if payload_hash is not None:
         request.headers["X-Amz-Content-SHA256"] = payload_hash
     SigV4Auth(Credentials("test", secret), "omics", "us-east-1").add_auth(request)
-    return {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+    return {k: str(v) for k, v in request.headers.items()}
 
 
 async def send(
@@ -169,7 +169,7 @@ async def test_oversize_part_rejected_and_drained(make_store: MakeStore) -> None
 
 async def test_skewed_date_rejected(local_store: LocalStore, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"{local_store.url}/sequencestore/{STORE_ID}/uploads"
-    real = botocore.auth.get_current_datetime()
+    real = botocore.auth.get_current_datetime()  # type: ignore[attr-defined]
     for minutes, status in ((-16, 403), (16, 403), (-14, 200), (14, 200)):
         skewed = real + datetime.timedelta(minutes=minutes)
         monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda skewed=skewed: skewed)
@@ -245,3 +245,13 @@ async def test_discard_mode(make_store: MakeStore) -> None:
     assert meta["status"] == "ACTIVE" and meta["files"]["source1"]["contentLength"] == 15
     reply = await signed("GET", f"{base}?file=SOURCE1&partNumber=1")
     assert_error(reply, 404, "ResourceNotFoundException", "--discard")
+
+
+async def test_threaded_writes_keep_the_bytes(local_store: LocalStore, upload: str) -> None:
+    local_store._app.threaded_writes = True  # the path taken once the disk proves slow
+    data = bytes(range(256)) * 4000
+    status, _, body = await signed("PUT", part_url(local_store, upload), data, payload_hash="UNSIGNED-PAYLOAD")
+    assert status == 200
+    part = local_store.state.upload(STORE_ID, upload).parts[("SOURCE1", 1)]
+    assert part.path is not None and part.path.read_bytes() == data
+    assert part.checksum == json.loads(body)["checksum"]

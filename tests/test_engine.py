@@ -330,3 +330,31 @@ async def test_twenty_thousand_tiny_parts_stay_bounded(tmp_path: Path) -> None:
     # Per part in flight: its own task and aiohttp's body-writer task; plus a few helpers. Never one per part.
     assert max(live_tasks) <= 2 * concurrency + 8, max(live_tasks)
     assert rss_growth < 100 * 1024 * 1024, rss_growth
+
+
+async def test_a_crash_after_complete_is_recognised_on_resume(store: LocalStore, tmp_path: Path) -> None:
+    paths = fastq(tmp_path, 40 * KIB, 30 * KIB)
+    checkpoint = tmp_path / "done.ckpt"
+    async with Uploader(config(16 * KIB), service=service(store)) as up:
+        first = await up.upload(read_set(paths), store_id=STORE_ID, checkpoint=checkpoint)
+        # The process died after the store completed the upload but before the checkpoint heard of it.
+        lines = checkpoint.read_bytes().splitlines(keepends=True)
+        assert b'"complete"' in lines[-1]
+        checkpoint.write_bytes(b"".join(lines[:-1]))
+        again = await up.upload(read_set(paths), store_id=STORE_ID, checkpoint=checkpoint)
+        await assert_round_trip(up, again, paths)
+    assert again.read_set_id == first.read_set_id
+    assert again.resumed_parts == 5
+    assert len(operations(store, "CreateMultipartReadSetUpload")) == 1
+    assert len(operations(store, "CompleteMultipartReadSetUpload")) == 1
+
+
+async def test_a_finished_checkpoint_returns_the_read_set_without_requests(store: LocalStore, tmp_path: Path) -> None:
+    paths = fastq(tmp_path, 20 * KIB)
+    checkpoint = tmp_path / "done.ckpt"
+    async with Uploader(config(16 * KIB), service=service(store)) as up:
+        first = await up.upload(read_set(paths), store_id=STORE_ID, checkpoint=checkpoint)
+        before = len(store.requests)
+        again = await up.upload(read_set(paths), store_id=STORE_ID, checkpoint=checkpoint)
+    assert again.read_set_id == first.read_set_id
+    assert [r["operation"] for r in store.requests[before:]] == ["GetReadSetMetadata"]

@@ -58,7 +58,8 @@ def upload_and_read_back(store: LocalStore, r1: Path, r2: Path) -> tuple[str, di
             break
     blobs = []
     for source in ("SOURCE1", "SOURCE2"):
-        total = meta["files"][source.lower()]["totalParts"]
+        files: dict[str, Any] = dict(meta["files"])
+        total = files[source.lower()]["totalParts"]
         data = b""
         for number in range(1, total + 1):
             reply = client.get_read_set(sequenceStoreId=STORE_ID, id=read_set_id, file=source, partNumber=number)

@@ -78,16 +78,18 @@ def test_parts_is_lazy_for_20000_parts() -> None:
 
 
 def test_default_grows_in_whole_mib_to_fit_10000_parts() -> None:
-    fits = MAX_PARTS * DEFAULT_PART_SIZE
-    assert make_plan({S1: fits}, None).part_size == DEFAULT_PART_SIZE
-    plan = make_plan({S1: 10, S2: fits + 1}, None)
-    assert plan.part_size == DEFAULT_PART_SIZE + MIB
+    default = 64 * MIB
+    fits = MAX_PARTS * default
+    assert make_plan({S1: fits}, None, default=default).part_size == default
+    plan = make_plan({S1: 10, S2: fits + 1}, None, default=default)
+    assert plan.part_size == default + MIB
     assert plan.part_size % MIB == 0
     assert plan.part_count(S2) == 9_847  # ceil(640,000 MiB + 1 byte / 65 MiB)
-    big = make_plan({S1: 800 * 1024 * MIB}, None)  # 800 GiB
+    big = make_plan({S1: 800 * 1024 * MIB}, None, default=default)  # 800 GiB
     assert big.part_size == 82 * MIB
     assert big.part_count(S1) <= MAX_PARTS
-    assert make_plan({S1: MAX_SOURCE_SIZE}, None).part_size == MAX_PART_SIZE
+    assert make_plan({S1: MAX_SOURCE_SIZE}, None, default=default).part_size == MAX_PART_SIZE
+    assert make_plan({S1: MAX_SOURCE_SIZE}, None).part_size == MAX_PART_SIZE == DEFAULT_PART_SIZE
 
 
 def test_minimum_part_size() -> None:

@@ -109,7 +109,7 @@ def test_upload_part_matches_botocore(model: Any, source: Source, number: int) -
 
 
 def test_complete_matches_botocore_and_sorts(model: Any) -> None:
-    given = [
+    given: list[protocol.CompletedPart | tuple[Source, int, str]] = [
         (Source.SOURCE2, 1, "c21"),
         (Source.SOURCE1, 10, "c110"),
         (Source.SOURCE1, 2, "c12"),
@@ -158,6 +158,13 @@ def test_list_uploads_matches_botocore(model: Any, max_results: int | None, toke
     assert_same(ours, botocore_request(model, "ListMultipartReadSetUploads", params), "ListMultipartReadSetUploads")
 
 
+def test_list_read_sets_matches_botocore(model: Any) -> None:
+    wanted = {"name": "n a", "sampleId": "s", "subjectId": "x", "creationType": "UPLOAD"}
+    params: dict[str, Any] = {"sequenceStoreId": STORE, "filter": wanted, "nextToken": TRICKY_TOKEN}
+    ours = protocol.list_read_sets(STORE, wanted, None, TRICKY_TOKEN)
+    assert_same(ours, botocore_request(model, "ListReadSets", params), "ListReadSets")
+
+
 def test_metadata_and_get_read_set_match_botocore(model: Any) -> None:
     ours = protocol.get_read_set_metadata(STORE, READ_SET)
     theirs = botocore_request(model, "GetReadSetMetadata", {"sequenceStoreId": STORE, "id": READ_SET})
@@ -186,6 +193,7 @@ def test_endpoint_host_prefix_per_operation(model: Any) -> None:
         "ListMultipartReadSetUploads": protocol.list_uploads(STORE),
         "GetReadSetMetadata": protocol.get_read_set_metadata(STORE, READ_SET),
         "GetReadSet": protocol.get_read_set(STORE, READ_SET, Source.SOURCE1, 1),
+        "ListReadSets": protocol.list_read_sets(STORE),
     }
     for name, request in builders.items():
         assert request.operation == name

@@ -54,9 +54,9 @@ def botocore_sent(operation: str, params: dict[str, Any], reply: bytes = b"{}") 
 
     def before_send(request: Any, **_: Any) -> AWSResponse:
         captured.append(request)
-        return AWSResponse(request.url, 200, {}, _Raw(reply))
+        return AWSResponse(request.url, 200, {}, _Raw(reply))  # type: ignore[arg-type]
 
-    client.meta.events.register("before-send.omics", before_send)
+    client.meta.events.register("before-send.omics", before_send)  # type: ignore[arg-type]
     method = {v: k for k, v in client.meta.method_to_api_mapping.items()}[operation]
     getattr(client, method)(**params)
     client.close()
@@ -76,7 +76,7 @@ def our_client(reply: bytes = b"{}") -> tuple[OmicsClient, MockTransport]:
 
 def read_set() -> ReadSet:
     return ReadSet(
-        source1="a.fastq.gz",
+        source1=Path("a.fastq.gz"),
         file_type=FileType.FASTQ,
         subject_id="subj",
         sample_id="samp",

@@ -117,6 +117,7 @@ QUOTA_KIND = {
     "ListReadSetUploadParts": "listings",
     "ListMultipartReadSetUploads": "listings",
     "GetReadSetMetadata": "listings",
+    "ListReadSets": "listings",
 }
 
 SERVICE_QUOTAS = {"control": 1.0, "parts": 10.0, "listings": 5.0}

@@ -141,6 +141,13 @@ class ReadSet:
         return reply
 
 
+    def list_item(self) -> dict[str, Any]:
+        """The ListReadSets entry: the metadata less the per-file details."""
+        item = self.metadata()
+        item.pop("files", None)
+        return item
+
+
 @dataclass
 class SequenceStore:
     store_id: str
@@ -389,6 +396,28 @@ class State:
         if before is not None:
             parts = [p for p in parts if p.created < before]
         return parts
+
+    def list_read_sets(self, store_id: str, body: dict[str, Any]) -> list[ReadSet]:
+        flt = body.get("filter") or {}
+        if not isinstance(flt, dict):
+            raise validation("filter must be an object")
+        try:
+            after = _parse_time(flt["createdAfter"]) if flt.get("createdAfter") is not None else None
+            before = _parse_time(flt["createdBefore"]) if flt.get("createdBefore") is not None else None
+        except (ValueError, TypeError):
+            raise validation("filter times must be ISO-8601 timestamps") from None
+        found = []
+        for read_set in self.store(store_id).read_sets.values():
+            item = read_set.list_item()
+            keys = ("name", "sampleId", "subjectId", "status")
+            if any(flt.get(k) is not None and item.get(k) != flt[k] for k in keys):
+                continue
+            if flt.get("creationType") not in (None, "UPLOAD"):
+                continue
+            if (after is not None and read_set.created <= after) or (before is not None and read_set.created >= before):
+                continue
+            found.append(read_set)
+        return sorted(found, key=lambda r: (r.created, r.read_set_id))
 
     def list_uploads(self, store_id: str) -> list[Upload]:
         return sorted(self.store(store_id).uploads.values(), key=lambda u: (u.created, u.upload_id))

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from mypy_boto3_omics.type_defs import CompleteReadSetUploadPartListItemTypeDef
 
 DEFAULT_PART_SIZE = 100 * 1024 * 1024
-SOURCES: tuple[Literal["SOURCE1"], Literal["SOURCE2"]] = ("SOURCE1", "SOURCE2")
+SOURCES: tuple[Literal["SOURCE1", "SOURCE2"], ...] = ("SOURCE1", "SOURCE2")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except ImportError:
             pass
         else:
-            return uvloop.run(_main(args))  # type: ignore[no-any-return]
-    return asyncio.run(_main(args))
+            return {**uvloop.run(_main(args)), "loop": "uvloop"}
+    return {**asyncio.run(_main(args)), "loop": "asyncio"}
 
 
 if __name__ == "__main__":

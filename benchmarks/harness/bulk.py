@@ -90,4 +90,7 @@ def run(ctx: Context) -> Section:
         "async_uploader (tuned): " + " ".join(OURS_TUNED.args) + "; rates lifted (no service quota locally) "
         "in both rows.",
     ]
+    loops = sorted({str(r.report.get("loop")) for r in grouped.get(OURS_TUNED.label, []) if r.ok})
+    if loops:
+        section.notes.append("Event loop of the tuned runs: " + ", ".join(loops) + ".")
     return section

@@ -56,6 +56,7 @@ class Section:
     runs: list[dict[str, object]] = field(default_factory=list)
     measured: str = ""
     seconds: float = 0.0
+    load_average: list[float] = field(default_factory=list)
 
     def add_runs(self, group: str, runs: Sequence[Measured]) -> None:
         for run in runs:
@@ -189,7 +190,12 @@ def _markdown(header: dict[str, object], sections: Sequence[dict[str, object]]) 
     for section in sections:
         lines += ["", f"## {section['title']}", ""]
         if section.get("measured"):
-            lines += [f"_Measured {section['measured']}, {number(section.get('seconds')):.0f} s._", ""]
+            load = section.get("load_average") or "?"
+            lines += [
+                f"_Measured {section['measured']} in {number(section.get('seconds')):.0f} s; load average {load} "
+                "at the start._",
+                "",
+            ]
         if section.get("intro"):
             lines += [str(section["intro"]), ""]
         tables = section.get("tables", [])
