@@ -358,13 +358,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def default_checkpoint_path(store_id: str, sources: Sequence[SourceFingerprint | str]) -> Path:
-    """The checkpoint path used when none is given, named from a hash of the store id and source paths.
+def default_checkpoint_path(
+    store_id: str, sources: Sequence[SourceFingerprint | str], identity: Sequence[str] = ()
+) -> Path:
+    """The checkpoint path used when none is given, named from a hash of the store id, the source paths and
+    ``identity`` (the read set's metadata, so the same files sent as another read set get their own upload).
 
     The directory is ``$ASYNC_UPLOADER_HOME/checkpoints``, or ``~/.cache/async-uploader/checkpoints``.
     """
     home = os.environ.get("ASYNC_UPLOADER_HOME")
     base = Path(home) / "checkpoints" if home else Path.home() / ".cache" / "async-uploader" / "checkpoints"
     paths = [os.path.abspath(s.path if isinstance(s, SourceFingerprint) else s) for s in sources]
-    key = hashlib.sha256("\0".join([store_id, *paths]).encode("utf-8", "surrogateescape")).hexdigest()
+    key = hashlib.sha256("\0".join([store_id, *paths, *identity]).encode("utf-8", "surrogateescape")).hexdigest()
     return base / f"{store_id}-{key[:24]}.jsonl"

@@ -75,12 +75,9 @@ environment:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
+    from . import __version__
 
-        return version("async-uploader")
-    except PackageNotFoundError:
-        return "0.1.0"
+    return str(__version__)
 
 
 # -- argument parsing ----------------------------------------------------------------------------------------
@@ -176,10 +173,10 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
         "--part-size",
         type=_part_size,
         metavar="SIZE",
-        help="bytes per part, e.g. 64MiB (default 64MiB, grown to fit 10,000 parts; at most 100MiB)",
+        help="bytes per part, e.g. 64MiB (default 100MiB, the service's maximum; see README)",
     )
     group.add_argument(
-        "--max-concurrency", type=_positive_int, default=16, metavar="N", help="requests in flight (default 16)"
+        "--max-concurrency", type=_positive_int, default=32, metavar="N", help="requests in flight (default 32)"
     )
     group.add_argument(
         "--max-rate",
@@ -585,7 +582,15 @@ async def run_upload(
                     return await handle
             except UploadInterruptedError as exc:
                 _explain_interruption(exc, handle, argv, stderr)
-                raise
+                if exc.checkpoint is not None:
+                    raise
+                why = "interrupted; without a checkpoint (a stream, or --no-checkpoint) the upload cannot resume"
+                if exc.upload_id and args.keep_on_failure is not True:
+                    if await _abort_unresumable(uploader, args.store_id, exc.upload_id):
+                        why += "; it was aborted"
+                elif exc.upload_id:
+                    why += f"; remove it with: {PROG} abort --store-id {args.store_id} --upload-id {exc.upload_id}"
+                raise UploaderError(why) from None
 
 
 def _explain_interruption(
@@ -601,14 +606,22 @@ def _explain_interruption(
         stderr.flush()
 
 
+async def _abort_unresumable(uploader: Uploader, store_id: str, upload_id: str) -> bool:
+    """Nothing can resume an upload without a checkpoint: abort it rather than leave it open."""
+    try:
+        async with asyncio.timeout(10):
+            await uploader.client.abort_upload(store_id, upload_id)
+    except (UploaderError, TimeoutError) as error:
+        log.warning("could not abort upload %s: %s", upload_id, error)
+        return False
+    return True
+
+
 def _interrupted(exc: UploadInterruptedError, debug: bool) -> int:
-    """Exit 75 when a checkpoint can resume the upload; otherwise say so and exit 1."""
+    """Exit 75: a checkpoint can resume the upload (the resume command is already on stderr)."""
     if exc.checkpoint is not None:
         return EXIT_INTERRUPTED
-    why = "interrupted; without a checkpoint (a stream, or --no-checkpoint) the upload cannot be resumed"
-    if exc.upload_id:
-        why += f"; remove it with: {PROG} abort --upload-id {exc.upload_id} --store-id ..."
-    _report(UploaderError(why), debug)
+    _report(exc, debug)
     return EXIT_FAILURE
 
 

@@ -125,9 +125,8 @@ class ReadSet:
         _check_text("description", self.description, 255, required=False)
         if self.source2 is not None and self.file_type is not FileType.FASTQ:
             raise ConfigError(f"a second source is only allowed for paired FASTQ, not {self.file_type.value}")
-        if self.file_type in (FileType.BAM, FileType.CRAM):
-            if not self.reference_arn:
-                raise ConfigError(f"{self.file_type.value} is aligned: a reference ARN is required")
+        if self.file_type in (FileType.BAM, FileType.CRAM) and not self.reference_arn:
+            raise ConfigError(f"{self.file_type.value} is aligned: a reference ARN is required")
         if self.reference_arn is not None and (len(self.reference_arn) > 127 or not _ARN.match(self.reference_arn)):
             raise ConfigError(f"reference ARN {self.reference_arn!r} must look like arn:... (1-127 characters)")
         if len(self.tags) > 50:

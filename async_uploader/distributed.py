@@ -337,6 +337,7 @@ async def run_batch_on_dask(
     as_completed: Any = distributed.as_completed
 
     started = time.monotonic()
+    checkpoint_dir = await asyncio.to_thread(checkpoint_dir.resolve)  # workers elsewhere need no relative path
     state = BatchState(checkpoint_dir)
     outcomes: list[RowOutcome] = []
     pending: dict[str, ManifestRow] = {}

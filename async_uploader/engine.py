@@ -547,7 +547,7 @@ class _Upload:
                 raise SourceError("a stream cannot be resumed, so it cannot have a checkpoint")
             return
         prints = self._fingerprints()
-        path = arg if isinstance(arg, Path) else default_checkpoint_path(self.store_id, prints)
+        path = arg if isinstance(arg, Path) else default_checkpoint_path(self.store_id, prints, self._identity())
         self.checkpoint_path = path
         if path.exists() and not self.restart:
             checkpoint = Checkpoint.load(path)
@@ -558,6 +558,18 @@ class _Upload:
                     "use another --checkpoint or --restart"
                 )
             checkpoint.verify_sources(prints)
+            recorded = CheckpointHeader.from_read_set(
+                self.store_id,
+                self.read_set,
+                part_size=header.part_size,
+                sources=header.sources,
+                client_token=header.client_token,
+            )
+            if _identity_of(recorded) != _identity_of(header):
+                raise CheckpointMismatchError(
+                    f"checkpoint {path} is for another read set ({header.name!r}, sample {header.sample_id!r}); "
+                    "use another --checkpoint, or --restart to replace it"
+                )
             if header.part_size != plan.part_size:
                 raise CheckpointMismatchError(
                     f"checkpoint {path} was written with {header.part_size}-byte parts, not {plan.part_size}; "
@@ -577,6 +589,10 @@ class _Upload:
             client_token=uuid.uuid4().hex,
         )
         self._checkpoint = Checkpoint.create(path, header)
+
+    def _identity(self) -> tuple[str, ...]:
+        rs = self.read_set
+        return _identity_of(CheckpointHeader.from_read_set(self.store_id, rs, part_size=0, sources=(), client_token=""))
 
     def _restart_from(self, path: Path) -> None:
         """--restart: remember the old upload so it is aborted once the new one exists, then drop the file."""
@@ -962,6 +978,22 @@ class _Upload:
                 self._checkpoint.close()
                 self._checkpoint = None
                 self.checkpoint_path.unlink(missing_ok=True)
+
+
+def _identity_of(header: CheckpointHeader) -> tuple[str, ...]:
+    """What makes a read set this read set: the metadata Create sends."""
+    tags = ",".join(f"{k}={v}" for k, v in sorted(header.tags.items()))
+    fields = (
+        header.file_type,
+        header.subject_id,
+        header.sample_id,
+        header.name,
+        header.reference_arn,
+        header.generated_from,
+        header.description,
+        tags,
+    )
+    return tuple("" if value is None else str(value) for value in fields)
 
 
 def _finished_ok(future: asyncio.Future[Any]) -> bool:

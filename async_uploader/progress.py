@@ -89,13 +89,14 @@ class _Rate:
         self._window = window
         self._samples: list[tuple[float, int]] = []
 
-    def update(self, now: float, done: int) -> float:
+    def update(self, now: float, done: int) -> float | None:
+        """Bytes per second over the window; None until the samples span half a second."""
         self._samples.append((now, done))
         while len(self._samples) > 2 and now - self._samples[1][0] >= self._window:
             self._samples.pop(0)
         first_time, first_done = self._samples[0]
-        if now - first_time <= 0:
-            return 0.0
+        if now - first_time < 0.5:
+            return None
         return max(0.0, (done - first_done) / (now - first_time))
 
 
@@ -211,7 +212,9 @@ class ProgressBar:
             )
         done = max(sum(stats.bytes_sent.values()), sum(stats.bytes_done.values()))
         total_bytes = _total(stats.bytes_total)
-        rate = self._rate.update(now, done)
+        recent = self._rate.update(now, done)
+        average = done / stats.elapsed if stats.elapsed > 0 else 0.0
+        rate = average if recent is None or stats.state in ("done", "verifying") else recent
         eta = (total_bytes - done) / rate if total_bytes is not None and rate > 0 else None
         detail = f"{format_rate(rate)}  ETA {format_seconds(eta)}  retries {stats.retries}"
         detail += f"  throttles {stats.throttles}  {stats.state}"

@@ -125,8 +125,24 @@ def test_resume_command_repeats_the_arguments_without_restart(monkeypatch: pytes
     assert cli.resume_command(["upload", "a"]) == "/usr/local/bin/async-uploader upload a"
 
 
-def test_interrupted_without_checkpoint_is_a_failure(capsys: pytest.CaptureFixture[str]) -> None:
+def test_interrupted_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli._interrupted(UploadInterruptedError("x", checkpoint="/c"), False) == 75
-    assert cli._interrupted(UploadInterruptedError("x", upload_id="1234567890"), False) == 1
-    err = capsys.readouterr().err
-    assert "cannot be resumed" in err and "abort --upload-id 1234567890" in err and err.count("\n") == 1
+    assert cli._interrupted(UploadInterruptedError("stopped"), False) == 1
+    assert capsys.readouterr().err == "async-uploader: error: stopped\n"
+
+
+async def test_signals_count_so_a_second_one_stops_harder() -> None:
+    import asyncio
+    import os
+    import signal
+
+    seen: list[tuple[int, int]] = []
+    with cli._Signals(lambda signum, count: seen.append((signum, count))):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100):
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.01)
+    assert seen == [(signal.SIGINT, 1), (signal.SIGTERM, 2)]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers removed afterwards

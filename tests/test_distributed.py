@@ -22,7 +22,7 @@ pytest.importorskip("distributed")
 
 from distributed import Client, LocalCluster
 
-from async_uploader import RateLimits, RetryConfig, ServiceConfig, Source, UploadConfig, Uploader
+from async_uploader import RateLimits, RetryConfig, ServiceConfig, UploadConfig, Uploader
 from async_uploader.batch import BatchState, ManifestRow, RowOutcome, parse_manifest
 from async_uploader.checkpoint import Checkpoint
 from async_uploader.distributed import FileLease, LeaseLostError, hold_lease, run_batch_on_dask
@@ -86,10 +86,10 @@ def service_for(store: LocalStore) -> ServiceConfig:
 @pytest.fixture
 async def cluster() -> AsyncIterator[tuple[LocalCluster, Client]]:
     async with (
-        LocalCluster(
+        LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, asynchronous=True
         ) as local,
-        Client(local, asynchronous=True) as client,
+        Client(local, asynchronous=True) as client,  # type: ignore[no-untyped-call]
     ):
         yield local, client
 

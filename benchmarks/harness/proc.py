@@ -151,7 +151,7 @@ class _Launcher:
         stdout: str,
         stderr: str,
         timeout: float,
-        during: Callable[[int], None] | None,
+        during: Callable[[int, Path], None] | None,
     ) -> dict[str, object]:
         with self._lock:
             proc = self._ensure()
@@ -164,7 +164,7 @@ class _Launcher:
             if not isinstance(pid, int) or not pid:
                 raise OSError(f"could not start {argv[0]}: {started.get('error')}")
             if during is not None:
-                during(pid)
+                during(pid, Path(stderr))
             finished: dict[str, object] = json.loads(proc.stdout.readline())
             return finished
 
@@ -188,9 +188,9 @@ def run_measured(
     *,
     timeout: float,
     env: Mapping[str, str] | None = None,
-    during: Callable[[int], None] | None = None,
+    during: Callable[[int, Path], None] | None = None,
 ) -> Measured:
-    """Start ``argv`` from the launcher, optionally act on its pid while it runs (``during``), parse its JSON line.
+    """Start ``argv`` from the launcher, optionally act while it runs (``during(pid, stderr_path)``), parse its JSON.
 
     The child's CPU (user + sys) and peak RSS come from the launcher's ``wait4``.
     """

@@ -1,0 +1,463 @@
+"""Crash and resume, end to end: a real ``async-uploader upload`` process against a store in another process.
+
+The uploader is killed (SIGKILL) or interrupted (SIGINT) at points found by watching the store's JSON-lines request
+log (one line per finished request) and the uploader's checkpoint journal; the same command is then run again and
+must finish the same upload: exit 0, the read set id on stdout, the bytes back through GetReadSet, exactly one
+CreateMultipartReadSetUpload, and no more parts sent twice than could have been in flight at the kill.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STORE_ID = "1234567890"
+PART_SIZE = 64 * 1024
+CONCURRENCY = 4
+# 24 + 21 parts; SOURCE2 ends with a short part.
+SIZES = {"SOURCE1": 24 * PART_SIZE, "SOURCE2": 20 * PART_SIZE + 777}
+TOTAL_PARTS = sum(math.ceil(size / PART_SIZE) for size in SIZES.values())
+WAIT = 20.0  # every wait in this file gives up after this many seconds
+POLL = 0.002
+# Each connection is paced so an upload lasts about a second: kills land mid-upload, not after it.
+SLOW = ("--latency-ms", "5", "--connection-mbps", "2")
+
+PART_OP = "UploadReadSetPart"
+CREATE_OP = "CreateMultipartReadSetUpload"
+COMPLETE_OP = "CompleteMultipartReadSetUpload"
+
+
+def deadline_loop(what: str, timeout: float = WAIT) -> Iterator[None]:
+    """Yield until the caller breaks out; fail the test with ``what`` after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        yield
+        time.sleep(POLL)
+    pytest.fail(f"gave up after {timeout:.0f} s waiting for {what}")
+
+
+def source_bytes(size: int, seed: int) -> bytes:
+    """gzip's magic number then pseudo-random bytes: the store's FASTQ format check passes."""
+    return b"\x1f\x8b" + random.Random(seed).randbytes(size - 2)
+
+
+class RequestLog:
+    """The store's request log, read incrementally; only whole lines count."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+        self._offset = 0
+        self._partial = b""
+
+    def refresh(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return self.records
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        self.records.extend(json.loads(line) for line in lines if line.strip())
+        return self.records
+
+    def ops(self, operation: str, status: int | None = 200) -> list[dict[str, Any]]:
+        return [r for r in self.refresh() if r["operation"] == operation and (status is None or r["status"] == status)]
+
+    def acked_parts(self) -> int:
+        return len(self.ops(PART_OP))
+
+    def resent_parts(self) -> dict[tuple[str, int], int]:
+        """(source, partNumber) → how many times the store acknowledged it, for parts acknowledged more than once."""
+        counts = Counter((r["source"], r["part_number"]) for r in self.ops(PART_OP))
+        return {key: n for key, n in counts.items() if n > 1}
+
+
+def checkpoint_parts(path: Path) -> int:
+    """Parts the uploader's journal records (a torn last line is skipped, as the uploader does)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    count = 0
+    for line in data.split(b"\n"):
+        text, tab, _crc = line.rpartition(b"\t")
+        if not tab:
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError:
+            continue
+        if record.get("t") == "parts":
+            count += len(record["p"])
+    return count
+
+
+@dataclass
+class Store:
+    url: str
+    log: RequestLog
+    process: subprocess.Popen[bytes]
+
+
+@dataclass
+class Harness:
+    """Sources, a checkpoint path, the environment and the processes of one test."""
+
+    tmp: Path
+    env: dict[str, str]
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    store: Store | None = None
+    run_number: int = 0
+
+    def __post_init__(self) -> None:
+        self.sources = {name: self.tmp / f"{name.lower()}.fastq.gz" for name in SIZES}
+        self.contents = {name: source_bytes(size, seed) for seed, (name, size) in enumerate(SIZES.items())}
+        for name, path in self.sources.items():
+            path.write_bytes(self.contents[name])
+        self.checkpoint = self.tmp / "ck" / "upload.ckpt"
+
+    def start_store(self, *options: str) -> Store:
+        log_path = self.tmp / "store.jsonl"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "async_uploader.emulator", "--port", "0", "--log", str(log_path)]
+            + ["--data-dir", str(self.tmp / "store-data"), *options],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=self.env,
+            cwd=REPO_ROOT,
+        )
+        self.processes.append(process)
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], WAIT)
+        assert ready, f"the store printed no URL within {WAIT:.0f} s"
+        url = process.stdout.readline().decode().strip()
+        assert url.startswith("http://127.0.0.1:"), f"unexpected store URL line {url!r}"
+        self.store = Store(url, RequestLog(log_path), process)
+        return self.store
+
+    def argv(self, *extra: str) -> list[str]:
+        assert self.store is not None
+        return [
+            "upload",
+            str(self.sources["SOURCE1"]),
+            str(self.sources["SOURCE2"]),
+            "--store-id",
+            STORE_ID,
+            "--file-type",
+            "FASTQ",
+            "--subject-id",
+            "s",
+            "--sample-id",
+            "x",
+            "--name",
+            "n",
+            "--endpoint-url",
+            self.store.url,
+            "--region",
+            "us-east-1",
+            "--checkpoint",
+            str(self.checkpoint),
+            "--part-size",
+            "64KiB",
+            "--max-concurrency",
+            str(CONCURRENCY),
+            "--no-progress",
+            *extra,
+        ]
+
+    def command(self, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "async_uploader", *self.argv(*extra)]
+
+    def start_upload(self, *extra: str) -> subprocess.Popen[bytes]:
+        self.run_number += 1
+        out = (self.tmp / f"run{self.run_number}.out").open("wb")
+        err = (self.tmp / f"run{self.run_number}.err").open("wb")
+        with out, err:
+            process = subprocess.Popen(self.command(*extra), stdout=out, stderr=err, env=self.env, cwd=REPO_ROOT)
+        self.processes.append(process)
+        return process
+
+    def outputs(self) -> tuple[str, str]:
+        """stdout and stderr of the latest upload run."""
+        n = self.run_number
+        return (self.tmp / f"run{n}.out").read_text(), (self.tmp / f"run{n}.err").read_text()
+
+    def run_upload(self, *extra: str, command: list[str] | None = None) -> tuple[int, str, str]:
+        """Run an upload to the end (bounded); returns exit code, stdout, stderr."""
+        self.run_number += 1
+        try:
+            done = subprocess.run(
+                command or self.command(*extra), capture_output=True, env=self.env, cwd=REPO_ROOT, timeout=WAIT
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the upload did not finish within {WAIT:.0f} s")
+        return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+    def wait_until(self, process: subprocess.Popen[bytes], ready: Callable[[Harness], bool], what: str) -> None:
+        """Poll ``ready`` until true; fail if the upload exits first or the wait runs out."""
+        for _ in deadline_loop(what):
+            if ready(self):
+                return
+            if process.poll() is not None:
+                out, err = self.outputs()
+                pytest.fail(f"the upload exited ({process.returncode}) before {what}:\n{out}\n{err}")
+
+    def wait_exit(self, process: subprocess.Popen[bytes]) -> int:
+        try:
+            return process.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the upload did not exit within {WAIT:.0f} s")
+
+    def read_back(self, read_set_id: str) -> dict[str, bytes]:
+        """Every source of the read set, downloaded part by part through GetReadSet (boto3)."""
+        assert self.store is not None
+        client = boto3.client(
+            "omics",
+            endpoint_url=self.store.url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            config=Config(inject_host_prefix=False, retries={"mode": "standard", "total_max_attempts": 1}),
+        )
+        try:
+            for _ in deadline_loop(f"read set {read_set_id} to become ACTIVE"):
+                meta = client.get_read_set_metadata(sequenceStoreId=STORE_ID, id=read_set_id)
+                if meta["status"] == "ACTIVE":
+                    break
+            found: dict[str, bytes] = {}
+            for name, want in self.contents.items():
+                chunks = []
+                for number in range(1, math.ceil(len(want) / PART_SIZE) + 1):
+                    reply = client.get_read_set(
+                        sequenceStoreId=STORE_ID, id=read_set_id, file=name, partNumber=number
+                    )
+                    with reply["payload"] as body:
+                        chunks.append(body.read())
+                found[name] = b"".join(chunks)
+            return found
+        finally:
+            client.close()
+
+    def check_success(self, code: int, out: str, err: str, *, creates: int = 1) -> str:
+        """Exit 0, the read set id last on stdout, the bytes back, ``creates`` Creates in the log; the id."""
+        assert self.store is not None
+        assert code == 0, f"the rerun failed with exit code {code}:\n{out}\n{err}"
+        lines = out.strip().splitlines()
+        assert lines, f"the rerun printed nothing on stdout; stderr:\n{err}"
+        read_set_id = lines[-1].strip()
+        assert read_set_id.isdigit() and len(read_set_id) == 10, f"last stdout line {read_set_id!r} is no read set id"
+        got = self.read_back(read_set_id)
+        for name in SIZES:
+            assert got[name] == self.contents[name], f"{name} of read set {read_set_id} differs from the file"
+        created = self.store.log.ops(CREATE_OP, status=None)
+        assert len(created) == creates, f"expected {creates} CreateMultipartReadSetUpload, the log has {created}"
+        return read_set_id
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+        ASYNC_UPLOADER_HOME=str(tmp_path / "home"),
+        PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    harness = Harness(tmp_path, env)
+    try:
+        yield harness
+    finally:
+        for process in reversed(harness.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+# -- kill -9 ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    name: str
+    store_options: tuple[str, ...]
+    trigger: Callable[[Harness], bool]
+    after_trigger: float = 0.0  # seconds between the trigger and the kill
+
+
+def _acked(at_least: int) -> Callable[[Harness], bool]:
+    def ready(h: Harness) -> bool:
+        assert h.store is not None
+        return h.store.log.acked_parts() >= at_least
+
+    return ready
+
+
+def _all_acked_no_complete(h: Harness) -> bool:
+    assert h.store is not None
+    return h.store.log.acked_parts() >= TOTAL_PARTS and not h.store.log.ops(COMPLETE_OP, status=None)
+
+
+def _all_recorded(h: Harness) -> bool:
+    return checkpoint_parts(h.checkpoint) >= TOTAL_PARTS
+
+
+COMPLETE_LATENCY_MS = 300
+KILL_POINTS = [
+    KillPoint("early", SLOW, _acked(2)),
+    KillPoint("middle", SLOW, _acked(TOTAL_PARTS // 2)),
+    KillPoint("before-complete", SLOW, _all_acked_no_complete),
+    # Every request waits COMPLETE_LATENCY_MS in the store before it is handled. The uploader sends Complete right
+    # after its journal holds every part, so a kill shortly after that lands while the store holds the Complete.
+    KillPoint(
+        "during-complete",
+        ("--latency-ms", str(COMPLETE_LATENCY_MS)),
+        _all_recorded,
+        after_trigger=COMPLETE_LATENCY_MS / 3000,
+    ),
+]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS, ids=[p.name for p in KILL_POINTS])
+def test_kill_9_then_rerun_finishes_the_same_upload(harness: Harness, point: KillPoint) -> None:
+    store = harness.start_store(*point.store_options)
+    first = harness.start_upload()
+    harness.wait_until(first, point.trigger, f"the {point.name} kill point")
+    if point.after_trigger:
+        time.sleep(point.after_trigger)
+    killed_at = time.time()
+    acked_at_kill = store.log.acked_parts()
+    completes_at_kill = store.log.ops(COMPLETE_OP, status=None)
+    first.kill()
+    assert harness.wait_exit(first) == -signal.SIGKILL
+    assert not completes_at_kill, f"the kill came too late: Complete had already finished: {completes_at_kill}"
+    if point.name != "during-complete":
+        assert acked_at_kill <= TOTAL_PARTS
+    if point.name in ("early", "middle"):
+        assert acked_at_kill < TOTAL_PARTS, "the kill came after every part was acknowledged"
+    if point.name == "during-complete":
+        # The store finishes the Complete it was holding although its client is gone.
+        for _ in deadline_loop("the store to finish the Complete it received before the kill"):
+            if store.log.ops(COMPLETE_OP, status=None):
+                break
+        finished = store.log.ops(COMPLETE_OP, status=None)
+        assert finished[0]["time"] > killed_at, "Complete finished before the kill"
+
+    rerun_started = time.time()
+    code, out, err = harness.run_upload()
+    read_set_id = harness.check_success(code, out, err)
+
+    resent = store.log.resent_parts()
+    assert len(resent) <= CONCURRENCY, f"{len(resent)} parts sent twice (at most {CONCURRENCY} were in flight)"
+    assert all(n == 2 for n in resent.values()), f"a part was acknowledged more than twice: {resent}"
+    completes = store.log.ops(COMPLETE_OP)
+    assert len(completes) == 1, f"expected one successful Complete, the log has {completes}"
+    if point.name == "during-complete":
+        # The rerun found the upload gone and adopted the read set the interrupted Complete made.
+        assert completes[0]["time"] < rerun_started
+        assert not resent
+    else:
+        assert completes[0]["time"] > rerun_started
+    assert read_set_id
+
+
+# -- SIGINT ----------------------------------------------------------------------------------------------------
+
+
+def test_sigint_exits_75_prints_the_resume_command_and_it_resumes(harness: Harness) -> None:
+    store = harness.start_store(*SLOW)
+    first = harness.start_upload()
+    harness.wait_until(first, _acked(TOTAL_PARTS // 2), "half the parts to be acknowledged")
+    first.send_signal(signal.SIGINT)
+    code = harness.wait_exit(first)
+    out, err = harness.outputs()
+    assert code == 75, f"SIGINT: expected exit code 75, got {code}:\n{out}\n{err}"
+    assert not store.log.ops(COMPLETE_OP, status=None), "the interrupted upload completed anyway"
+    expected = shlex.join(harness.command())
+    printed = [line.strip() for line in err.splitlines() if "async_uploader upload" in line]
+    assert printed == [expected], f"stderr does not print the resume command {expected!r}:\n{err}"
+
+    code, out, err2 = harness.run_upload(command=shlex.split(printed[0]))
+    harness.check_success(code, out, err2)
+    # A graceful stop lets the parts in flight finish and records them: nothing is sent twice.
+    assert store.log.resent_parts() == {}
+
+
+# -- sources edited after the checkpoint -----------------------------------------------------------------------
+
+
+def _single_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected a one-line error, got:\n{err}"
+    return lines[0]
+
+
+def test_edited_source_is_refused_until_restart(harness: Harness) -> None:
+    store = harness.start_store(*SLOW)
+    first = harness.start_upload()
+    harness.wait_until(first, _acked(TOTAL_PARTS // 3), "a third of the parts to be acknowledged")
+    first.kill()
+    harness.wait_exit(first)
+    assert checkpoint_parts(harness.checkpoint) > 0
+    path = harness.sources["SOURCE1"]
+    stat = path.stat()
+
+    # Same size, same modification time, different bytes: the content fingerprint catches it.
+    harness.contents["SOURCE1"] = source_bytes(SIZES["SOURCE1"], 99)
+    path.write_bytes(harness.contents["SOURCE1"])
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    code, out, err = harness.run_upload()
+    assert code == 2, f"expected exit 2 for a changed source, got {code}:\n{out}\n{err}"
+    line = _single_error_line(err)
+    assert "--restart" in line and "SOURCE1" in line, line
+
+    # Same bytes with a new modification time: refused too.
+    path.touch()
+    code, out, err = harness.run_upload()
+    assert code == 2, f"expected exit 2 for a touched source, got {code}:\n{out}\n{err}"
+    assert "--restart" in _single_error_line(err)
+
+    # A different size.
+    harness.contents["SOURCE1"] += b"more"
+    path.write_bytes(harness.contents["SOURCE1"])
+    code, out, err = harness.run_upload()
+    assert code == 2, f"expected exit 2 for a resized source, got {code}:\n{out}\n{err}"
+    line = _single_error_line(err)
+    assert "--restart" in line and "size" in line, line
+    assert len(store.log.ops(CREATE_OP, status=None)) == 1, "a refused run must not create an upload"
+
+    # --restart: a new upload of the new bytes; the old one is aborted.
+    code, out, err = harness.run_upload("--restart")
+    harness.check_success(code, out, err, creates=2)
+    created = [r["upload_id"] for r in store.log.ops(CREATE_OP)]
+    assert len(set(created)) == 2, f"--restart did not make a new upload: {created}"
+    aborted = [r["upload_id"] for r in store.log.ops("AbortMultipartReadSetUpload")]
+    assert aborted == [created[0]], f"the old upload should be aborted once, got {aborted}"
