@@ -46,6 +46,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .batch import BatchSummary, ManifestRow, RowOutcome
     from .engine import Uploader, UploadHandle, UploadResult
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "exit_code_for", "main"]
@@ -282,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoints and the record of rows done (default: under ~/.cache/async-uploader/batches)",
     )
     batch.add_argument("--no-checkpoint", action="store_true", help="keep no checkpoints (rows cannot resume)")
+    batch.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run each row as a task on a Dask cluster: tcp://HOST:8786, or local:N for a local cluster of N "
+        "workers (needs async-uploader[dask]; --checkpoint-dir must be on storage every worker sees); the "
+        "rate limits are shared by every worker through the scheduler",
+    )
     _add_transfer_options(batch)
     _add_output_options(batch)
     _add_service_options(batch)
@@ -653,8 +661,6 @@ async def _cmd_upload(args: argparse.Namespace, argv: Sequence[str]) -> int:
 async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .batch import (
         BatchState,
-        ManifestRow,
-        RowOutcome,
         check_row_sources,
         default_batch_dir,
         read_manifest,
@@ -728,6 +734,9 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
             except asyncio.CancelledError:
                 draw()  # the final state, then stop: this task is only ever cancelled by its owner
 
+    if args.dask:
+        summary = await _batch_on_dask(args, rows, config, service, directory, emit)
+        return _batch_summary(summary, argv)
     async with Uploader(config, service=service) as uploader:
         ticker = asyncio.create_task(tick()) if console is not None or events is not None else None
         try:
@@ -752,6 +761,36 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
             if ticker is not None:
                 ticker.cancel()
                 await asyncio.gather(ticker, return_exceptions=True)
+    return _batch_summary(summary, argv)
+
+
+async def _batch_on_dask(
+    args: argparse.Namespace,
+    rows: Sequence[ManifestRow],
+    config: UploadConfig,
+    service: ServiceConfig,
+    directory: Path,
+    emit: Callable[[RowOutcome], None],
+) -> BatchSummary:
+    if args.no_checkpoint:
+        raise ConfigError("--dask needs checkpoints: drop --no-checkpoint")
+    try:
+        from .distributed import run_batch_on_dask
+    except ImportError:
+        raise UsageError("--dask needs the dask extra: pip install 'async-uploader[dask]'") from None
+    return await run_batch_on_dask(
+        rows,
+        address=args.dask,
+        store_id=args.store_id,
+        service=service,
+        config=config,
+        checkpoint_dir=directory,
+        on_result=emit,
+        restart=args.restart,
+    )
+
+
+def _batch_summary(summary: BatchSummary, argv: Sequence[str]) -> int:
     sys.stdout.write(json.dumps(summary.as_json()) + "\n")
     line = f"{PROG}: batch: {summary.count('done')} done, {summary.count('skipped')} skipped, "
     line += f"{summary.count('failed')} failed"

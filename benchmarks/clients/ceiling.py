@@ -127,8 +127,14 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    return asyncio.run(_main(args))
+    if args.uvloop:
+        import uvloop
+
+        return {**uvloop.run(_main(args)), "loop": "uvloop"}
+    return {**asyncio.run(_main(args)), "loop": "asyncio"}
 
 
 if __name__ == "__main__":
-    raise SystemExit(_common.main(run, _common.parser(__doc__ or "").parse_args()))
+    cli = _common.parser(__doc__ or "")
+    cli.add_argument("--uvloop", action="store_true", help="run on uvloop instead of asyncio's own loop")
+    raise SystemExit(_common.main(run, cli.parse_args()))
