@@ -756,6 +756,9 @@ class _Upload:
         """Take a request slot; False (and no slot held) when a stop or a failure comes first."""
         if self._stop_event.is_set():
             return False
+        if not slots.locked():  # a free slot: take it without racing the stop event
+            await slots.acquire()
+            return True
         acquire = asyncio.ensure_future(slots.acquire())
         stop = asyncio.ensure_future(self._stop_event.wait())
         try:
@@ -871,16 +874,17 @@ class _Upload:
         self._acked[(part.source, part.number)] = record
         c.parts_done[part.source] += 1
         c.bytes_done[part.source] += part.length
-        self._emit(
-            {
-                "event": "part",
-                "source": part.source.value,
-                "partNumber": part.number,
-                "bytes": part.length,
-                "seconds": round(time.monotonic() - started, 4),
-                "attempts": attempts,
-            }
-        )
+        if self.on_event is not None:
+            self._emit(
+                {
+                    "event": "part",
+                    "source": part.source.value,
+                    "partNumber": part.number,
+                    "bytes": part.length,
+                    "seconds": round(time.monotonic() - started, 4),
+                    "attempts": attempts,
+                }
+            )
 
     def _on_retry(
         self, operation: str, source: Source | None, number: int | None

@@ -1,9 +1,10 @@
 """Reading part bytes: seekable files by offset, and non-seekable streams through a bounded buffer pool.
 
-A file part is read slice by slice (about 1 MiB each) in a worker thread while the previous slice is on the wire,
-so memory in flight is concurrency × slice, whatever the part size. A stream (stdin, a pipe) can only be read once,
-so each part is read whole into a buffer borrowed from a pool whose size is the memory budget; the buffer is kept
-until the store acknowledges the part, so a retry can resend it.
+A file part is read slice by slice (about 1 MiB each) as the connection takes them, so memory in flight is
+concurrency × slice, whatever the part size. A slice the page cache holds is copied by the event loop itself
+(RWF_NOWAIT never waits for the disk); anything else is read by a worker thread. A stream (stdin, a pipe) can
+only be read once, so each part is read whole into a buffer borrowed from a pool whose size is the memory budget;
+the buffer is kept until the store acknowledges the part, so a retry can resend it.
 
 Every body computes an xxh3-64 digest of what it sent, for the checkpoint.
 """
@@ -11,6 +12,7 @@ Every body computes an xxh3-64 digest of what it sent, for the checkpoint.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 from collections.abc import AsyncIterator, Callable
@@ -53,10 +55,35 @@ def check_source_path(path: Path) -> int:
     return info.st_size
 
 
-def _pread_exact(fd: int, length: int, offset: int, hasher: xxhash.xxh3_64) -> bytes:
-    data = os.pread(fd, length, offset)
-    hasher.update(data)
-    return data
+_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
+
+
+def read_cached(fd: int, length: int, offset: int) -> bytearray | None:
+    """Read without waiting for the disk: the bytes the page cache holds now, or None when it holds none of them.
+
+    ``preadv`` with ``RWF_NOWAIT`` (Linux) copies from the page cache and answers EAGAIN instead of blocking, so
+    the event loop can read a cached slice itself: a thread hop per 1 MiB slice measured here as twice the client's
+    CPU per GiB. Elsewhere, and for what is not cached, the read goes to a worker thread.
+    """
+    if _NOWAIT is None:
+        return None
+    buffer = bytearray(length)
+    try:
+        got = os.preadv(fd, [buffer], offset, _NOWAIT)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system that cannot do it
+            return None
+        raise
+    if got <= 0:
+        return None
+    del buffer[got:]
+    return buffer
+
+
+def _pread(fd: int, length: int, offset: int) -> bytes:
+    return os.pread(fd, length, offset)
 
 
 class PartBody:
@@ -69,7 +96,7 @@ class PartBody:
     def __init__(
         self,
         part: Part,
-        read: Callable[[int, xxhash.xxh3_64], AsyncIterator[bytes | memoryview]],
+        read: Callable[[int, xxhash.xxh3_64], AsyncIterator[bytes | bytearray | memoryview]],
         on_sent: Callable[[int], None] | None = None,
     ) -> None:
         self.part = part
@@ -84,7 +111,7 @@ class PartBody:
         sent, self.sent, self.digest = self.sent, 0, None
         return sent
 
-    async def slices(self) -> AsyncIterator[bytes | memoryview]:
+    async def slices(self) -> AsyncIterator[bytes | bytearray | memoryview]:
         hasher = xxhash.xxh3_64()
         # aiohttp itself may resend a body (a kept-alive connection closed under it): forget the first try.
         unsent = self.rewind()
@@ -116,17 +143,20 @@ class FileSource:
             self._fd = -1
 
     def body(self, part: Part, on_sent: Callable[[int], None] | None = None) -> PartBody:
-        async def read(length: int, hasher: xxhash.xxh3_64) -> AsyncIterator[bytes]:
+        async def read(length: int, hasher: xxhash.xxh3_64) -> AsyncIterator[bytes | bytearray]:
             offset, end = part.offset, part.offset + length
             while offset < end:
                 want = min(self.slice_size, end - offset)
-                data = await asyncio.to_thread(_pread_exact, self._fd, want, offset, hasher)
-                if len(data) != want:
-                    raise SourceError(
-                        f"{self.path}: file shrank while it was uploaded (wanted {want} bytes at {offset})"
-                    )
+                data: bytes | bytearray | None = read_cached(self._fd, want, offset)
+                if data is None:
+                    data = await asyncio.to_thread(_pread, self._fd, want, offset)
+                    if not data:
+                        raise SourceError(
+                            f"{self.path}: file shrank while it was uploaded (nothing at byte {offset})"
+                        )
+                hasher.update(data)
                 yield data
-                offset += want
+                offset += len(data)
 
         return PartBody(part, read, on_sent)
 

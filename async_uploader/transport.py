@@ -52,7 +52,7 @@ class BodySource(Protocol):
 
     length: int
 
-    def slices(self) -> AsyncIterator[bytes | memoryview]: ...
+    def slices(self) -> AsyncIterator[bytes | bytearray | memoryview]: ...
 
 
 class Transport(Protocol):
@@ -68,7 +68,7 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-async def _iterate(body: BodySource) -> AsyncIterator[bytes | memoryview]:
+async def _iterate(body: BodySource) -> AsyncIterator[bytes | bytearray | memoryview]:
     slices: Any = body.slices()
     if inspect.isawaitable(slices):  # a coroutine returning an iterator is accepted too
         slices = await slices
