@@ -46,17 +46,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distributed.diagnostics.plugin import SchedulerPlugin
+
 from .batch import BatchState, BatchSummary, ManifestRow, RowOutcome
 from .config import ServiceConfig, UploadConfig
 from .engine import Uploader
 from .errors import UploaderError, UploadInterruptedError
-from .limiters import DEFAULT_BUDGET, DaskSchedulerLimiter, budget_rates, install_rate_budget, worker_limiter
+from .limiters import (
+    DEFAULT_BUDGET,
+    PLUGIN_NAME,
+    DaskSchedulerLimiter,
+    SharedBudget,
+    budget_rates,
+    install_rate_budget,
+    worker_limiter,
+)
 
 __all__ = [
     "DEFAULT_BUDGET",
     "DaskSchedulerLimiter",
     "FileLease",
     "LeaseLostError",
+    "RateBudgetPlugin",
     "connect",
     "hold_lease",
     "run_batch_on_dask",
@@ -69,6 +80,53 @@ log = logging.getLogger("async_uploader")
 
 class LeaseLostError(UploaderError):
     """Another process took over the read set's lease: this one stopped uploading it."""
+
+
+# -- the request budget in the scheduler ---------------------------------------------------------------
+
+
+class RateBudgetPlugin(SchedulerPlugin):
+    """Keeps the shared budgets in the scheduler and answers the ``upload_rate_*`` handlers."""
+
+    name = PLUGIN_NAME
+    idempotent = True
+
+    def __init__(self) -> None:
+        self.budgets: dict[str, SharedBudget] = {}
+
+    async def start(self, scheduler: Any) -> None:
+        scheduler.handlers.update(
+            {
+                "upload_rate_configure": self.configure,
+                "upload_rate_reserve": self.reserve,
+                "upload_rate_throttle": self.throttle,
+                "upload_rate_state": self.state,
+            }
+        )
+        scheduler.extensions["upload_rate_budget"] = self
+
+    # The rpc layer calls handlers with the message's keys as keyword arguments.
+    def configure(self, *, name: str, rates: dict[str, float]) -> dict[str, dict[str, float]]:
+        budget = self.budgets.get(name)
+        if budget is None:
+            budget = self.budgets[name] = SharedBudget(rates)
+        else:
+            budget.configure(rates)
+        return budget.state()
+
+    def reserve(self, *, name: str, kind: str, count: int = 1, successes: int = 0) -> tuple[list[float], float | None]:
+        budget = self.budgets.get(name)
+        if budget is None:
+            raise RuntimeError(f"no request budget {name!r} on the scheduler; configure it first")
+        return budget.reserve(kind, count, successes)
+
+    def throttle(self, *, name: str, kind: str) -> float | None:
+        budget = self.budgets.get(name)
+        return None if budget is None else budget.throttle(kind)
+
+    def state(self, *, name: str) -> dict[str, dict[str, float]]:
+        budget = self.budgets.get(name)
+        return {} if budget is None else budget.state()
 
 
 # -- the ownership lease ------------------------------------------------------------------------------------

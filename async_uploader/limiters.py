@@ -1,49 +1,61 @@
-"""A request budget shared by every worker of a Dask cluster, kept in the scheduler.
+"""Request budgets shared beyond one process: by the processes of one machine, or by a Dask cluster.
 
-The service's quotas hold for the whole account, so workers on many machines must draw from one budget. The
-budget lives in the Dask scheduler, the one process a cluster cannot lose without losing everything: a worker
-that dies takes nothing with it, and its replacement draws from the same buckets.
+The service's quotas hold for the whole account, so every process uploading into it must draw from one budget.
+Two backends of the ``Limiter`` protocol (``ratelimit.py``) live here:
 
-Two halves:
+* ``FileBudgetLimiter``: the processes of one machine (Snakemake jobs, Nextflow tasks, several shells) share a
+  small state file guarded by ``fcntl.flock``. Per request kind it holds the wall-clock time of the next free
+  start and the adaptive rate; a reservation locks the file, reads it, moves the next free start on by
+  ``1/rate`` and writes it back. The lock is taken in a worker thread of the limiter's own, never on the event
+  loop: a blocking ``flock`` queues waiters in the kernel, in order, with no polling delay, and a process that
+  dies holding it releases it. Throttles and successes are noted in memory and folded into the shared rate by
+  the next reservation of their kind, so ``on_throttle``/``on_success`` never touch the file from the loop.
+* ``DaskSchedulerLimiter``: every worker of a Dask cluster draws from a budget kept in the scheduler, the one
+  process a cluster cannot lose without losing everything: a worker that dies takes nothing with it, and its
+  replacement draws from the same buckets. ``RateBudgetPlugin`` (in ``async_uploader.distributed``, since it
+  subclasses a Dask class) keeps ``SharedBudget`` objects (one per budget name) and adds the handlers
+  ``upload_rate_configure``, ``upload_rate_reserve``, ``upload_rate_throttle`` and ``upload_rate_state`` to the
+  scheduler, the way distributed's own Semaphore extension adds its routes; register it once per cluster with
+  ``await install_rate_budget(client)``. ``acquire`` reserves a start with one scheduler round trip; concurrent
+  acquires of one process are coalesced into a single round trip that reserves one start for each of them, so a
+  busy worker pays one trip per burst rather than one per request. Successes are counted locally and reported
+  with the next reservation (they only matter for the recovery after a throttle); a throttle is reported at
+  once, and lowers the rate of every worker, since they all draw from the same bucket.
 
-* ``RateBudgetPlugin``: a scheduler plugin that keeps ``SharedBudget`` objects (one per budget name) and adds
-  the handlers ``upload_rate_configure``, ``upload_rate_reserve``, ``upload_rate_throttle`` and
-  ``upload_rate_state`` to the scheduler, the way distributed's own Semaphore extension adds its routes.
-  Register it once per cluster with ``await install_rate_budget(client)``.
-* ``DaskSchedulerLimiter``: the ``Limiter`` the engine calls inside a worker task (or in the submitting
-  process). ``acquire`` reserves a start with one scheduler round trip; concurrent acquires of one process are
-  coalesced into a single round trip that reserves one start for each of them, so a busy worker pays one trip
-  per burst rather than one per request. Successes are counted locally and reported with the next reservation
-  (they only matter for the recovery after a throttle); a throttle is reported at once, and lowers the rate of
-  every worker, since they all draw from the same bucket.
-
-Timing: the scheduler answers with the delay from its own clock at the moment of the reservation; the worker
-waits that long from the moment it gets the answer, which can only spread starts further apart. Buckets run at
+Timing: a reservation's delay counts from the budget's clock at the moment it was made; the caller waits that
+long from the moment it gets the answer, which can only spread starts further apart. Budgets run at
 ``quota × margin`` (0.9 unless configured), with a burst of one, so no one-second window sees more starts than
-the quota even when answers reach the workers with a few milliseconds of jitter.
+the quota even with a few milliseconds of jitter between the budget and the service.
 
-``distributed`` is imported only by this module (and ``async_uploader.distributed``), never by the core.
+This module imports no Dask: ``distributed`` is imported lazily, inside the functions that talk to a cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import json
+import math
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
-from distributed.diagnostics.plugin import SchedulerPlugin
-
 from .config import RateLimits
-from .ratelimit import AdaptiveRate, RequestKind, TokenBucket
+from .ratelimit import AdaptiveRate, Clock, RequestKind, TokenBucket
 
 __all__ = [
     "DEFAULT_BUDGET",
     "DaskSchedulerLimiter",
-    "RateBudgetPlugin",
+    "FileBudgetLimiter",
+    "FileBudgetState",
+    "KindRecord",
     "SharedBudget",
     "budget_rates",
     "install_rate_budget",
@@ -127,48 +139,13 @@ class SharedBudget:
         }
 
 
-class RateBudgetPlugin(SchedulerPlugin):
-    """Keeps the shared budgets in the scheduler and answers the ``upload_rate_*`` handlers."""
+def __getattr__(name: str) -> Any:
+    # RateBudgetPlugin subclasses a Dask class, so it lives with the rest of the Dask code; it is found here too.
+    if name == "RateBudgetPlugin":
+        from .distributed import RateBudgetPlugin
 
-    name = PLUGIN_NAME
-    idempotent = True
-
-    def __init__(self) -> None:
-        self.budgets: dict[str, SharedBudget] = {}
-
-    async def start(self, scheduler: Any) -> None:
-        scheduler.handlers.update(
-            {
-                "upload_rate_configure": self.configure,
-                "upload_rate_reserve": self.reserve,
-                "upload_rate_throttle": self.throttle,
-                "upload_rate_state": self.state,
-            }
-        )
-        scheduler.extensions["upload_rate_budget"] = self
-
-    # The rpc layer calls handlers with the message's keys as keyword arguments.
-    def configure(self, *, name: str, rates: dict[str, float]) -> dict[str, dict[str, float]]:
-        budget = self.budgets.get(name)
-        if budget is None:
-            budget = self.budgets[name] = SharedBudget(rates)
-        else:
-            budget.configure(rates)
-        return budget.state()
-
-    def reserve(self, *, name: str, kind: str, count: int = 1, successes: int = 0) -> tuple[list[float], float | None]:
-        budget = self.budgets.get(name)
-        if budget is None:
-            raise RuntimeError(f"no request budget {name!r} on the scheduler; configure it first")
-        return budget.reserve(kind, count, successes)
-
-    def throttle(self, *, name: str, kind: str) -> float | None:
-        budget = self.budgets.get(name)
-        return None if budget is None else budget.throttle(kind)
-
-    def state(self, *, name: str) -> dict[str, dict[str, float]]:
-        budget = self.budgets.get(name)
-        return {} if budget is None else budget.state()
+        return RateBudgetPlugin
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 async def install_rate_budget(client: Any, name: str, rates: Mapping[str, float]) -> None:
@@ -177,6 +154,8 @@ async def install_rate_budget(client: Any, name: str, rates: Mapping[str, float]
     ``client`` is an asynchronous ``distributed.Client``. A remote scheduler must be able to import
     async_uploader (install the package where the scheduler runs).
     """
+    from .distributed import RateBudgetPlugin
+
     await client.register_plugin(RateBudgetPlugin())
     await client.scheduler.upload_rate_configure(name=name, rates=dict(rates))
 
@@ -333,3 +312,223 @@ def worker_limiter(name: str, rates: Mapping[str, float]) -> DaskSchedulerLimite
         if limiter is None:
             limiter = _per_process[key] = DaskSchedulerLimiter(name, rates)
         return limiter
+
+
+# -- a budget shared by the processes of one machine, kept in a locked file ----------------------------------
+
+
+@dataclass
+class KindRecord:
+    """One request kind's shared state: the next free start (wall clock) and the adaptive rate's history."""
+
+    next_free: float = 0.0
+    rate: float | None = None  # the adaptive rate now; None until the first throttle (the top rate)
+    cut_at: float | None = None
+    before_cut: float = 0.0
+    after_cut: float = 0.0
+    decreases: int = 0
+    reserved: int = 0
+    throttles: int = 0
+
+
+class _SharedAdaptive(AdaptiveRate):
+    """AdaptiveRate whose history is loaded from and saved to a KindRecord: the math stays AdaptiveRate's."""
+
+    def load(self, record: KindRecord) -> None:
+        self._cut_at = record.cut_at
+        if record.cut_at is not None:
+            self._before_cut = record.before_cut
+            self._after_cut = record.after_cut
+        if record.rate is not None:
+            self._rate = max(self.min_rate, min(self.max_rate, record.rate))
+        self.decreases = record.decreases
+
+    def save(self, record: KindRecord) -> None:
+        record.rate = self._rate if self._cut_at is not None else None
+        record.cut_at = self._cut_at
+        record.before_cut = self._before_cut
+        record.after_cut = self._after_cut
+        record.decreases = self.decreases
+
+
+class FileBudgetState:
+    """The decoded budget file: a KindRecord per request kind. Pure: every time comes in as an argument."""
+
+    VERSION = 1
+
+    def __init__(self, kinds: Mapping[str, KindRecord] | None = None) -> None:
+        self.kinds: dict[str, KindRecord] = dict(kinds or {})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> FileBudgetState:
+        """The state in ``raw``; an empty, torn or foreign file is a fresh state (every kind free now)."""
+        try:
+            data = json.loads(raw)
+            kinds: dict[str, KindRecord] = {}
+            if data.get("version") == cls.VERSION:
+                for kind, fields in dict(data["kinds"]).items():
+                    record = KindRecord(**fields)
+                    if not all(math.isfinite(v) for v in (record.next_free, record.before_cut, record.after_cut)):
+                        raise ValueError("not a finite time")
+                    kinds[str(kind)] = record
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return cls()
+        return cls(kinds)
+
+    def encode(self) -> bytes:
+        data = {"version": self.VERSION, "kinds": {kind: asdict(record) for kind, record in self.kinds.items()}}
+        return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+    def reserve(
+        self,
+        kind: str,
+        now: float,
+        top: float,
+        *,
+        adaptive: bool = True,
+        successes: int = 0,
+        throttled_at: tuple[float, ...] = (),
+        min_rate: float = 0.5,
+        recover_seconds: float = 10.0,
+    ) -> tuple[float, float]:
+        """Fold in throttles and successes seen since the last call, reserve one start at ``now``.
+
+        Returns the seconds to wait before starting and the rate the start was spaced at. ``top`` is this
+        process's top rate (quota × margin); the adaptive history is shared, the cap is each process's own.
+        """
+        record = self.kinds.setdefault(kind, KindRecord())
+        record.throttles += len(throttled_at)
+        rate = top
+        if adaptive:
+            curve = _SharedAdaptive(top, min_rate=min_rate, recover_seconds=recover_seconds)
+            curve.load(record)
+            for moment in throttled_at:
+                curve.on_throttle(moment)
+            if successes:
+                curve.on_success(now)
+            curve.save(record)
+            rate = curve.rate
+        wait = max(0.0, record.next_free - now)
+        record.next_free = max(now, record.next_free) + 1.0 / rate
+        record.reserved += 1
+        return wait, rate
+
+
+class FileBudgetLimiter:
+    """The ``Limiter`` protocol over a budget file shared by every process of this machine that names it.
+
+    ``rates`` are the account's quotas (the service's defaults when None); each runs at ``quota × margin``.
+    The file is created (mode 0600, parent folders too) on first use; a torn or empty file counts as a fresh
+    budget. ``clock`` must be wall-clock time shared by the processes (``time.time``); tests inject a fake one.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        rates: RateLimits | None = None,
+        *,
+        adaptive: bool = True,
+        margin: float = 0.9,
+        clock: Clock = time.time,
+        min_rate: float = 0.5,
+        recover_seconds: float = 10.0,
+    ) -> None:
+        self.path = Path(path)
+        self.rates = budget_rates(RateLimits() if rates is None else rates, margin)
+        self.adaptive = adaptive
+        self._clock = clock
+        self._min_rate = min_rate
+        self._recover_seconds = recover_seconds
+        self._noted = threading.Lock()  # the loop notes outcomes while the worker thread reserves
+        self._successes: dict[str, int] = {}
+        self._throttles: dict[str, list[float]] = {}
+        self._rates_now: dict[str, float] = dict(self.rates)
+        self._worker: ThreadPoolExecutor | None = None
+        self.reservations = 0
+
+    def _transact(self, kind: str, top: float, successes: int, throttled_at: tuple[float, ...]) -> tuple[float, float]:
+        """Lock the file, read it, reserve, write it back, unlock (closing the descriptor releases the lock)."""
+        if not self.path.parent.is_dir():
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, 1 << 16, 0)
+            state = FileBudgetState.decode(raw)
+            result = state.reserve(
+                kind,
+                self._clock(),  # read under the lock, so the file's reservations are in clock order
+                top,
+                adaptive=self.adaptive,
+                successes=successes,
+                throttled_at=throttled_at,
+                min_rate=self._min_rate,
+                recover_seconds=self._recover_seconds,
+            )
+            data = state.encode()
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+        return result
+
+    # -- the Limiter protocol ---------------------------------------------------------------------------------
+
+    def reserve(self, kind: RequestKind) -> float:
+        """Reserve a start in the shared file; blocks while another process holds the lock (microseconds)."""
+        key = kind.value
+        top = self.rates.get(key)
+        if top is None:
+            return 0.0
+        with self._noted:
+            successes = self._successes.pop(key, 0)
+            throttled_at = tuple(self._throttles.pop(key, ()))
+        try:
+            wait, rate = self._transact(key, top, successes, throttled_at)
+        except BaseException:
+            with self._noted:  # not folded in: keep them for the next reservation
+                self._successes[key] = self._successes.get(key, 0) + successes
+                self._throttles.setdefault(key, [])[:0] = throttled_at
+            raise
+        self._rates_now[key] = rate
+        self.reservations += 1
+        return wait
+
+    async def acquire(self, kind: RequestKind) -> None:
+        if kind.value not in self.rates:
+            return
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="file-budget")
+        delay = await asyncio.get_running_loop().run_in_executor(self._worker, self.reserve, kind)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def on_throttle(self, kind: RequestKind) -> None:
+        if kind.value in self.rates:
+            with self._noted:
+                self._throttles.setdefault(kind.value, []).append(self._clock())
+
+    def on_success(self, kind: RequestKind) -> None:
+        if kind.value in self.rates:
+            with self._noted:
+                self._successes[kind.value] = self._successes.get(kind.value, 0) + 1
+
+    def current_rate(self, kind: RequestKind) -> float | None:
+        return self._rates_now.get(kind.value)
+
+    def state(self) -> FileBudgetState:
+        """The budget as the file holds it now (read under the lock)."""
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                return FileBudgetState.decode(os.pread(fd, 1 << 16, 0))
+            finally:
+                os.close(fd)
+        return FileBudgetState()
+
+    def close(self) -> None:
+        """Stop the worker thread (a later acquire starts a new one)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.shutdown(wait=False)

@@ -309,6 +309,7 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         for process in reversed(harness.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGCONT)  # in case a failed test left it frozen
                 try:
                     process.wait(timeout=5)
                 except subprocess.TimeoutExpired:
