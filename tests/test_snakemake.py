@@ -1,8 +1,9 @@
-"""The shipped Snakemake workflow, run locally with two cores against the local store."""
+"""The shipped Snakemake workflow, run locally with two cores against the local store holding the service's quotas."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -22,9 +23,14 @@ STORE_ID = "1234567890"
 KIB = 1024
 SNAKEFILE = Path(async_uploader.__file__).parent / "workflows" / "Snakefile"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+CONTROL_OPERATIONS = {
+    "CreateMultipartReadSetUpload",
+    "CompleteMultipartReadSetUpload",
+    "AbortMultipartReadSetUpload",
+}
 
 pytestmark = [
-    pytest.mark.timeout(120),
+    pytest.mark.timeout(90),
     pytest.mark.skipif(not SNAKEMAKE.exists() and shutil.which("snakemake") is None, reason="no snakemake"),
 ]
 
@@ -114,12 +120,34 @@ async def test_workflow_uploads_every_row_and_reruns_nothing(tmp_path: Path) -> 
                         for n in range(1, parts + 1)
                     ]
                     assert b"".join(chunks) == path.read_bytes()
-        # Jobs creating in the same second may be throttled by the store (1/s) and retry: one upload each.
         assert created(store) == 3
+        # Every job draws from the shared budget file: Create and Complete are serialized across jobs, so the
+        # store, holding the service's quotas, never sees two control requests within a second, nor throttles.
+        control = starts(store, CONTROL_OPERATIONS)
+        assert len(control) == 6
+        assert most_in_window(control, 0.95) == 1, [round(b - a, 3) for a, b in itertools.pairwise(control)]
+        assert [r for r in store.requests if r["status"] == 429] == []
+        budget = tmp_path / "work" / ".async-uploader" / "rate-budget.json"
+        assert json.loads(budget.read_text())["kinds"]["control"]["reserved"] == 6
         code, output = await snakemake(tmp_path, *settings)
         assert code == 0, output
         assert "Nothing to be done" in output
         assert created(store) == 3
+
+
+def starts(store: LocalStore, operations: set[str]) -> list[float]:
+    """Server-side start times (finish time minus duration) of the requests of ``operations``."""
+    return sorted(r["time"] - r["duration_ms"] / 1000.0 for r in store.requests if r["operation"] in operations)
+
+
+def most_in_window(times: list[float], window: float) -> int:
+    """The most starts within any ``window`` seconds."""
+    best, first = 0, 0
+    for last, moment in enumerate(times):
+        while moment - times[first] >= window:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
 
 
 def created(store: LocalStore) -> int:
