@@ -118,7 +118,8 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 draw()  # the final state, then stop: this task is only ever cancelled by its owner
 
     if args.dask:
-        summary = await _batch_on_dask(args, rows, config, service, directory, emit)
+        progress = events.write if events is not None else None
+        summary = await _batch_on_dask(args, rows, config, service, directory, emit, progress)
         return _batch_summary(summary, argv)
     async with Uploader(config, service=service, limiter=limiter_for(args, config)) as uploader:
         ticker = asyncio.create_task(tick()) if console is not None or events is not None else None
@@ -154,6 +155,7 @@ async def _batch_on_dask(
     service: ServiceConfig,
     directory: Path,
     emit: Callable[[RowOutcome], None],
+    progress: Callable[[dict[str, object]], None] | None,
 ) -> BatchSummary:
     if args.no_checkpoint:
         raise ConfigError("--dask needs checkpoints: drop --no-checkpoint")
@@ -172,6 +174,7 @@ async def _batch_on_dask(
         checkpoint_dir=directory,
         on_result=emit,
         restart=args.restart,
+        on_progress=progress,
     )
 
 

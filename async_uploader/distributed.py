@@ -50,7 +50,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from .batch import BatchState, BatchSummary, ManifestRow, RowOutcome
 from .config import ServiceConfig, UploadConfig
-from .engine import Uploader
+from .engine import Uploader, UploadHandle
 from .errors import UploaderError, UploadInterruptedError
 from .limiters import (
     DEFAULT_BUDGET,
@@ -324,16 +324,48 @@ async def upload_row(
     checkpoint, lease_path, marker = _paths(Path(checkpoint_dir), key)
     checkpoint.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     limiter = worker_limiter(budget, rates)
+    report = _progress_reporter(row.row)
     try:
         async with hold_lease(lease_path, ttl=lease_ttl):
             restart = await asyncio.to_thread(_consume, marker)
             async with Uploader(config, service=service, limiter=limiter) as uploader:
-                result = await uploader.upload(row.read_set, store_id=store_id, checkpoint=checkpoint, restart=restart)
+                handle = uploader.start(
+                    row.read_set, store_id=store_id, checkpoint=checkpoint, restart=restart, on_event=report
+                )
+                ticks = asyncio.create_task(_tick(handle, report))
+                try:
+                    result = await handle
+                finally:
+                    ticks.cancel()
+                    await asyncio.gather(ticks, return_exceptions=True)
     except UploadInterruptedError as exc:
         return {"status": "interrupted", "error": str(exc)}
     except Exception as exc:  # one row's failure is its own result, never the task's
         return {"status": "failed", "error": str(exc) or type(exc).__name__}
     return {"status": "done", "readSetId": result.read_set_id, "result": result.as_json()}
+
+
+def _progress_reporter(row: int) -> Callable[[dict[str, object]], None]:
+    """Send a row's state changes, retries and progress ticks to the submitting client (Dask's event topics).
+
+    Per-part events stay on the worker: thousands of tiny parts would flood the scheduler.
+    """
+    import distributed
+
+    worker = distributed.get_worker()
+
+    def report(event: dict[str, object]) -> None:
+        if event.get("event") != "part":
+            worker.log_event(PROGRESS_TOPIC, {**event, "row": row})
+
+    return report
+
+
+async def _tick(handle: UploadHandle, report: Callable[[dict[str, object]], None]) -> None:
+    """A progress record each second while the row uploads."""
+    while True:
+        await asyncio.sleep(1.0)
+        report({"event": "progress", **handle.statistics().as_json()})
 
 
 def _consume(marker: Path) -> bool:
@@ -342,6 +374,9 @@ def _consume(marker: Path) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+PROGRESS_TOPIC = "async-uploader-progress"
 
 
 # -- the submitting side ------------------------------------------------------------------------------------
@@ -388,8 +423,13 @@ async def run_batch_on_dask(
     margin: float = 0.9,
     budget: str = DEFAULT_BUDGET,
     lease_ttl: float = 60.0,
+    on_progress: Callable[[dict[str, object]], None] | None = None,
 ) -> BatchSummary:
-    """Run ``rows`` as Dask tasks; ``address`` may also be an asynchronous Client already connected."""
+    """Run ``rows`` as Dask tasks; ``address`` may also be an asynchronous Client already connected.
+
+    ``on_progress`` receives, in the submitting process, each row's state changes, retries and a progress record
+    per second (``{"event": ..., "row": N, ...}``) as the workers send them.
+    """
     import distributed
 
     as_completed: Any = distributed.as_completed
@@ -414,6 +454,8 @@ async def run_batch_on_dask(
         async with contextlib.AsyncExitStack() as stack:
             client = address if not isinstance(address, str) else await stack.enter_async_context(connect(address))
             await install_rate_budget(client, budget, rates)
+            if on_progress is not None:
+                client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_progress(dict(event[1])))
             futures: dict[Any, tuple[str, ManifestRow]] = {}
             for key, row in pending.items():
                 future = client.submit(

@@ -135,6 +135,7 @@ async def test_twenty_read_sets_share_one_budget(tmp_path: Path, cluster: tuple[
     options = StoreOptions(data_dir=tmp_path / "store", quotas=QUOTAS, log_path=log_path)
     results: list[RowOutcome] = []
     async with LocalStore(options) as store:
+        progress: list[dict[str, object]] = []
         summary = await run_batch_on_dask(
             rows,
             address=client,
@@ -143,9 +144,17 @@ async def test_twenty_read_sets_share_one_budget(tmp_path: Path, cluster: tuple[
             config=upload_config(),
             checkpoint_dir=tmp_path / "batch",
             on_result=results.append,
+            on_progress=progress.append,
         )
         assert summary.count("done") == 20, [o.as_json() for o in summary.outcomes if o.status != "done"]
         assert len(results) == 20
+        # The workers' state changes reach the submitting process, for every row (events travel through the
+        # scheduler, so the last may land just after the task's result).
+        wanted = {row.row for row in rows}
+        deadline = asyncio.get_running_loop().time() + 10
+        while {e["row"] for e in progress if e.get("state") == "done"} != wanted:
+            assert asyncio.get_running_loop().time() < deadline, "progress events did not all arrive"
+            await asyncio.sleep(0.1)
         await assert_round_trip(store, results)
         records = list(store.requests)
     logged = [json.loads(line) for line in log_path.read_text().splitlines()]
