@@ -364,8 +364,8 @@ class UploadJob:
     async def _adopt_completed_read_set(self) -> bool:
         """The upload is gone but every part was recorded: Complete may have succeeded before a crash.
 
-        Look for the read set it would have made (same name, sample and subject, created after the checkpoint);
-        adopt it only when exactly one matches.
+        Look for the read set it would have made (same name, sample and subject, created after the checkpoint,
+        with the same size and number of parts per source); adopt it only when exactly one matches.
         """
         assert self.checkpoint is not None
         header = self.checkpoint.header
@@ -384,9 +384,27 @@ class UploadJob:
         found = await self.owner.call(
             RequestKind.LISTING, "ListReadSets", lambda: client.find_read_sets(self.store_id, wanted)
         )
-        if len(found) != 1:
+        shape = {
+            f"source{int(source.value[-1])}": (size, self.counters.parts_total[source])
+            for source, size in self.counters.bytes_total.items()
+        }
+        matching = []
+        for candidate in found[:20]:
+            metadata = await self.owner.call(
+                RequestKind.LISTING,
+                "GetReadSetMetadata",
+                lambda rid=candidate.id: client.get_read_set_metadata(self.store_id, rid),  # type: ignore[misc]
+            )
+            files = {
+                name: (info.get("contentLength"), info.get("totalParts"))
+                for name, info in metadata.files.items()
+                if name.startswith("source") and isinstance(info, dict)  # not "index"
+            }
+            if files == shape:
+                matching.append(candidate)
+        if len(matching) != 1:
             return False
-        read_set_id = found[0].id
+        read_set_id = matching[0].id
         log.info("upload %s was completed before the interruption: read set %s", self.upload_id, read_set_id)
         await asyncio.to_thread(self.checkpoint.record_complete, read_set_id)
         self._adopted = read_set_id

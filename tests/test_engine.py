@@ -358,3 +358,17 @@ async def test_a_finished_checkpoint_returns_the_read_set_without_requests(store
         again = await up.upload(read_set(paths), store_id=STORE_ID, checkpoint=checkpoint)
     assert again.read_set_id == first.read_set_id
     assert [r["operation"] for r in store.requests[before:]] == ["GetReadSetMetadata"]
+
+
+async def test_the_adopted_read_set_is_the_one_with_the_same_sources(store: LocalStore, tmp_path: Path) -> None:
+    other = fastq(tmp_path / "other", 50 * KIB) if (tmp_path / "other").mkdir() is None else []
+    mine = fastq(tmp_path, 40 * KIB)
+    checkpoint = tmp_path / "mine.ckpt"
+    async with Uploader(config(16 * KIB), service=service(store)) as up:
+        decoy = await up.upload(read_set(other), store_id=STORE_ID, checkpoint=False)
+        first = await up.upload(read_set(mine), store_id=STORE_ID, checkpoint=checkpoint)
+        lines = checkpoint.read_bytes().splitlines(keepends=True)
+        checkpoint.write_bytes(b"".join(lines[:-1]))  # the crash again: Complete done, not recorded
+        again = await up.upload(read_set(mine), store_id=STORE_ID, checkpoint=checkpoint)
+    assert decoy.read_set_id != first.read_set_id == again.read_set_id
+    assert len(operations(store, "CompleteMultipartReadSetUpload")) == 2
