@@ -1,8 +1,8 @@
 """async_uploader: fast, resumable asyncio uploads of read sets into AWS HealthOmics sequence stores.
 
-    async with Uploader(UploadConfig(), service=ServiceConfig(region="us-east-1")) as up:
-        result = await up.upload(ReadSet(Path("r1.fq.gz"), FileType.FASTQ, "subject", "sample", "name",
-                                         source2=Path("r2.fq.gz")), store_id="1234567890")
+async with Uploader(UploadConfig(), service=ServiceConfig(region="us-east-1")) as up:
+    result = await up.upload(ReadSet(Path("r1.fq.gz"), FileType.FASTQ, "subject", "sample", "name",
+                                     source2=Path("r2.fq.gz")), store_id="1234567890")
 """
 
 from __future__ import annotations

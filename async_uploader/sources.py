@@ -151,9 +151,7 @@ class FileSource:
                 if data is None:
                     data = await asyncio.to_thread(_pread, self._fd, want, offset)
                     if not data:
-                        raise SourceError(
-                            f"{self.path}: file shrank while it was uploaded (nothing at byte {offset})"
-                        )
+                        raise SourceError(f"{self.path}: file shrank while it was uploaded (nothing at byte {offset})")
                 hasher.update(data)
                 yield data
                 offset += len(data)

@@ -361,7 +361,8 @@ async def test_a_finished_checkpoint_returns_the_read_set_without_requests(store
 
 
 async def test_the_adopted_read_set_is_the_one_with_the_same_sources(store: LocalStore, tmp_path: Path) -> None:
-    other = fastq(tmp_path / "other", 50 * KIB) if (tmp_path / "other").mkdir() is None else []
+    (tmp_path / "other").mkdir()
+    other = fastq(tmp_path / "other", 50 * KIB)
     mine = fastq(tmp_path, 40 * KIB)
     checkpoint = tmp_path / "mine.ckpt"
     async with Uploader(config(16 * KIB), service=service(store)) as up:

@@ -55,9 +55,7 @@ async def test_no_credential_in_output_events_debug_logs_or_checkpoints(
         ]
         ok = await run_cli(*common, "--checkpoint", str(checkpoint), "--debug", "--events", "--json", env=env)
         assert ok.returncode == 0, ok.stderr
-        wrong = await run_cli(
-            *common, "--no-checkpoint", "--debug", env={**env, "AWS_SECRET_ACCESS_KEY": SECRET[::-1]}
-        )
+        wrong = await run_cli(*common, "--no-checkpoint", "--debug", env={**env, "AWS_SECRET_ACCESS_KEY": SECRET[::-1]})
         assert wrong.returncode == 2, wrong.stderr
     written = [path.read_bytes() for path in _every_file_under(home, checkpoint.parent)]
     assert written, "the upload wrote no checkpoint; the check proves nothing"

@@ -140,7 +140,6 @@ class ReadSet:
             reply["statusMessage"] = self.status_message
         return reply
 
-
     def list_item(self) -> dict[str, Any]:
         """The ListReadSets entry: the metadata less the per-file details."""
         item = self.metadata()
