@@ -148,7 +148,7 @@ class FileSource:
             while offset < end:
                 want = min(self.slice_size, end - offset)
                 data: bytes | bytearray | None = read_cached(self._fd, want, offset)
-                if data is None:
+                if data is None or len(data) < want:  # not all cached: one whole read in a thread, no dribble
                     data = await asyncio.to_thread(_pread, self._fd, want, offset)
                     if not data:
                         raise SourceError(f"{self.path}: file shrank while it was uploaded (nothing at byte {offset})")

@@ -1,6 +1,7 @@
 """async_uploader's own engine: one Uploader, ``--count`` read sets started at once, no checkpoint.
 
-Rates are lifted (RateLimits.unlimited(): a local store has no service quota); everything else is the package's
+Rates are lifted (RateLimits.unlimited(): a local store has no service quota) unless ``--service-quotas`` keeps the
+service's defaults, as a user of the real service would have them; everything else is the package's
 default unless ``--part-size``, ``--concurrency`` or ``--memory-budget`` say otherwise. ``--uvloop`` runs the
 event loop on uvloop when it is installed.
 """
@@ -19,7 +20,7 @@ from async_uploader.config import FileType, RateLimits, ReadSet, ServiceConfig, 
 
 
 def _config(args: argparse.Namespace) -> UploadConfig:
-    options: dict[str, Any] = {"rates": RateLimits.unlimited()}
+    options: dict[str, Any] = {"rates": RateLimits() if args.service_quotas else RateLimits.unlimited()}
     if args.part_size:
         options["part_size"] = args.part_size
     if args.concurrency:
@@ -84,4 +85,7 @@ if __name__ == "__main__":
     cli = _common.parser(__doc__ or "")
     cli.add_argument("--memory-budget", type=int, default=0, help="bytes for stream part buffers; 0 = default")
     cli.add_argument("--uvloop", action="store_true")
+    cli.add_argument(
+        "--service-quotas", action="store_true", help="keep the service's default rate limits (10 parts/s, ...)"
+    )
     raise SystemExit(_common.main(run, cli.parse_args()))

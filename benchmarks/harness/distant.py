@@ -18,7 +18,8 @@ LATENCY_MS = 20
 
 
 def run(ctx: Context) -> Section:
-    size = 16 * MIB if ctx.quick else max(64 * MIB, int(ctx.gib * GIB) // 2)
+    # Large enough that 100 MiB parts outnumber the connections: 2 × (2 × --gib) GiB.
+    size = 16 * MIB if ctx.quick else max(64 * MIB, int(2 * ctx.gib * GIB))
     runs = ctx.repeat(3)
     sources = ensure_pair(ctx.data_dir, size)
     flags = ["--connection-mbps", str(CONNECTION_MBPS), "--latency-ms", str(LATENCY_MS)]
@@ -37,6 +38,11 @@ def run(ctx: Context) -> Section:
     ours_tuned = Client("async_uploader (tuned)", "ours", TUNED_DISTANT)
     tm_tuned = Client("TransferManager (tuned)", "transfer_manager", TM_TUNED_DISTANT)
     ctx.log(f"distant: 2 × {describe(size)}, {' '.join(flags)}")
+    ours_quota = Client("async_uploader (defaults, service quotas)", "ours", ("--service-quotas",))
+    tm_quota = Client("TransferManager (defaults, service quotas)", "transfer_manager")
+    with Store([*flags, "--service-quotas"]) as store:
+        ctx.log("distant: with the service's default quotas enforced by the store")
+        quota_head = alternate(ctx, store, ctx.usable([ours_quota, tm_quota]), sources, runs)
     with Store(flags) as store:
         head = alternate(ctx, store, ctx.usable([OURS, ours_tuned, TM, tm_tuned]), sources, runs)
         by_concurrency = {}
@@ -81,9 +87,23 @@ def run(ctx: Context) -> Section:
             ]
         )
         section.add_runs(label, measured)
+    quota_tm = summarize(quota_head.get(tm_quota.label, []), lambda r: r.mb_per_s).median
+    quota_rows = []
+    for label, measured in quota_head.items():
+        speed = summarize(measured, lambda r: r.mb_per_s)
+        throttles = sum(_count(r.report.get("throttles")) for r in measured)
+        quota_rows.append([label, speed.text(), ratio(speed.median, quota_tm), str(throttles), ok_text(measured)])
+        section.add_runs(label, measured)
     section.tables.append(
         Table(
-            f"Head to head, {runs} run(s) each",
+            f"With the service's default quotas (store: --service-quotas; 10 parts/s), {runs} run(s) each",
+            ["client", "MB/s", "× TransferManager", "throttles", "ok"],
+            quota_rows,
+        )
+    )
+    section.tables.append(
+        Table(
+            f"Head to head, no quota, {runs} run(s) each",
             ["client", "MB/s", "× TransferManager (defaults)", "CPU s/GiB", "peak RSS MiB", "ok"],
             rows,
         )
@@ -124,3 +144,7 @@ def run(ctx: Context) -> Section:
         "part(s), which caps how many of its 10 threads one read set keeps busy.",
     ]
     return section
+
+
+def _count(value: object) -> int:
+    return int(value) if isinstance(value, int | float) else 0
