@@ -182,13 +182,15 @@ class PartScheduler:
         self.stream_buffers.clear()
 
     async def _send_file_part(self, part: Part) -> None:
-        body = self.job.files[part.source].body(part, self._sent_counter(part.source))
+        body = self.job.files[part.source].body(part, self._sent_counter(part.source), digest=self.journal is not None)
         await self._send_body(part, body)
 
     async def _send_stream_part(self, part: Part) -> None:
         key = (part.source, part.number)
         buffer = self.stream_buffers[key]
-        body = StreamSource.body(part, buffer, self.config.slice_size, self._sent_counter(part.source))
+        body = StreamSource.body(
+            part, buffer, self.config.slice_size, self._sent_counter(part.source), digest=self.journal is not None
+        )
         await self._send_body(part, body)
         del self.stream_buffers[key]
         self.job.streams[part.source].pool.put(buffer)

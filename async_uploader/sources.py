@@ -6,7 +6,7 @@ concurrency × slice, whatever the part size. A slice the page cache holds is co
 only be read once, so each part is read whole into a buffer borrowed from a pool whose size is the memory budget;
 the buffer is kept until the store acknowledges the part, so a retry can resend it.
 
-Every body computes an xxh3-64 digest of what it sent, for the checkpoint.
+Every body computes an xxh3-64 digest of what it sent, for the checkpoint (skipped when the upload keeps none).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import stat
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import xxhash
 
@@ -82,6 +82,22 @@ def read_cached(fd: int, length: int, offset: int) -> bytearray | None:
     return buffer
 
 
+class Digest(Protocol):
+    """What a part body feeds its bytes to: an xxh3-64 hasher, or nothing when no checkpoint keeps digests."""
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+class _NoDigest:
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        """Nothing keeps the digest: skip the work."""
+
+    def hexdigest(self) -> str:
+        return ""
+
+
 def _pread(fd: int, length: int, offset: int) -> bytes:
     return os.pread(fd, length, offset)
 
@@ -96,8 +112,10 @@ class PartBody:
     def __init__(
         self,
         part: Part,
-        read: Callable[[int, xxhash.xxh3_64], AsyncIterator[bytes | bytearray | memoryview]],
+        read: Callable[[int, Digest], AsyncIterator[bytes | bytearray | memoryview]],
         on_sent: Callable[[int], None] | None = None,
+        *,
+        digest: bool = True,
     ) -> None:
         self.part = part
         self.length = part.length
@@ -105,6 +123,7 @@ class PartBody:
         self.sent = 0
         self._read = read
         self._on_sent = on_sent
+        self._digest = digest
 
     def rewind(self) -> int:
         """Forget an attempt's progress before a retry; return the bytes that attempt had reported."""
@@ -112,7 +131,7 @@ class PartBody:
         return sent
 
     async def slices(self) -> AsyncIterator[bytes | bytearray | memoryview]:
-        hasher = xxhash.xxh3_64()
+        hasher: Digest = xxhash.xxh3_64() if self._digest else _NoDigest()
         # aiohttp itself may resend a body (a kept-alive connection closed under it): forget the first try.
         unsent = self.rewind()
         if unsent and self._on_sent is not None:
@@ -142,8 +161,8 @@ class FileSource:
             os.close(self._fd)
             self._fd = -1
 
-    def body(self, part: Part, on_sent: Callable[[int], None] | None = None) -> PartBody:
-        async def read(length: int, hasher: xxhash.xxh3_64) -> AsyncIterator[bytes | bytearray]:
+    def body(self, part: Part, on_sent: Callable[[int], None] | None = None, *, digest: bool = True) -> PartBody:
+        async def read(length: int, hasher: Digest) -> AsyncIterator[bytes | bytearray]:
             offset, end = part.offset, part.offset + length
             while offset < end:
                 want = min(self.slice_size, end - offset)
@@ -156,7 +175,7 @@ class FileSource:
                 yield data
                 offset += len(data)
 
-        return PartBody(part, read, on_sent)
+        return PartBody(part, read, on_sent, digest=digest)
 
 
 class BufferPool:
@@ -239,15 +258,22 @@ class StreamSource:
             return part, buffer
 
     @staticmethod
-    def body(part: Part, buffer: bytearray, slice_size: int, on_sent: Callable[[int], None] | None = None) -> PartBody:
-        async def read(length: int, hasher: xxhash.xxh3_64) -> AsyncIterator[memoryview]:
+    def body(
+        part: Part,
+        buffer: bytearray,
+        slice_size: int,
+        on_sent: Callable[[int], None] | None = None,
+        *,
+        digest: bool = True,
+    ) -> PartBody:
+        async def read(length: int, hasher: Digest) -> AsyncIterator[memoryview]:
             view = memoryview(buffer)
             for start in range(0, length, slice_size):
                 piece = view[start : min(length, start + slice_size)]
                 hasher.update(piece)
                 yield piece
 
-        return PartBody(part, read, on_sent)
+        return PartBody(part, read, on_sent, digest=digest)
 
     def close(self) -> None:
         """Streams belong to the caller; nothing to close here."""
