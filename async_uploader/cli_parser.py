@@ -126,7 +126,7 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
         help="bytes per part, e.g. 64MiB (default 100MiB, the service's maximum; see README)",
     )
     group.add_argument(
-        "--max-concurrency", type=_positive_int, default=32, metavar="N", help="requests in flight (default 32)"
+        "--max-concurrency", type=_positive_int, default=64, metavar="N", help="requests in flight (default 64)"
     )
     group.add_argument(
         "--max-rate",

@@ -225,7 +225,7 @@ class UploadConfig:
     """
 
     part_size: int | None = None
-    max_concurrency: int = 32
+    max_concurrency: int = 64
     rates: RateLimits = field(default_factory=RateLimits)
     retry: RetryConfig = field(default_factory=RetryConfig)
     memory_budget: int = 1024 * MIB
