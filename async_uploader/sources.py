@@ -59,7 +59,7 @@ def check_source_path(path: Path) -> int:
 _NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 _WILLNEED: int | None = getattr(os, "POSIX_FADV_WILLNEED", None)
 READ_AHEAD = 8 * 1024 * 1024
-"""How far ahead of the slice being sent each part asks the kernel to read (POSIX_FADV_WILLNEED)."""
+"""How far ahead a part that missed the page cache asks the kernel to read (POSIX_FADV_WILLNEED)."""
 
 
 def _advise(fd: int, offset: int, length: int) -> None:
@@ -183,13 +183,15 @@ class FileSource:
     def body(self, part: Part, on_sent: Callable[[int], None] | None = None, *, digest: bool = True) -> PartBody:
         async def read(length: int, hasher: Digest) -> AsyncIterator[bytes | bytearray]:
             offset, end = part.offset, part.offset + length
-            advised = offset
+            advised: int | None = None  # how far read-ahead was asked for, once this part missed the cache
             while offset < end:
                 want = min(self.slice_size, end - offset)
-                if advised < end and advised - offset < READ_AHEAD // 2:
+                if advised is not None and advised < end and advised - offset < READ_AHEAD // 2:
                     advised = self._advise(advised, min(end, offset + READ_AHEAD))
                 data: bytes | bytearray | None = read_cached(self._fd, want, offset)
                 if data is None or len(data) < want:  # not all cached: one whole read in a thread, no dribble
+                    if advised is None:
+                        advised = self._advise(offset + want, min(end, offset + want + READ_AHEAD))
                     data = await asyncio.to_thread(_pread, self._fd, want, offset)
                     if not data:
                         raise SourceError(f"{self.path}: file shrank while it was uploaded (nothing at byte {offset})")
