@@ -70,7 +70,7 @@ async def batch(workers: int, count: int, folder: Path) -> None:
     done = summary.count("done")
     print(
         f"{workers} worker(s): {done}/{count} read sets in {seconds:.1f} s = {60 * done / seconds:.1f} read sets/min, "
-        f"{throttles} throttles (the floor at 0.9 x 1/s for Create+Complete: {0.9 * 60 / 2:.0f}/min)"
+        f"{throttles} throttles (the control quota allows at most 0.9 x 60 / 2 = {0.9 * 60 / 2:.0f}/min)"
     )
 
 
