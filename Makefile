@@ -18,11 +18,8 @@ $(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[fast]'
 	touch $@
 
+# The tests include a quick smoke run of the benchmark harness against the peers, so they install the bench extra.
 $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[fast,test]'
-	touch $@
-
-$(VENV)/.stamp-bench: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[fast,test,bench]'
 	touch $@
 
@@ -39,10 +36,10 @@ lint: $(VENV)/.stamp-test
 
 check: lint test
 
-bench: $(VENV)/.stamp-bench
+bench: $(VENV)/.stamp-test
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
-bench-quick: $(VENV)/.stamp-bench
+bench-quick: $(VENV)/.stamp-test
 	$(BIN)/python benchmarks/run.py --quick $(BENCH_ARGS)
 
 clean:
