@@ -38,6 +38,21 @@ REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
+def test_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """The local store's test keys in this process's environment, no real AWS config, a private checkpoint home.
+
+    Processes started afterwards (Dask workers, subprocesses) inherit the same environment.
+    """
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("ASYNC_UPLOADER_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
 def cli_env(tmp_path: Any) -> dict[str, str]:
     """Environment for CLI subprocesses: the store's test keys, no real AWS config, a private checkpoint home."""
     import os

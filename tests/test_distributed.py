@@ -45,19 +45,7 @@ KIND = {
     "GetReadSetMetadata": "listings",
 }
 
-pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(autouse=True)
-def _credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # Worker processes are spawned after this, so they inherit the same environment.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("ASYNC_UPLOADER_HOME", str(tmp_path / "home"))
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("test_credentials")]
 
 
 def make_rows(folder: Path, count: int) -> list[ManifestRow]:

@@ -36,16 +36,7 @@ from async_uploader.ratelimit import LocalLimiter, RequestKind
 STORE_ID = "1234567890"
 KIB = 1024
 
-
-@pytest.fixture(autouse=True)
-def _credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("ASYNC_UPLOADER_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("test_credentials")
 
 
 @pytest.fixture
