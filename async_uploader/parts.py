@@ -147,7 +147,7 @@ class PartScheduler:
         assert self.job.streams
         part_size = next(iter(self.job.streams.values())).part_size
         file_parts: dict[Source, Iterator[Part]] = {
-            source: _file_parts(source, reader.size, part_size) for source, reader in self.job.files.items()
+            source: Plan(part_size, {source: reader.size}).parts() for source, reader in self.job.files.items()
         }
         first = self.job.first_parts
         active = list(self.job.read_set.sources)
@@ -262,12 +262,3 @@ async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
     finally:
         for task in tasks:
             task.cancel()
-
-
-def _file_parts(source: Source, size: int, part_size: int) -> Iterator[Part]:
-    number, offset = 1, 0
-    while offset < size:
-        length = min(part_size, size - offset)
-        yield Part(source, number, offset, length)
-        number += 1
-        offset += length

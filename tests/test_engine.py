@@ -364,3 +364,24 @@ async def test_the_adopted_read_set_is_the_one_with_the_same_sources(store: Loca
         again = await up.upload(read_set(mine), store_id=STORE_ID, checkpoint=checkpoint)
     assert decoy.read_set_id != first.read_set_id == again.read_set_id
     assert len(operations(store, "CompleteMultipartReadSetUpload")) == 2
+
+
+async def test_a_file_and_a_stream_together_round_trip(store: LocalStore, tmp_path: Path) -> None:
+    paths = fastq(tmp_path, 100 * KIB + 7, 70 * KIB)
+    read_fd, write_fd = os.pipe()
+
+    def feed() -> None:
+        with open(write_fd, "wb") as out:
+            out.write(paths[1].read_bytes())
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    with open(read_fd, "rb", buffering=0) as stream:
+        rs = ReadSet(paths[0], FileType.FASTQ, "s", "x", "mixed", source2=stream)  # type: ignore[arg-type]
+        async with Uploader(config(32 * KIB, memory_budget=1024 * KIB), service=service(store)) as up:
+            result = await up.upload(rs, store_id=STORE_ID)
+            assert result.parts == {Source.SOURCE1: 4, Source.SOURCE2: 3}
+            await assert_round_trip(up, result, paths)
+    writer.join(5)
+    order = [(r["source"], r["part_number"]) for r in operations(store, "UploadReadSetPart")]
+    assert sorted(order) == [("SOURCE1", n) for n in range(1, 5)] + [("SOURCE2", n) for n in range(1, 4)]
