@@ -292,17 +292,8 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_EC2_METADATA_DISABLED="true",
-        ASYNC_UPLOADER_HOME=str(tmp_path / "home"),
-        PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-    )
+def harness(tmp_path: Path, cli_env: dict[str, str]) -> Iterator[Harness]:
+    env = dict(cli_env)
     harness = Harness(tmp_path, env)
     try:
         yield harness
