@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 DEMO_SIZE ?= 300MB
 BENCH_ARGS ?=
 
-.PHONY: demo test check lint bench bench-quick clean
+.PHONY: demo test test-quick check lint imports bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,18 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.stamp-base
-	$(BIN)/python -m async_uploader.demo --size $(DEMO_SIZE)
+	$(BIN)/python -m async_uploader.cli.demo --size $(DEMO_SIZE)
 
-test: $(VENV)/.stamp-test
+# The layers and the acyclic import graph are contracts in pyproject.toml ([tool.importlinter]).
+imports: $(VENV)/.stamp-test
+	$(BIN)/lint-imports --no-cache
+
+test: imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Everything but the tests marked slow (real clusters, crash-and-resume loops, peers' tools): a minute or two.
+test-quick: imports
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check async_uploader tests benchmarks

@@ -1,5 +1,8 @@
 """async_uploader: fast, resumable asyncio uploads of read sets into AWS HealthOmics sequence stores.
 
+The layers, each importing only those below it: ``cli`` → ``fleet`` → ``engine`` → ``edge`` → ``core``; the
+local store (``emulator``) imports nothing of them.
+
 async with Uploader(UploadConfig(), service=ServiceConfig(region="us-east-1")) as up:
     result = await up.upload(ReadSet(Path("r1.fq.gz"), FileType.FASTQ, "subject", "sample", "name",
                                      source2=Path("r2.fq.gz")), store_id="1234567890")
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .config import (
+from .core.config import (
     DEFAULT_PART_SIZE,
     MAX_PART_SIZE,
     MAX_PARTS,
@@ -22,8 +25,7 @@ from .config import (
     UploadConfig,
     parse_size,
 )
-from .engine import Uploader, UploadHandle, UploadResult, UploadStatistics, upload_read_set
-from .errors import (
+from .core.errors import (
     AccessDeniedError,
     CheckpointError,
     CheckpointMismatchError,
@@ -47,7 +49,10 @@ from .errors import (
     UsageError,
     ValidationError,
 )
-from .ratelimit import Limiter, LocalLimiter, RequestKind
+from .core.ratelimit import Limiter, RequestKind
+from .core.stats import UploadResult, UploadStatistics
+from .engine.limiter import LocalLimiter
+from .engine.uploader import Uploader, UploadHandle, upload_read_set
 
 try:
     __version__ = version("async-uploader")

@@ -12,9 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from async_uploader.checkpoint import Checkpoint, CheckpointHeader, PartRecord, SourceFingerprint
-from async_uploader.config import FileType, Source
-from async_uploader.plan import make_plan
+from async_uploader.core.checkpoint import CheckpointHeader, PartRecord, SourceFingerprint
+from async_uploader.core.config import FileType, Source
+from async_uploader.core.plan import make_plan
+from async_uploader.edge.journal import Journal, load_checkpoint
 
 
 def header() -> CheckpointHeader:
@@ -39,17 +40,18 @@ def record(source: Source, number: int) -> PartRecord:
 def per_call(directory: Path, calls: int, batch: int) -> list[float]:
     """Seconds for each record_parts() call of ``batch`` records."""
     times = []
-    with Checkpoint.create(directory / f"batch{batch}.jsonl", header()) as checkpoint:
-        checkpoint.record_upload("0123456789")
-        number = 0
-        for _ in range(calls):
-            rows = []
-            for _ in range(batch):
-                number += 1
-                rows.append(record(Source.SOURCE1 if number % 2 else Source.SOURCE2, (number + 1) // 2))
-            start = time.perf_counter()
-            checkpoint.record_parts(rows)
-            times.append(time.perf_counter() - start)
+    journal = Journal.create(directory / f"batch{batch}.jsonl", header())
+    journal.record_upload("0123456789")
+    number = 0
+    for _ in range(calls):
+        rows = []
+        for _ in range(batch):
+            number += 1
+            rows.append(record(Source.SOURCE1 if number % 2 else Source.SOURCE2, (number + 1) // 2))
+        start = time.perf_counter()
+        journal.record_parts(rows)
+        times.append(time.perf_counter() - start)
+    journal.close()
     return times
 
 
@@ -71,16 +73,17 @@ def main() -> None:
             )
 
         path = directory / "20000.jsonl"
-        with Checkpoint.create(path, header()) as checkpoint:
-            checkpoint.record_upload("0123456789")
-            for first in range(1, 10_001, 16):
-                numbers = range(first, min(first + 16, 10_001))
-                checkpoint.record_parts([record(s, n) for n in numbers for s in Source])
+        journal = Journal.create(path, header())
+        journal.record_upload("0123456789")
+        for first in range(1, 10_001, 16):
+            numbers = range(first, min(first + 16, 10_001))
+            journal.record_parts([record(s, n) for n in numbers for s in Source])
+        journal.close()
         size = path.stat().st_size
         loads = []
         for _ in range(5):
             start = time.perf_counter()
-            loaded = Checkpoint.load(path)
+            loaded = load_checkpoint(path)
             loads.append(time.perf_counter() - start)
         assert len(loaded.parts) == 20_000
         print(f"load 20,000-part checkpoint ({size / 1e6:.2f} MB): median {statistics.median(loads) * 1e3:.1f} ms")

@@ -20,12 +20,14 @@ from pathlib import Path
 
 from distributed import Client, LocalCluster
 
-from async_uploader.batch import parse_manifest
-from async_uploader.config import RateLimits, RetryConfig, ServiceConfig, UploadConfig
-from async_uploader.distributed import run_batch_on_dask
+from async_uploader.core.config import RateLimits, RetryConfig, ServiceConfig, UploadConfig
+from async_uploader.core.manifest import parse_manifest
+from async_uploader.core.ratelimit import RequestKind
 from async_uploader.emulator import LocalStore, StoreOptions
-from async_uploader.limiters import DaskSchedulerLimiter, FileBudgetLimiter, budget_rates, install_rate_budget
-from async_uploader.ratelimit import RequestKind
+from async_uploader.fleet.budget import budget_rates
+from async_uploader.fleet.dask_batch import run_batch_on_dask
+from async_uploader.fleet.dask_budget import DaskSchedulerLimiter, install_rate_budget
+from async_uploader.fleet.filebudget import FileBudgetLimiter
 
 STORE_ID = "1234567890"
 KIB = 1024

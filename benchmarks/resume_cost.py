@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from async_uploader import FileType, RateLimits, ReadSet, ServiceConfig, UploadConfig, Uploader, UploadInterruptedError
-from async_uploader.checkpoint import Checkpoint
+from async_uploader.edge.journal import load_checkpoint
 
 STORE_ID = "1234567890"
 
@@ -46,10 +46,9 @@ async def run(url: str, folder: Path, parts: int, part_size: int) -> None:
             await handle
         done = sum(handle.statistics().parts_done.values())
     started = time.perf_counter()
-    loaded = Checkpoint.load(checkpoint)
+    loaded = load_checkpoint(checkpoint)
     load_seconds = time.perf_counter() - started
     recorded = len(loaded.parts)
-    loaded.close()
     print(f"stopped at {done} of {2 * parts} parts acknowledged; checkpoint holds {recorded} parts")
     print(f"load checkpoint: {load_seconds * 1000:.0f} ms ({checkpoint.stat().st_size / 1e6:.1f} MB)")
     async with Uploader(config, service=service) as uploader:

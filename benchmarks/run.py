@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         section.load_average = load
         if ctx.skipped:
             section.notes.append(
-                "Not measured (async_uploader.engine not importable): " + ", ".join(sorted(set(ctx.skipped)))
+                "Not measured (async_uploader's engine not importable): " + ", ".join(sorted(set(ctx.skipped)))
             )
             ctx.skipped.clear()
         sections.append(section)

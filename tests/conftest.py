@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -55,7 +60,6 @@ def test_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
 @pytest.fixture
 def cli_env(tmp_path: Any) -> dict[str, str]:
     """Environment for CLI subprocesses: the store's test keys, no real AWS config, a private checkpoint home."""
-    import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
@@ -106,9 +110,6 @@ async def run_cli_process(
     wrapper: list[str] | None = None,
 ) -> CliRun:
     """Run ``[WRAPPER] python -m async_uploader ARGV`` without blocking the loop (the store may serve on it)."""
-    import asyncio
-    import sys
-    import time
 
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
@@ -131,3 +132,10 @@ async def run_cli_process(
         raise AssertionError(f"async-uploader {' '.join(argv)} did not finish within {limit} s") from None
     assert process.returncode is not None
     return CliRun(process.returncode, out.decode(), err.decode(), time.monotonic() - started)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: bound, then closed again (nothing else here binds fixed ports)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -11,20 +11,13 @@ from typing import Any
 
 import pytest
 
-from async_uploader.batch import (
-    BatchState,
-    ManifestError,
-    ManifestRow,
-    RowOutcome,
-    check_row_sources,
-    parse_manifest,
-    read_manifest,
-    run_batch,
-)
-from async_uploader.config import FileType, ReadSet
-from async_uploader.demo import write_fastq_gz
+from async_uploader.cli.demo import write_fastq_gz
+from async_uploader.core.config import FileType, ReadSet
+from async_uploader.core.errors import ValidationError
+from async_uploader.core.manifest import ManifestError, ManifestRow, RowOutcome, parse_manifest
+from async_uploader.edge.batchstate import BatchState
 from async_uploader.emulator import LocalStore
-from async_uploader.errors import ValidationError
+from async_uploader.engine.batch import check_row_sources, read_manifest, run_batch
 from tests.conftest import CliRun
 
 STORE = "1234567890"
@@ -174,10 +167,10 @@ async def test_one_failing_row_does_not_stop_the_others_and_reruns_skip_done_row
     assert summary.outcomes[0].read_set_id == first_id
 
 
-def test_batch_state_ignores_a_torn_last_line(tmp_path: Path) -> None:
+async def test_batch_state_ignores_a_torn_last_line(tmp_path: Path) -> None:
     [row] = parse_manifest(HEADER + "a.fq.gz,,FASTQ,s,x,a,,,\n", base_dir=tmp_path)
     state = BatchState(tmp_path)
-    state.record(row.key(STORE), "1234567891", row)
+    await state.record(row.key(STORE), "1234567891", row)
     with state.path.open("a") as handle:
         handle.write('{"key": "torn')
     assert BatchState(tmp_path).done == {row.key(STORE): "1234567891"}

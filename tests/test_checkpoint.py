@@ -7,18 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from async_uploader.checkpoint import (
-    Checkpoint,
-    CheckpointHeader,
-    PartRecord,
-    SourceFingerprint,
-    default_checkpoint_path,
-    fingerprint_file,
-    fingerprint_source,
-)
-from async_uploader.config import FileType, ReadSet, Source
-from async_uploader.errors import CheckpointError, CheckpointMismatchError
-from async_uploader.plan import make_plan
+from async_uploader.core.checkpoint import CheckpointHeader, PartRecord, Replay, replay, verify_resumable
+from async_uploader.core.config import FileType, ReadSet, Source
+from async_uploader.core.errors import CheckpointError, CheckpointMismatchError
+from async_uploader.core.plan import make_plan
+from async_uploader.edge.journal import Journal, default_checkpoint_path, load_checkpoint
+from async_uploader.edge.sources import fingerprint_file, fingerprint_source
 
 S1, S2 = Source.SOURCE1, Source.SOURCE2
 ODD_CHECKSUM = 'AbC+/=="\\\t\né𝄞 \x00end'
@@ -34,8 +28,8 @@ def sources(tmp_path: Path) -> dict[Source, Path]:
     return found
 
 
-def make_header(sources: dict[Source, Path], part_size: int = 1000) -> CheckpointHeader:
-    read_set = ReadSet(
+def make_read_set(sources: dict[Source, Path]) -> ReadSet:
+    return ReadSet(
         source1=sources[S1],
         source2=sources[S2],
         file_type=FileType.FASTQ,
@@ -45,9 +39,12 @@ def make_header(sources: dict[Source, Path], part_size: int = 1000) -> Checkpoin
         description="paired reads",
         tags={"project": "x"},
     )
+
+
+def make_header(sources: dict[Source, Path], part_size: int = 1000) -> CheckpointHeader:
     return CheckpointHeader.from_read_set(
         "1234567890",
-        read_set,
+        make_read_set(sources),
         part_size=part_size,
         sources=[fingerprint_source(s, p) for s, p in sources.items()],
         client_token="token-123",
@@ -61,30 +58,31 @@ def records(source: Source, numbers: range) -> list[PartRecord]:
 def test_round_trip(tmp_path: Path, sources: dict[Source, Path]) -> None:
     header = make_header(sources)
     path = tmp_path / "deep" / "ck.jsonl"
-    with Checkpoint.create(path, header) as checkpoint:
-        assert checkpoint.upload_id is None
-        checkpoint.record_upload("0123456789")
-        checkpoint.record_parts(records(S1, range(1, 4)))
-        checkpoint.record_parts([PartRecord(S2, 1, 1000, ODD_CHECKSUM, "ff")])
-        checkpoint.record_parts([])
-        checkpoint.record_complete("9876543210")
-    loaded = Checkpoint.load(path)
+    journal = Journal.create(path, header)
+    assert load_checkpoint(path).upload_id is None
+    journal.record_upload("0123456789")
+    journal.record_parts(records(S1, range(1, 4)))
+    journal.record_parts([PartRecord(S2, 1, 1000, ODD_CHECKSUM, "ff")])
+    journal.record_parts([])
+    journal.record_complete("9876543210")
+    journal.close()
+    loaded = load_checkpoint(path)
     assert loaded.header == header
     assert loaded.upload_id == "0123456789"
     assert loaded.read_set_id == "9876543210"
-    assert loaded.parts == checkpoint.parts
+    assert loaded.parts == {(r.source, r.number): r for r in [*records(S1, range(1, 4))]} | {
+        (S2, 1): PartRecord(S2, 1, 1000, ODD_CHECKSUM, "ff")
+    }
     assert loaded.parts[(S2, 1)].checksum == ODD_CHECKSUM  # kept exactly
-    assert len(loaded.parts) == 4
-    loaded.close()
 
 
 def test_file_mode_0600_and_no_secrets(tmp_path: Path, sources: dict[Source, Path]) -> None:
     path = tmp_path / "ck.jsonl"
     old = os.umask(0)
     try:
-        checkpoint = Checkpoint.create(path, make_header(sources))
-        checkpoint.record_upload("0123456789")
-        checkpoint.close()
+        journal = Journal.create(path, make_header(sources))
+        journal.record_upload("0123456789")
+        journal.close()
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -98,21 +96,23 @@ def test_file_mode_0600_and_no_secrets(tmp_path: Path, sources: dict[Source, Pat
 
 def test_create_replaces_existing(tmp_path: Path, sources: dict[Source, Path]) -> None:
     path = tmp_path / "ck.jsonl"
-    with Checkpoint.create(path, make_header(sources)) as checkpoint:
-        checkpoint.record_upload("0123456789")
-        checkpoint.record_parts(records(S1, range(1, 3)))
-    Checkpoint.create(path, make_header(sources, part_size=2000)).close()
-    loaded = Checkpoint.load(path)
+    journal = Journal.create(path, make_header(sources))
+    journal.record_upload("0123456789")
+    journal.record_parts(records(S1, range(1, 3)))
+    journal.close()
+    Journal.create(path, make_header(sources, part_size=2000)).close()
+    loaded = load_checkpoint(path)
     assert (loaded.header.part_size, loaded.upload_id, loaded.parts) == (2000, None, {})
 
 
 def write_two_batches(path: Path, sources: dict[Source, Path]) -> tuple[int, int]:
     """Header, upload, batch 1..5, batch 6..10; return the byte offsets where the last line starts and ends."""
-    with Checkpoint.create(path, make_header(sources)) as checkpoint:
-        checkpoint.record_upload("0123456789")
-        checkpoint.record_parts(records(S1, range(1, 6)))
-        start = path.stat().st_size
-        checkpoint.record_parts(records(S1, range(6, 11)))
+    journal = Journal.create(path, make_header(sources))
+    journal.record_upload("0123456789")
+    journal.record_parts(records(S1, range(1, 6)))
+    start = path.stat().st_size
+    journal.record_parts(records(S1, range(6, 11)))
+    journal.close()
     return start, path.stat().st_size
 
 
@@ -123,7 +123,7 @@ def test_torn_last_record_is_ignored(tmp_path: Path, sources: dict[Source, Path]
     cut = start + int(keep * (end - start)) if isinstance(keep, float) else (start + keep if keep > 0 else end + keep)
     with open(path, "r+b") as f:
         f.truncate(cut)
-    loaded = Checkpoint.load(path)
+    loaded = load_checkpoint(path)
     assert loaded.upload_id == "0123456789"
     assert sorted(n for _, n in loaded.parts) == [1, 2, 3, 4, 5]
 
@@ -134,7 +134,7 @@ def test_corrupt_last_line_with_newline_is_ignored(tmp_path: Path, sources: dict
     data = bytearray(path.read_bytes())
     data[start + 20] ^= 0x01
     path.write_bytes(bytes(data))
-    assert len(Checkpoint.load(path).parts) == 5
+    assert len(load_checkpoint(path).parts) == 5
 
 
 def test_corrupt_middle_line_raises(tmp_path: Path, sources: dict[Source, Path]) -> None:
@@ -144,7 +144,7 @@ def test_corrupt_middle_line_raises(tmp_path: Path, sources: dict[Source, Path])
     lines[2] = lines[2].replace(b"checksum-SOURCE1-3", b"checksum-SOURCE1-X")  # CRC no longer matches
     path.write_bytes(b"\n".join(lines))
     with pytest.raises(CheckpointError, match="line 3"):
-        Checkpoint.load(path)
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize("content", [b"", b'{"t":"hea', b"garbage\n"])
@@ -152,12 +152,12 @@ def test_no_header_raises(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "ck.jsonl"
     path.write_bytes(content)
     with pytest.raises(CheckpointError):
-        Checkpoint.load(path)
+        load_checkpoint(path)
 
 
 def test_missing_file_raises(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="cannot read"):
-        Checkpoint.load(tmp_path / "nope.jsonl")
+        load_checkpoint(tmp_path / "nope.jsonl")
 
 
 def test_append_after_torn_tail(tmp_path: Path, sources: dict[Source, Path]) -> None:
@@ -165,56 +165,70 @@ def test_append_after_torn_tail(tmp_path: Path, sources: dict[Source, Path]) -> 
     start, end = write_two_batches(path, sources)
     with open(path, "r+b") as f:
         f.truncate((start + end) // 2)
-    with Checkpoint.load(path) as checkpoint:
-        checkpoint.record_parts(records(S2, range(1, 3)))
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    journal, replayed = Journal.open(path)
+    assert replayed.intact < path.stat().st_size
+    journal.record_parts(records(S2, range(1, 3)))
+    journal.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_bytes().endswith(b"\n")
-    loaded = Checkpoint.load(path)
+    loaded = load_checkpoint(path)
     assert sorted(loaded.parts) == [(S1, n) for n in range(1, 6)] + [(S2, 1), (S2, 2)]
-    assert loaded._valid_length is None  # nothing left to cut
+    assert loaded.intact == path.stat().st_size  # nothing left to cut
 
 
 def test_new_upload_id_forgets_old_parts(tmp_path: Path, sources: dict[Source, Path]) -> None:
     path = tmp_path / "ck.jsonl"
-    with Checkpoint.create(path, make_header(sources)) as checkpoint:
-        checkpoint.record_upload("1111111111")
-        checkpoint.record_parts(records(S1, range(1, 3)))
-        checkpoint.record_upload("1111111111")
-        assert len(checkpoint.parts) == 2
-        checkpoint.record_upload("2222222222")
-        assert checkpoint.parts == {}
-    assert Checkpoint.load(path).parts == {}
+    journal = Journal.create(path, make_header(sources))
+    journal.record_upload("1111111111")
+    journal.record_parts(records(S1, range(1, 3)))
+    journal.record_upload("1111111111")
+    assert len(load_checkpoint(path).parts) == 2
+    journal.record_upload("2222222222")
+    journal.close()
+    assert load_checkpoint(path).parts == {}
 
 
 def test_later_record_of_a_part_wins(tmp_path: Path, sources: dict[Source, Path]) -> None:
     path = tmp_path / "ck.jsonl"
-    with Checkpoint.create(path, make_header(sources)) as checkpoint:
-        checkpoint.record_parts([PartRecord(S1, 1, 10, "old", "d1")])
-        checkpoint.record_parts([PartRecord(S1, 1, 10, "new", "d2")])
-    assert Checkpoint.load(path).parts[(S1, 1)].checksum == "new"
+    journal = Journal.create(path, make_header(sources))
+    journal.record_parts([PartRecord(S1, 1, 10, "old", "d1")])
+    journal.record_parts([PartRecord(S1, 1, 10, "new", "d2")])
+    journal.close()
+    assert load_checkpoint(path).parts[(S1, 1)].checksum == "new"
 
 
 def test_20000_parts(tmp_path: Path, sources: dict[Source, Path]) -> None:
     path = tmp_path / "ck.jsonl"
-    with Checkpoint.create(path, make_header(sources)) as checkpoint:
-        checkpoint.record_upload("0123456789")
-        for first in range(1, 10_001, 1000):
-            checkpoint.record_parts(records(S1, range(first, first + 1000)))
-            checkpoint.record_parts(records(S2, range(first, first + 1000)))
-    loaded = Checkpoint.load(path)
+    journal = Journal.create(path, make_header(sources))
+    journal.record_upload("0123456789")
+    for first in range(1, 10_001, 1000):
+        journal.record_parts(records(S1, range(first, first + 1000)))
+        journal.record_parts(records(S2, range(first, first + 1000)))
+    journal.close()
+    loaded = load_checkpoint(path)
     assert len(loaded.parts) == 20_000
     assert loaded.parts[(S2, 10_000)].checksum == "checksum-SOURCE2-10000"
     plan = make_plan({S1: 10_000_000, S2: 10_000_000}, 1000)
     assert next(plan.parts(done=loaded.parts), None) is None
 
 
-def test_verify_sources_accepts_unchanged(sources: dict[Source, Path], tmp_path: Path) -> None:
-    with Checkpoint.create(tmp_path / "ck.jsonl", make_header(sources)) as checkpoint:
-        checkpoint.verify_sources([fingerprint_source(s, p) for s, p in sources.items()])
+def verify(header: CheckpointHeader, files: dict[Source, Path], **overrides: object) -> None:
+    arguments: dict[str, object] = {
+        "store_id": "1234567890",
+        "read_set": make_read_set(files),
+        "sources": [fingerprint_source(s, p) for s, p in files.items()],
+        "part_size": header.part_size,
+    }
+    arguments.update(overrides)
+    verify_resumable(header, name="ck.jsonl", **arguments)  # type: ignore[arg-type]
 
 
-def test_verify_sources_refuses_same_size_edit(sources: dict[Source, Path], tmp_path: Path) -> None:
-    checkpoint = Checkpoint.create(tmp_path / "ck.jsonl", make_header(sources))
+def test_verify_resumable_accepts_unchanged(sources: dict[Source, Path]) -> None:
+    verify(make_header(sources), sources)
+
+
+def test_verify_resumable_refuses_same_size_edit(sources: dict[Source, Path]) -> None:
+    header = make_header(sources)
     path = sources[S1]
     before = path.stat()
     data = bytearray(path.read_bytes())
@@ -222,29 +236,45 @@ def test_verify_sources_refuses_same_size_edit(sources: dict[Source, Path], tmp_
     path.write_bytes(bytes(data))
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # hide the edit from the mtime check
     with pytest.raises(CheckpointMismatchError) as info:
-        checkpoint.verify_sources([fingerprint_source(s, p) for s, p in sources.items()])
+        verify(header, sources)
     message = str(info.value)
     assert f"SOURCE1 {path} changed since the checkpoint (contents changed)" in message
     assert "--restart" in message
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
     with pytest.raises(CheckpointMismatchError, match="modification time"):
-        checkpoint.verify_sources([fingerprint_source(s, p) for s, p in sources.items()])
-    checkpoint.close()
+        verify(header, sources)
 
 
-def test_verify_sources_refuses_size_change(sources: dict[Source, Path], tmp_path: Path) -> None:
-    checkpoint = Checkpoint.create(tmp_path / "ck.jsonl", make_header(sources))
+def test_verify_resumable_refuses_size_change(sources: dict[Source, Path]) -> None:
+    header = make_header(sources)
     with open(sources[S2], "ab") as f:
         f.write(b"more")
     with pytest.raises(
         CheckpointMismatchError, match=r"SOURCE2 .* \(size 1,000 → 1,004 bytes\); run again with --restart"
     ):
-        checkpoint.verify_sources([fingerprint_source(s, p) for s, p in sources.items()])
+        verify(header, sources)
     with pytest.raises(CheckpointMismatchError, match="--restart"):
-        checkpoint.verify_sources([fingerprint_source(S1, sources[S1])])
+        verify(header, sources, sources=[fingerprint_source(S1, sources[S1])])
     with pytest.raises(CheckpointMismatchError, match="written for"):
-        checkpoint.verify_sources([fingerprint_source(S1, sources[S1]), fingerprint_source(S2, sources[S1])])
-    checkpoint.close()
+        verify(header, sources, sources=[fingerprint_source(S1, sources[S1]), fingerprint_source(S2, sources[S1])])
+
+
+def test_verify_resumable_refuses_another_store_read_set_or_part_size(sources: dict[Source, Path]) -> None:
+    header = make_header(sources)
+    with pytest.raises(CheckpointMismatchError, match="is for store 1234567890, not 1234567899"):
+        verify(header, sources, store_id="1234567899")
+    other = ReadSet(sources[S1], FileType.FASTQ, "subject-1", "sample-1", "run 8", source2=sources[S2])
+    with pytest.raises(CheckpointMismatchError, match="another read set"):
+        verify(header, sources, read_set=other)
+    with pytest.raises(CheckpointMismatchError, match=r"1000-byte parts, not 2000"):
+        verify(header, sources, part_size=2000)
+
+
+def test_replay_is_a_plain_function_of_bytes(tmp_path: Path, sources: dict[Source, Path]) -> None:
+    path = tmp_path / "ck.jsonl"
+    write_two_batches(path, sources)
+    replayed = replay(path.read_bytes(), "ck")
+    assert isinstance(replayed, Replay) and len(replayed.parts) == 10 and replayed.intact == path.stat().st_size
 
 
 def test_fingerprint_file_samples(tmp_path: Path) -> None:
@@ -269,8 +299,6 @@ def test_default_checkpoint_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert one.parent == tmp_path / "checkpoints"
     assert one.name.startswith("1234567890-")
     assert one == default_checkpoint_path("1234567890", [os.path.abspath("a.fq"), "b.fq"])
-    fingerprint = SourceFingerprint(S1, os.path.abspath("a.fq"), 1, 1, "x")
-    assert default_checkpoint_path("1234567890", [fingerprint]) == default_checkpoint_path("1234567890", ["a.fq"])
     assert one != default_checkpoint_path("1234567899", ["a.fq", "b.fq"])
     assert one != default_checkpoint_path("1234567890", ["b.fq", "a.fq"])
     monkeypatch.delenv("ASYNC_UPLOADER_HOME")

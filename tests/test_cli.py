@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from async_uploader.client import OmicsClient
-from async_uploader.config import ServiceConfig, Source
-from async_uploader.demo import write_fastq_gz
+from async_uploader.cli.demo import write_fastq_gz
+from async_uploader.core.config import ServiceConfig, Source
+from async_uploader.edge.client import OmicsClient
 from async_uploader.emulator import LocalStore
-from tests.conftest import REPO_ROOT, CliRun
+from tests.conftest import REPO_ROOT, CliRun, closed_port
 
 STORE = "1234567890"
 RunCli = Callable[..., Awaitable[CliRun]]
@@ -155,7 +155,7 @@ async def test_bad_input_fails_fast_with_one_line_and_creates_nothing(
         "non-digit store id": ([*base[:3], "12345abcde", *base[4:]], 2, {}),
         "unreadable file": (upload_args(store, str(unreadable)), 2, {"wrapper": wrapper}),
         "wrong credentials": (base, 2, {"env": {"AWS_SECRET_ACCESS_KEY": "wrong"}}),
-        "unreachable endpoint": ([*base[:-1], "http://127.0.0.1:1"], 1, {}),
+        "unreachable endpoint": ([*base[:-1], f"http://127.0.0.1:{closed_port()}"], 1, {}),
         "malformed manifest row": (
             ["batch", str(manifest), "--store-id", STORE, "--endpoint-url", store.url],
             2,

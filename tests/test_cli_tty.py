@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pexpect
 
-from async_uploader.demo import write_fastq_gz
+from async_uploader.cli.demo import write_fastq_gz
 from async_uploader.emulator import LocalStore
 from tests.conftest import REPO_ROOT
 

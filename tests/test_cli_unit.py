@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
 from async_uploader import cli
-from async_uploader.config import FileType, RateLimits
-from async_uploader.errors import (
+from async_uploader.cli.common import Signals
+from async_uploader.core.config import FileType, RateLimits
+from async_uploader.core.errors import (
     AccessDeniedError,
     CheckpointMismatchError,
     ConfigError,
@@ -125,19 +129,15 @@ def test_resume_command_repeats_the_arguments_without_restart(monkeypatch: pytes
     assert cli.resume_command(["upload", "a"]) == "/usr/local/bin/async-uploader upload a"
 
 
-def test_interrupted_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli._interrupted(UploadInterruptedError("x", checkpoint="/c"), False) == 75
-    assert cli._interrupted(UploadInterruptedError("stopped"), False) == 1
-    assert capsys.readouterr().err == "async-uploader: error: stopped\n"
+def test_interrupted_exit_code_is_75_with_or_without_a_checkpoint() -> None:
+    assert cli.exit_code_for(UploadInterruptedError("x", checkpoint="/c")) == 75
+    assert cli.exit_code_for(UploadInterruptedError("stopped; it was aborted")) == 75
 
 
 async def test_signals_count_so_a_second_one_stops_harder() -> None:
-    import asyncio
-    import os
-    import signal
 
     seen: list[tuple[int, int]] = []
-    with cli._Signals(lambda signum, count: seen.append((signum, count))):
+    with Signals(lambda signum, count: seen.append((signum, count))):
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGTERM)
         for _ in range(100):

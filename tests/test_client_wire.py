@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from async_uploader import errors
-from async_uploader.client import OmicsClient
-from async_uploader.config import FileType, ReadSet, ServiceConfig, Source
+from async_uploader.core import errors
+from async_uploader.core.config import FileType, ReadSet, ServiceConfig, Source
+from async_uploader.edge.client import OmicsClient
+from async_uploader.edge.signing import CredentialSource, Signer
+from async_uploader.edge.transport import AiohttpTransport
 from async_uploader.emulator import LocalStore
-from async_uploader.signing import CredentialSource, Signer
-from async_uploader.transport import AiohttpTransport
 
 STORE = "1234567890"
 PART = 128 * 1024

@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from async_uploader.demo import write_fastq_gz, write_pair
+from async_uploader.cli.demo import write_fastq_gz, write_pair
 from tests.conftest import REPO_ROOT
 
 
@@ -35,7 +35,7 @@ async def test_demo_runs_end_to_end_at_a_small_size(cli_env: dict[str, str]) -> 
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "async_uploader.demo",
+        "async_uploader.cli.demo",
         "--size",
         "4MB",
         "--part-size",

@@ -11,6 +11,9 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,17 +21,22 @@ from typing import Any
 
 import pytest
 
+from async_uploader.fleet.dask_budget import install_rate_budget
+
 pytest.importorskip("distributed")
 
 from distributed import Client, LocalCluster
 
 from async_uploader import RateLimits, RetryConfig, ServiceConfig, UploadConfig, Uploader
-from async_uploader.batch import BatchState, ManifestRow, RowOutcome, parse_manifest
-from async_uploader.checkpoint import Checkpoint
-from async_uploader.distributed import FileLease, LeaseLostError, hold_lease, run_batch_on_dask
+from async_uploader.core.manifest import ManifestRow, RowOutcome, parse_manifest
+from async_uploader.core.ratelimit import RequestKind
+from async_uploader.edge.batchstate import BatchState
+from async_uploader.edge.journal import load_checkpoint
 from async_uploader.emulator import LocalStore, StoreOptions
-from async_uploader.limiters import DaskSchedulerLimiter, SharedBudget, budget_rates
-from async_uploader.ratelimit import RequestKind
+from async_uploader.fleet.budget import SharedBudget, budget_rates
+from async_uploader.fleet.dask_batch import run_batch_on_dask
+from async_uploader.fleet.dask_budget import DaskSchedulerLimiter
+from async_uploader.fleet.lease import FileLease, LeaseLostError, hold_lease
 
 STORE_ID = "1234567890"
 KIB = 1024
@@ -192,9 +200,8 @@ async def test_killed_worker_resumes_without_a_second_create(
                     checkpoint_path = lease_path.with_suffix(".jsonl")
                     if lease is None or not checkpoint_path.exists():
                         continue
-                    checkpoint = Checkpoint.load(checkpoint_path)
+                    checkpoint = load_checkpoint(checkpoint_path)
                     upload_id, done = checkpoint.upload_id, checkpoint.read_set_id
-                    checkpoint.close()
                     if upload_id in with_parts and done is None:
                         pid = int(lease.holder.rpartition(":")[2])
                         os.kill(pid, signal.SIGKILL)
@@ -245,7 +252,6 @@ async def test_local_address_starts_its_own_cluster(tmp_path: Path) -> None:
 
 async def test_scheduler_budget_is_shared_and_cut_by_throttles(cluster: tuple[LocalCluster, Client]) -> None:
     _, client = cluster
-    from async_uploader.limiters import install_rate_budget
 
     rates = budget_rates(RateLimits(parts=100.0, control=1.0, listings=None), margin=0.9)
     assert rates == pytest.approx({"parts": 90.0, "control": 0.9})
@@ -300,9 +306,6 @@ def test_file_lease_excludes_and_expires(tmp_path: Path) -> None:
 
 
 def test_file_lease_of_a_dead_local_process_is_taken_at_once(tmp_path: Path) -> None:
-    import socket
-    import subprocess
-    import sys
 
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
     dead = FileLease(tmp_path / "rs.lease", ttl=600.0, holder=f"{socket.gethostname()}:{int(child.stdout)}")

@@ -30,8 +30,9 @@ from async_uploader import (
     UploadInterruptedError,
     UploadResult,
 )
+from async_uploader.core.ratelimit import RequestKind
 from async_uploader.emulator import FaultOptions, LocalStore, StoreOptions
-from async_uploader.ratelimit import LocalLimiter, RequestKind
+from async_uploader.engine.limiter import LocalLimiter
 
 STORE_ID = "1234567890"
 KIB = 1024
@@ -93,7 +94,7 @@ async def downloaded(up: Uploader, result: UploadResult, source: Source) -> byte
         async def get(n: int = number) -> bytes:
             return await up.client.download_part(STORE_ID, result.read_set_id, source, n)
 
-        chunks.append(await up.call(RequestKind.UNLIMITED, "GetReadSet", get))
+        chunks.append(await up.calls.call("GetReadSet", get))
     return b"".join(chunks)
 
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from async_uploader import cli
-from async_uploader.config import RateLimits
-from async_uploader.limiters import FileBudgetLimiter, FileBudgetState, KindRecord
-from async_uploader.ratelimit import Limiter, RequestKind
+from async_uploader.core.config import RateLimits
+from async_uploader.core.ratelimit import Limiter, RequestKind
+from async_uploader.fleet.filebudget import FileBudgetLimiter, FileBudgetState, KindRecord
 
 CONTROL = RequestKind.CONTROL
 PART = RequestKind.PART
@@ -167,13 +167,10 @@ def test_unlimited_kinds_never_wait(tmp_path: Path) -> None:
 async def test_acquire_reserves_off_the_event_loop(tmp_path: Path) -> None:
     rates = RateLimits(parts=1000.0, control=1000.0, listings=None)
     budget = FileBudgetLimiter(tmp_path / "budget", rates)
-    try:
-        await asyncio.gather(*(budget.acquire(PART) for _ in range(5)))
-        await budget.acquire(RequestKind.LISTING)
-        assert budget.reservations == 5
-        assert budget.state().kinds["parts"].reserved == 5
-    finally:
-        budget.close()
+    await asyncio.gather(*(budget.acquire(PART) for _ in range(5)))
+    await budget.acquire(RequestKind.LISTING)
+    assert budget.reservations == 5
+    assert budget.state().kinds["parts"].reserved == 5
 
 
 def test_the_module_imports_without_dask() -> None:
@@ -184,7 +181,7 @@ def test_the_module_imports_without_dask() -> None:
         "        if name.partition('.')[0] in ('dask', 'distributed'):\n"
         "            raise ImportError(name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import async_uploader.limiters, async_uploader.cli\n"
+        "import async_uploader.fleet.filebudget, async_uploader.cli\n"
         "assert not any(m.startswith(('dask', 'distributed')) for m in sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -4,9 +4,9 @@ import inspect
 
 import pytest
 
-from async_uploader.config import DEFAULT_PART_SIZE, MAX_PART_SIZE, MAX_PARTS, MIB, Source
-from async_uploader.errors import PlanError, SourceError
-from async_uploader.plan import MAX_SOURCE_SIZE, Part, Plan, make_plan, minimum_part_size, stream_part
+from async_uploader.core.config import DEFAULT_PART_SIZE, MAX_PART_SIZE, MAX_PARTS, MIB, Source
+from async_uploader.core.errors import PlanError, SourceError
+from async_uploader.core.plan import MAX_SOURCE_SIZE, Part, Plan, make_plan, minimum_part_size, stream_part
 
 S1, S2 = Source.SOURCE1, Source.SOURCE2
 

@@ -6,18 +6,14 @@ import asyncio
 import io
 import json
 
+import jsonschema
 from rich.console import Console
 
-from async_uploader.config import Source
-from async_uploader.engine import UploadStatistics
-from async_uploader.progress import (
-    EventWriter,
-    Monitor,
-    ProgressBar,
-    format_rate,
-    format_seconds,
-    statistics_event,
-)
+from async_uploader import UploadStatistics
+from async_uploader.cli.progress import EventWriter, ProgressBar, format_rate, format_seconds
+from async_uploader.core.config import Source
+from async_uploader.core.events import EVENT_SCHEMA, progress_event
+from async_uploader.engine.monitor import Monitor, Tick
 
 S1, S2 = Source.SOURCE1, Source.SOURCE2
 
@@ -46,16 +42,17 @@ def test_formatting() -> None:
     assert format_seconds(None) == format_seconds(float("nan")) == format_seconds(-1) == "-:--:--"
 
 
-def test_statistics_event_is_json_ready() -> None:
-    event = statistics_event(stats(500))
+def test_progress_event_is_json_ready_and_valid() -> None:
+    event = progress_event(stats(500), 1e9)
     assert event["event"] == "progress"
     assert event["bytesDone"] == 1000 and event["bytesTotal"] == 2000 and event["fraction"] == 0.5
     assert event["partsDone"] == 10 and event["partsTotal"] == 20 and event["partsInFlight"] == 4
     assert event["retries"] == 3 and event["throttles"] == 1 and event["bytesPerSecond"] == 500.0
     assert event["sources"]["SOURCE2"]["bytesTotal"] == 1000
-    json.dumps(event)
-    unknown = statistics_event(stats(500, total=None, paired=False))
+    jsonschema.validate(json.loads(json.dumps(event)), EVENT_SCHEMA)
+    unknown = progress_event(stats(500, total=None, paired=False), 1e9)
     assert unknown["bytesTotal"] is None and unknown["fraction"] is None and unknown["partsTotal"] is None
+    jsonschema.validate(unknown, EVENT_SCHEMA)
 
 
 def test_event_writer_writes_one_line_per_event() -> None:
@@ -92,16 +89,26 @@ def test_progress_bar_single_source_and_unknown_size() -> None:
 async def test_monitor_ticks_and_writes_a_final_event() -> None:
     stream = io.StringIO()
     snapshots = iter([stats(n * 100) for n in range(1, 1000)])
-    async with Monitor(lambda: next(snapshots), events=EventWriter(stream), event_interval=0.01):
+    writer = EventWriter(stream)
+    async with Monitor(Tick(0.01, lambda: writer.write(progress_event(next(snapshots), 1e9)))):
         await asyncio.sleep(0.1)
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert len(events) >= 2
     assert events[-1]["bytesDone"] > events[0]["bytesDone"]
 
 
-async def test_monitor_without_outputs_does_nothing() -> None:
-    def boom() -> UploadStatistics:
-        raise AssertionError("no statistics should be read")
-
-    async with Monitor(boom):
+async def test_monitor_without_ticks_does_nothing() -> None:
+    async with Monitor():
         await asyncio.sleep(0)
+
+
+async def test_a_failing_tick_does_not_break_the_block_and_the_block_error_is_not_wrapped() -> None:
+    def boom() -> None:
+        raise RuntimeError("display broke")
+
+    try:
+        async with Monitor(Tick(0.01, boom)):
+            await asyncio.sleep(0.05)
+            raise KeyError("the block's own")
+    except KeyError as exc:
+        assert exc.args == ("the block's own",)

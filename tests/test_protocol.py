@@ -10,9 +10,9 @@ import pytest
 from botocore.serialize import create_serializer
 from botocore.utils import percent_encode_sequence
 
-from async_uploader import errors, protocol
-from async_uploader.config import FileType, ReadSet, Source
-from async_uploader.protocol import Endpoint, HttpRequest
+from async_uploader.core import errors, protocol
+from async_uploader.core.config import FileType, ReadSet, Source
+from async_uploader.core.protocol import Endpoint, HttpRequest
 
 STORE = "1234567890"
 UPLOAD = "98765432101234"

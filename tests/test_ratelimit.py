@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from async_uploader.config import RateLimits
-from async_uploader.ratelimit import AdaptiveRate, Limiter, LocalLimiter, RequestKind, TokenBucket
+from async_uploader.core.config import RateLimits
+from async_uploader.core.ratelimit import AdaptiveRate, Limiter, RequestKind, TokenBucket
+from async_uploader.engine.limiter import LocalLimiter
 
 
 class FakeClock:
@@ -176,14 +175,13 @@ def test_local_limiter_not_adaptive() -> None:
     assert limiter.decreases(RequestKind.PART) == 0
 
 
-async def test_acquire_sleeps_for_the_reservation(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_acquire_sleeps_for_the_reservation() -> None:
     slept: list[float] = []
 
     async def fake_sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
-    limiter = LocalLimiter(RateLimits(parts=4.0), clock=FakeClock())
+    limiter = LocalLimiter(RateLimits(parts=4.0), clock=FakeClock(), sleep=fake_sleep)
     for _ in range(3):
         await limiter.acquire(RequestKind.PART)
     await limiter.acquire(RequestKind.UNLIMITED)

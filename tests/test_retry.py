@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from async_uploader.config import RetryConfig
-from async_uploader.errors import (
+from async_uploader.core.config import RetryConfig
+from async_uploader.core.errors import (
     AccessDeniedError,
     CheckpointError,
     InternalServerError,
@@ -20,7 +20,7 @@ from async_uploader.errors import (
     UnavailableError,
     ValidationError,
 )
-from async_uploader.retry import THROTTLE_BASE_FACTOR, RetryState, Verdict, classify
+from async_uploader.core.retry import THROTTLE_BASE_FACTOR, RetryState, Verdict, classify
 
 
 @pytest.mark.parametrize(
@@ -50,8 +50,8 @@ def test_classify(exc: BaseException, verdict: Verdict) -> None:
 def test_state_is_immutable_and_counts() -> None:
     config = RetryConfig(max_attempts=3, base_delay=1.0, max_delay=100.0)
     start = RetryState(config)
-    one = start.after(TransportError("reset"))
-    two = one.after(ThrottlingError("slow", status=429))
+    one = start.after(classify(TransportError("reset")))
+    two = one.after(classify(ThrottlingError("slow", status=429)))
     assert (start.attempts, start.throttles, start.exhausted) == (0, 0, False)
     assert (one.attempts, one.throttles, one.last) == (1, 0, Verdict.RETRY)
     assert (two.attempts, two.throttles, two.last) == (2, 1, Verdict.THROTTLE)
@@ -65,7 +65,7 @@ def test_exhausted_after_max_attempts_total_tries() -> None:
     tries = 0
     while True:
         tries += 1  # a try is made, and fails
-        state = state.after(InternalServerError("boom", status=500))
+        state = state.after(classify(InternalServerError("boom", status=500)))
         if state.exhausted:
             break
     assert tries == 4
@@ -73,13 +73,13 @@ def test_exhausted_after_max_attempts_total_tries() -> None:
 
 
 def test_one_attempt_means_no_retry() -> None:
-    state = RetryState(RetryConfig(max_attempts=1)).after(TransportError("reset"))
+    state = RetryState(RetryConfig(max_attempts=1)).after(classify(TransportError("reset")))
     assert state.exhausted
     assert state.retries == 0
 
 
 def test_fatal_is_exhausted_at_once() -> None:
-    state = RetryState(RetryConfig(max_attempts=10)).after(AccessDeniedError("no", status=403))
+    state = RetryState(RetryConfig(max_attempts=10)).after(classify(AccessDeniedError("no", status=403)))
     assert state.exhausted
     assert state.last is Verdict.FATAL
 
@@ -89,7 +89,7 @@ def test_full_jitter_exponential_backoff() -> None:
     assert state.delay(0.99) == 0.0
     ceilings = []
     for _ in range(8):
-        state = state.after(TransportError("reset"))
+        state = state.after(classify(TransportError("reset")))
         ceilings.append(state.delay(1.0))
         assert state.delay(0.0) == 0.0
         assert state.delay(0.5) == pytest.approx(ceilings[-1] / 2)
@@ -98,8 +98,8 @@ def test_full_jitter_exponential_backoff() -> None:
 
 def test_throttle_backs_off_more() -> None:
     config = RetryConfig(max_attempts=10, base_delay=0.25, max_delay=20.0)
-    error = RetryState(config).after(InternalServerError("x", status=500))
-    throttle = RetryState(config).after(ThrottlingError("x", status=429))
+    error = RetryState(config).after(classify(InternalServerError("x", status=500)))
+    throttle = RetryState(config).after(classify(ThrottlingError("x", status=429)))
     assert throttle.delay(0.5) == pytest.approx(error.delay(0.5) * THROTTLE_BASE_FACTOR)
     assert throttle.delay(0.5) > error.delay(0.5)
     # still capped by max_delay
@@ -115,7 +115,7 @@ def test_huge_attempt_count_does_not_overflow() -> None:
 def test_exhausted_error_message() -> None:
     state = RetryState(RetryConfig(max_attempts=2))
     cause = UnavailableError("bad gateway", status=502, operation="UploadReadSetPart")
-    state = state.after(cause).after(cause)
+    state = state.after(classify(cause)).after(classify(cause))
     error = state.exhausted_error("UploadReadSetPart SOURCE1 #7", cause)
     assert isinstance(error, RetryExhaustedError)
     assert "failed 2 times" in str(error)

@@ -16,11 +16,11 @@ import botocore.session
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from async_uploader import errors, protocol
-from async_uploader.client import OmicsClient
-from async_uploader.config import FileType, ReadSet, ServiceConfig, Source
-from async_uploader.signing import CredentialSource, Signer
-from async_uploader.transport import MockTransport, Response, SentRequest
+from async_uploader.core import errors, protocol
+from async_uploader.core.config import FileType, ReadSet, ServiceConfig, Source
+from async_uploader.edge.client import OmicsClient
+from async_uploader.edge.signing import CredentialSource, Signer
+from async_uploader.edge.transport import MockTransport, Response, SentRequest
 
 ACCESS = "AKIDEXAMPLE7Q2ZJ5WQ"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzzSECRETzz"

@@ -14,8 +14,8 @@ import pytest
 
 import async_uploader
 from async_uploader import RateLimits, ServiceConfig, Source, UploadConfig, Uploader
-from async_uploader.batch import read_manifest
 from async_uploader.emulator import LocalStore, StoreOptions
+from async_uploader.engine.batch import read_manifest
 
 pytest.importorskip("snakemake")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from async_uploader.config import Source
-from async_uploader.errors import SourceError
-from async_uploader.plan import Part
-from async_uploader.sources import BufferPool, FileSource, StreamSource, check_source_path, read_cached
+from async_uploader.core.config import Source
+from async_uploader.core.errors import SourceError
+from async_uploader.core.plan import Part
+from async_uploader.edge.sources import BufferPool, FileSource, StreamSource, check_source_path, read_cached
 
 KIB = 1024
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from async_uploader import errors
-from async_uploader.transport import (
+from async_uploader.core import errors
+from async_uploader.edge.transport import (
     AiohttpTransport,
     BodySource,
     MockTransport,
@@ -218,10 +218,29 @@ async def test_read_timeout_is_transport_error() -> None:
         writer.close()
 
     async with raw_server(silent) as base, AiohttpTransport(read_timeout=0.2) as transport:
-        with pytest.raises(errors.TransportError, match="timed out"):
+        with pytest.raises(errors.TransportError, match=r"no bytes of the answer arrived for 0\.2 s"):
             await transport.send("GET", base + "/x", {}, b"")
-        with pytest.raises(errors.TransportError, match="timed out"):
-            await transport.send("PUT", base + "/x", {}, b"abc", timeout=0.2)
+        with pytest.raises(errors.TransportError, match=r"no bytes of the answer arrived for 0\.2 s"):
+            await transport.send("PUT", base + "/x", {}, b"abc")
+
+
+async def test_a_body_the_peer_stops_reading_fails_at_the_progress_deadline() -> None:
+    """The read timeout is a progress deadline on the body too: a peer that takes the headers and then reads
+    nothing stalls the upload once the socket buffers are full, and the attempt fails, not hangs."""
+    headers_read = asyncio.Event()
+
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        headers_read.set()
+        await asyncio.sleep(30)  # reads no byte of the body
+
+    body = SliceBody(bytes(64 * MIB), size=MIB)
+    started = asyncio.get_running_loop().time()
+    async with raw_server(stalls) as base, AiohttpTransport(read_timeout=0.3) as transport:
+        with pytest.raises(errors.TransportError, match=r"no bytes of the body were accepted for 0\.3 s"):
+            await transport.send("PUT", base + "/x", {}, body)
+    assert headers_read.is_set()
+    assert asyncio.get_running_loop().time() - started < 10
 
 
 async def test_cancellation_propagates() -> None:
@@ -283,10 +302,10 @@ async def test_mock_transport_records_and_answers() -> None:
         return Response(201, {"a": "b"}, request.body[::-1])
 
     mock = MockTransport(handler)
-    response = await mock.send("PUT", "http://h/p?x=%2F", {"X-Y": "z"}, SliceBody(b"abcdef", size=4), timeout=3)
+    response = await mock.send("PUT", "http://h/p?x=%2F", {"X-Y": "z"}, SliceBody(b"abcdef", size=4))
     assert response == Response(201, {"a": "b"}, b"fedcba")
     sent = mock.requests[0]
-    assert (sent.method, sent.url, sent.body, sent.timeout) == ("PUT", "http://h/p?x=%2F", b"abcdef", 3)
+    assert (sent.method, sent.url, sent.body) == ("PUT", "http://h/p?x=%2F", b"abcdef")
     assert sent.header("x-y") == "z" and sent.header("missing") is None
     assert sent.url_parts.raw_query_string == "x=%2F"
     plain = MockTransport(lambda r: Response(200, {}, b"ok"))

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import _common
 
-from async_uploader.config import FileType, RateLimits, ReadSet, ServiceConfig, UploadConfig
+from async_uploader import FileType, RateLimits, ReadSet, ServiceConfig, UploadConfig, Uploader
 
 
 def _config(args: argparse.Namespace) -> UploadConfig:
@@ -31,8 +31,6 @@ def _config(args: argparse.Namespace) -> UploadConfig:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    from async_uploader.engine import Uploader
-
     service = ServiceConfig(region=_common.REGION, endpoint_url=args.endpoint)
     opened: list[BinaryIO] = []
 

@@ -41,7 +41,7 @@ CEILING = Client("ceiling: bare aiohttp PUT", "ceiling")
 
 def engine_available() -> bool:
     try:
-        return importlib.util.find_spec("async_uploader.engine") is not None
+        return importlib.util.find_spec("async_uploader.engine.uploader") is not None
     except (ImportError, ValueError):
         return False
 

@@ -1,0 +1,197 @@
+"""What every command shares: exit codes, error lines, settings from arguments, signals and progress output."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from ..core.config import RateLimits, ServiceConfig, UploadConfig
+from ..core.errors import (
+    AccessDeniedError,
+    CredentialsError,
+    ResourceNotFoundError,
+    UploaderError,
+    UploadInterruptedError,
+    UsageError,
+)
+from ..core.ratelimit import Limiter
+from ..fleet.filebudget import FileBudgetLimiter
+
+PROG = "async-uploader"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again later; the same command resumes
+STOP_GRACE = 10.0
+"""Seconds parts in flight get to finish after the first SIGINT/SIGTERM."""
+
+log = logging.getLogger("async_uploader")
+
+
+# -- from arguments to settings --------------------------------------------------------------------------------
+
+
+def is_loopback(url: str | None) -> bool:
+    """True when ``url`` names this machine (a local store)."""
+    if not url:
+        return False
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def service_config(args: argparse.Namespace) -> ServiceConfig:
+    return ServiceConfig(
+        region=args.region,
+        endpoint_url=args.endpoint_url,
+        profile=args.profile,
+        connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout,
+    )
+
+
+def rate_limits(args: argparse.Namespace) -> RateLimits:
+    """Service quotas by default; unlimited against a loopback endpoint; --max-rate sets the part rate.
+
+    With --shared-budget the defaults are the service quotas even against a loopback endpoint: a budget shared
+    by processes exists to hold them to the quotas (--max-rate still sets the part rate).
+    """
+    local = is_loopback(args.endpoint_url) and getattr(args, "shared_budget", None) is None
+    base = RateLimits.unlimited() if local else RateLimits()
+    if hasattr(args, "max_rate"):
+        return RateLimits(parts=args.max_rate, control=base.control, listings=base.listings)
+    return base
+
+
+def upload_config(args: argparse.Namespace) -> UploadConfig:
+    extra: dict[str, Any] = {}
+    if args.memory_budget is not None:
+        extra["memory_budget"] = args.memory_budget
+    return UploadConfig(
+        part_size=args.part_size, max_concurrency=args.max_concurrency, rates=rate_limits(args), **extra
+    )
+
+
+def limiter_for(args: argparse.Namespace, config: UploadConfig) -> Limiter | None:
+    """The FileBudgetLimiter of --shared-budget PATH; None (the Uploader's own limiter) without it."""
+    path: Path | None = getattr(args, "shared_budget", None)
+    if path is None:
+        return None
+    return FileBudgetLimiter(path, config.rates, adaptive=config.adaptive)
+
+
+# -- errors and exit codes --------------------------------------------------------------------------------------
+
+
+def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, UploadInterruptedError):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, UsageError | AccessDeniedError):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line naming what went wrong and what to fix."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, AccessDeniedError):
+        return f"{text}; check the AWS credentials (AWS_PROFILE, --profile, environment) and permissions"
+    if isinstance(exc, CredentialsError):
+        return f"{text}; configure credentials (aws configure, AWS_PROFILE or AWS_ACCESS_KEY_ID)"
+    if isinstance(exc, ResourceNotFoundError):
+        return f"{text}; check --store-id (and --upload-id)"
+    cause = exc.__cause__
+    if cause is not None and not isinstance(exc, UsageError) and str(cause) and str(cause) not in text:
+        text = f"{text}: {' '.join(str(cause).split())}"
+    if isinstance(exc, UploaderError):
+        return text
+    return f"unexpected {type(exc).__name__}: {text} (run with --debug for details)"
+
+
+def report_error(exc: BaseException, debug: bool) -> int:
+    if debug:
+        log.error("failed", exc_info=exc)
+    sys.stderr.write(f"{PROG}: error: {describe_error(exc)}\n")
+    sys.stderr.flush()
+    return exit_code_for(exc)
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that resumes this upload: the same arguments, without --restart."""
+    program = sys.argv[0] if sys.argv and sys.argv[0] else PROG
+    if program.endswith("__main__.py") or program == "-m" or program.endswith(".py"):
+        prefix = [sys.executable, "-m", "async_uploader"]
+    else:
+        prefix = [program]
+    return shlex.join([*prefix, *(arg for arg in argv if arg != "--restart")])
+
+
+# -- running an upload under signals, with progress -----------------------------------------------------------
+
+
+class Signals:
+    """SIGINT/SIGTERM while uploading: the first stops gracefully, the second stops at once."""
+
+    def __init__(self, on_signal: Callable[[int, int], None]) -> None:
+        self._on_signal = on_signal
+        self.count = 0
+        self._installed: list[int] = []
+
+    def _handle(self, signum: int) -> None:
+        self.count += 1
+        self._on_signal(signum, self.count)
+
+    def __enter__(self) -> Signals:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, self._handle, signum)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+                continue
+            self._installed.append(signum)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in self._installed:
+            loop.remove_signal_handler(signum)
+
+
+def progress_console(args: argparse.Namespace, stream: IO[str]) -> Console | None:
+    """A rich console for the progress bar, or None when no bar is wanted (not a terminal, --no-progress)."""
+    if args.no_progress or args.events or not stream.isatty():
+        return None
+    return Console(file=stream, stderr=stream is sys.stderr)
+
+
+@contextlib.contextmanager
+def progress_logging(console: Console | None) -> Iterator[None]:
+    """While a progress bar is drawn, route log records through its console so they print above it."""
+    if console is None:
+        yield
+        return
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    handler = RichHandler(console=console, show_time=False, show_path=False)
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = saved

@@ -1,0 +1,311 @@
+"""The argument parser of ``async-uploader``: every command, option, help text and argument type."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from .. import __version__
+from ..core.config import MAX_PART_SIZE, FileType, Source, check_store_id, parse_size
+from ..core.errors import ConfigError
+from ..emulator import cli as emulator_cli
+from .common import EXIT_USAGE, PROG, STOP_GRACE
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0   done (upload: the read set id is the last line of stdout)
+  1   another failure (service error, network, retries exhausted, a batch row failed)
+  2   bad usage or input: arguments, sources, manifest, checkpoint mismatch, wrong credentials
+  75  interrupted (SIGINT/SIGTERM) but resumable: run the same command again
+
+environment:
+  AWS_REGION, AWS_PROFILE and the rest of botocore's credential chain are respected.
+  ASYNC_UPLOADER_HOME moves the checkpoint folder (default ~/.cache/async-uploader).
+"""
+
+
+# -- argument parsing ----------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _store_id(text: str) -> str:
+    try:
+        return check_store_id(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _part_size(text: str) -> int:
+    try:
+        size = parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size < 1:
+        raise argparse.ArgumentTypeError("part size must be at least 1 byte")
+    if size > MAX_PART_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"part size {text} is over 100 MiB ({MAX_PART_SIZE} bytes), the largest part the service accepts"
+        )
+    return size
+
+
+def _memory(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds of 0 or more")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("the timeout must be more than 0 seconds")
+    return value
+
+
+def _rate(text: str) -> float | None:
+    if text.strip().lower() in ("none", "unlimited", "off"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of parts per second, or 'none'") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("max rate must be a positive number of parts per second, or 'none'")
+    return value
+
+
+def _tag(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"tag {text!r} is not KEY=VALUE")
+    return key, value
+
+
+def _file_type(text: str) -> FileType:
+    try:
+        return FileType.parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_service_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("service")
+    group.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="send every request to URL (a local store, e.g. http://127.0.0.1:8080) instead of AWS",
+    )
+    group.add_argument("--region", metavar="R", help="AWS region (default: AWS_REGION or the profile's region)")
+    group.add_argument("--profile", metavar="P", help="AWS profile for credentials (default: AWS_PROFILE)")
+    group.add_argument(
+        "--connect-timeout", type=_positive_seconds, default=10.0, metavar="S", help="seconds to connect (default 10)"
+    )
+    group.add_argument(
+        "--read-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="S",
+        help="an attempt fails when no bytes move, either way, for S seconds (default 30); a slow link never "
+        "cuts a large part short",
+    )
+    group.add_argument("--debug", action="store_true", help="log requests and retries; tracebacks on errors")
+
+
+def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("transfer")
+    group.add_argument(
+        "--part-size",
+        type=_part_size,
+        metavar="SIZE",
+        help="bytes per part, e.g. 64MiB (default 100MiB, the service's maximum; see README)",
+    )
+    group.add_argument(
+        "--max-concurrency", type=_positive_int, default=64, metavar="N", help="requests in flight (default 64)"
+    )
+    group.add_argument(
+        "--max-rate",
+        type=_rate,
+        default=argparse.SUPPRESS,
+        metavar="RATE",
+        help="UploadReadSetPart starts per second, or 'none' (default: the service quota, 10/s; "
+        "unlimited when --endpoint-url is a loopback address, i.e. a local store, unless --shared-budget)",
+    )
+    group.add_argument(
+        "--shared-budget",
+        type=Path,
+        metavar="PATH",
+        help="share the account's request quotas with every process on this machine naming the same file "
+        "(Snakemake jobs, Nextflow tasks, other shells): Create/Complete/Abort 1/s in all, parts 10/s, "
+        "listings 5/s by default, each at 90%%; implies these quotas against a loopback endpoint too",
+    )
+    group.add_argument(
+        "--memory-budget",
+        type=_memory,
+        metavar="SIZE",
+        help="memory for buffering parts of a stream such as stdin (default 1GiB)",
+    )
+    group.add_argument("--restart", action="store_true", help="ignore any checkpoint and start a new upload")
+    group.add_argument(
+        "--stop-grace",
+        type=_seconds,
+        default=STOP_GRACE,
+        metavar="S",
+        help=f"on the first SIGINT/SIGTERM, work in flight gets S seconds before it is cancelled (default "
+        f"{STOP_GRACE:g}); a second signal stops at once",
+    )
+    failure = group.add_mutually_exclusive_group()
+    failure.add_argument(
+        "--keep-on-failure",
+        dest="keep_on_failure",
+        action="store_const",
+        const=True,
+        default=None,
+        help="leave the upload open on a fatal error (default when a checkpoint exists)",
+    )
+    failure.add_argument(
+        "--abort-on-failure",
+        dest="keep_on_failure",
+        action="store_const",
+        const=False,
+        help="abort the upload on a fatal error (default without a checkpoint)",
+    )
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar (shown only on a terminal)")
+    group.add_argument(
+        "--events", action="store_true", help="write JSON lines to stderr: progress each second, parts, retries"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Fast, resumable uploads of sequencing read sets into AWS HealthOmics sequence stores.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    upload = commands.add_parser(
+        "upload",
+        help="upload one read set (one source, or two for paired FASTQ)",
+        description="Upload one read set. SOURCE '-' reads stdin. Prints the read set id as the last line of "
+        "stdout. Interrupted uploads resume when the same command is run again (a checkpoint is kept per "
+        "upload).",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    upload.add_argument("source1", metavar="SOURCE1", help="the file to upload, or '-' for stdin")
+    upload.add_argument("source2", metavar="SOURCE2", nargs="?", help="the mate file of paired FASTQ")
+    meta = upload.add_argument_group("read set")
+    meta.add_argument("--store-id", required=True, type=_store_id, metavar="ID", help="sequence store id")
+    meta.add_argument("--file-type", required=True, type=_file_type, metavar="{FASTQ,BAM,CRAM,UBAM}")
+    meta.add_argument("--subject-id", required=True, metavar="S")
+    meta.add_argument("--sample-id", required=True, metavar="X")
+    meta.add_argument("--name", required=True, metavar="N", help="read set name")
+    meta.add_argument("--reference-arn", metavar="ARN", help="reference (required for BAM and CRAM)")
+    meta.add_argument("--generated-from", metavar="G")
+    meta.add_argument("--description", metavar="D")
+    meta.add_argument("--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    _add_transfer_options(upload)
+    checkpoint = upload.add_argument_group("checkpoint")
+    checkpoint.add_argument(
+        "--checkpoint", type=Path, metavar="PATH", help="checkpoint file (default: one per store and sources)"
+    )
+    checkpoint.add_argument("--no-checkpoint", action="store_true", help="keep no checkpoint (cannot resume)")
+    _add_output_options(upload)
+    _add_service_options(upload)
+
+    batch = commands.add_parser(
+        "batch",
+        help="upload every read set listed in a CSV or TSV manifest",
+        description="Upload the read sets of a manifest, several at once under one rate limiter and connection "
+        "pool. Columns: source1, source2, sourceFileType, subjectId, sampleId, name, referenceArn, "
+        "generatedFrom, description, tags. Prints a JSON line per row and a summary; rows already done are "
+        "skipped when the batch is run again.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    batch.add_argument("manifest", type=Path, metavar="MANIFEST")
+    batch.add_argument("--store-id", required=True, type=_store_id, metavar="ID", help="sequence store id")
+    batch.add_argument(
+        "--max-parallel", type=_positive_int, default=4, metavar="N", help="read sets at once (default 4)"
+    )
+    batch.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        metavar="DIR",
+        help="checkpoints and the record of rows done (default: under ~/.cache/async-uploader/batches)",
+    )
+    batch.add_argument("--no-checkpoint", action="store_true", help="keep no checkpoints (rows cannot resume)")
+    batch.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run each row as a task on a Dask cluster: tcp://HOST:8786, or local:N for a local cluster of N "
+        "workers (needs async-uploader[dask]; --checkpoint-dir must be on storage every worker sees); the "
+        "rate limits are shared by every worker through the scheduler",
+    )
+    _add_transfer_options(batch)
+    _add_output_options(batch)
+    _add_service_options(batch)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the local sequence store (prints its URL)",
+        description="Run a local HealthOmics sequence store speaking the multipart upload API.",
+    )
+    emulator_cli.add_arguments(serve)
+
+    uploads = commands.add_parser("uploads", help="list a store's in-progress uploads")
+    uploads.add_argument("--store-id", required=True, type=_store_id, metavar="ID")
+    uploads.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="where to look for checkpoints")
+    uploads.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_service_options(uploads)
+
+    parts = commands.add_parser("parts", help="list the parts of an in-progress upload")
+    parts.add_argument("--store-id", required=True, type=_store_id, metavar="ID")
+    parts.add_argument("--upload-id", required=True, type=_store_id, metavar="ID")
+    parts.add_argument("--source", type=Source, choices=list(Source), help="one source only")
+    parts.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_service_options(parts)
+
+    abort = commands.add_parser("abort", help="abort an in-progress upload and retire its checkpoint")
+    abort.add_argument("--store-id", required=True, type=_store_id, metavar="ID")
+    abort.add_argument("--upload-id", required=True, type=_store_id, metavar="ID")
+    abort.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="where to look for checkpoints")
+    _add_service_options(abort)
+    return parser

@@ -1,0 +1,195 @@
+"""What an upload looks like while it runs: a live progress bar on a terminal, or JSON lines for monitors.
+
+Both read the same ``UploadStatistics`` snapshot on a timer (``engine.monitor``); neither changes the upload.
+The bar is drawn with rich and only when stderr is a terminal; the JSON-lines writer never writes escape codes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+
+from ..core.stats import UploadStatistics
+
+__all__ = ["BatchProgress", "EventWriter", "ProgressBar", "format_rate", "format_seconds"]
+
+
+def format_rate(bytes_per_second: float) -> str:
+    """Throughput in decimal megabytes per second, as ``12.3 MB/s``."""
+    return f"{bytes_per_second / 1e6:.1f} MB/s"
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration as ``H:MM:SS``; ``-:--:--`` when unknown."""
+    if seconds is None or math.isnan(seconds) or seconds < 0 or seconds > 1e7:
+        return "-:--:--"
+    whole = int(seconds + 0.5)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+class _Rate:
+    """Recent throughput from successive (time, bytes) samples over a sliding window of a few seconds."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self._window = window
+        self._samples: list[tuple[float, int]] = []
+
+    def update(self, now: float, done: int) -> float | None:
+        """Bytes per second over the window; None until the samples span half a second."""
+        self._samples.append((now, done))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self._window:
+            self._samples.pop(0)
+        first_time, first_done = self._samples[0]
+        if now - first_time < 0.5:
+            return None
+        return max(0.0, (done - first_done) / (now - first_time))
+
+
+class EventWriter:
+    """Writes one JSON object per line to a text stream (stderr by default), flushed at once."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, event: Mapping[str, Any]) -> None:
+        self._stream.write(json.dumps(event, separators=(",", ":"), default=str) + "\n")
+        self._stream.flush()
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        """Usable directly as the engine's ``on_event`` callback."""
+        self.write(event)
+
+
+class ProgressBar:
+    """A rich progress display: a row per source (bytes, percent, parts) and a total row (MB/s, ETA, retries)."""
+
+    def __init__(self, console: Console, *, label: str | None = None) -> None:
+        self.console = console
+        self._label = label
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=None),
+            TaskProgressColumn(),
+            DownloadColumn(binary_units=False),
+            TextColumn("{task.fields[detail]}"),
+            console=console,
+            auto_refresh=False,
+            transient=False,
+            expand=True,
+            redirect_stdout=False,  # stdout carries results (read set ids, JSON lines), never the display
+        )
+        self._tasks: dict[str, TaskID] = {}
+        self._rate = _Rate()
+        self._started = False
+
+    def __enter__(self) -> ProgressBar:
+        self._progress.start()
+        self._started = True
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._started:
+            self._started = False
+            self._progress.refresh()
+            self._progress.stop()
+
+    def _task(self, key: str, description: str) -> TaskID:
+        if key not in self._tasks:
+            self._tasks[key] = self._progress.add_task(description, total=None, detail="")
+        return self._tasks[key]
+
+    def update(self, stats: UploadStatistics, now: float | None = None) -> None:
+        """Redraw from a statistics snapshot."""
+        now = time.monotonic() if now is None else now
+        sources = list(stats.bytes_total)
+        for source in sources:
+            total = stats.bytes_total.get(source)
+            parts_total = stats.parts_total.get(source)
+            parts = f"parts {stats.parts_done.get(source, 0)}/{parts_total if parts_total is not None else '?'}"
+            in_flight = stats.parts_in_flight.get(source, 0)
+            if in_flight:
+                parts += f" ({in_flight} sending)"
+            self._progress.update(
+                self._task(str(source), str(source)),
+                completed=max(stats.bytes_sent.get(source, 0), stats.bytes_done.get(source, 0)),
+                total=total,
+                detail=parts,
+            )
+        done = max(sum(stats.bytes_sent.values()), sum(stats.bytes_done.values()))
+        total_bytes = stats.total_bytes
+        recent = self._rate.update(now, done)
+        average = done / stats.elapsed if stats.elapsed > 0 else 0.0
+        rate = average if recent is None or stats.state in ("done", "verifying") else recent
+        eta = (total_bytes - done) / rate if total_bytes is not None and rate > 0 else None
+        detail = f"{format_rate(rate)}  ETA {format_seconds(eta)}  retries {stats.retries}"
+        detail += f"  throttles {stats.throttles}  {stats.state}"
+        if len(sources) > 1 or self._label:
+            self._progress.update(
+                self._task("total", self._label or "total"), completed=done, total=total_bytes, detail=detail
+            )
+        elif sources:
+            first = self._tasks[str(sources[0])]
+            current = self._progress.tasks[first].fields.get("detail", "")
+            self._progress.update(first, detail=f"{current}  {detail}")
+        self._progress.refresh()
+
+
+class BatchProgress:
+    """A batch on a terminal: one bar counting rows, and a bar per read set uploading now."""
+
+    def __init__(self, console: Console, rows: int) -> None:
+        self.console = console
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=None),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=console,
+            auto_refresh=False,
+            expand=True,
+            redirect_stdout=False,
+        )
+        self._rows = self._progress.add_task("batch", total=rows, detail="")
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> BatchProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.refresh()
+        self._progress.stop()
+
+    def update(self, running: Mapping[str, UploadStatistics], finished: int, detail: str) -> None:
+        """``running``: label -> statistics of each read set uploading now; ``finished`` rows are over."""
+        self._progress.update(self._rows, completed=finished, detail=detail)
+        for label in [label for label in self._tasks if label not in running]:
+            self._progress.remove_task(self._tasks.pop(label))
+        for label, stats in running.items():
+            if label not in self._tasks:
+                self._tasks[label] = self._progress.add_task(label, total=None, detail="")
+            done = max(sum(stats.bytes_sent.values()), sum(stats.bytes_done.values()))
+            total = stats.total_bytes
+            parts_total = stats.total_parts
+            parts = f"{sum(stats.parts_done.values())}/{parts_total if parts_total is not None else '?'} parts"
+            self._progress.update(
+                self._tasks[label],
+                completed=done,
+                total=total,
+                detail=f"{done / 1e6:.1f}/{(total or 0) / 1e6:.1f} MB  {parts}  {stats.state}",
+            )
+        self._progress.refresh()

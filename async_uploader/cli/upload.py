@@ -1,0 +1,163 @@
+"""``async-uploader upload``: one read set, under signals (first graceful, second at once) and progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from ..core.config import FileType, ReadSet
+from ..core.errors import ConfigError, SourceError, UploadInterruptedError
+from ..core.events import progress_event
+from ..core.stats import UploadResult
+from ..edge.sources import check_source_path
+from ..engine.monitor import Monitor, Tick
+from ..engine.uploader import Uploader
+from .common import (
+    EXIT_OK,
+    PROG,
+    Signals,
+    limiter_for,
+    log,
+    progress_console,
+    progress_logging,
+    resume_command,
+    service_config,
+    upload_config,
+)
+from .progress import EventWriter, ProgressBar
+
+
+def _open_source(text: str, label: str) -> Path | BinaryIO:
+    if text == "-":
+        return sys.stdin.buffer
+    path = Path(text)
+    try:
+        check_source_path(path)
+    except SourceError as exc:
+        raise SourceError(f"{label} {exc}") from None
+    return path
+
+
+def read_set_from_args(args: argparse.Namespace) -> ReadSet:
+    """Check the sources (exist, files, not empty, readable) and the metadata; no request is made."""
+    if args.source2 is not None and args.file_type is not FileType.FASTQ:
+        raise ConfigError(f"SOURCE2 is only allowed for paired FASTQ, not {args.file_type.value}")
+    if args.source1 == "-" and args.source2 == "-":
+        raise ConfigError("only one source can be stdin ('-')")
+    source1 = _open_source(args.source1, "SOURCE1")
+    source2 = _open_source(args.source2, "SOURCE2") if args.source2 is not None else None
+    return ReadSet(
+        source1=source1,
+        source2=source2,
+        file_type=args.file_type,
+        subject_id=args.subject_id,
+        sample_id=args.sample_id,
+        name=args.name,
+        reference_arn=args.reference_arn,
+        generated_from=args.generated_from,
+        description=args.description,
+        tags=dict(args.tag),
+    )
+
+
+async def run_upload(
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    *,
+    stderr: IO[str] | None = None,
+    uploader: Uploader | None = None,
+) -> UploadResult:
+    """The ``upload`` command up to its result; raises on failure. ``uploader`` lets a caller share one."""
+    stderr = stderr or sys.stderr
+    read_set = read_set_from_args(args)
+    if args.no_checkpoint and args.checkpoint is not None:
+        raise ConfigError("--checkpoint and --no-checkpoint contradict each other")
+    checkpoint: Path | bool | None = False if args.no_checkpoint else args.checkpoint
+    service = service_config(args)
+    config = upload_config(args)
+    events = EventWriter(stderr) if args.events else None
+    console = progress_console(args, stderr)
+    bar = ProgressBar(console) if console is not None else None
+
+    def on_event(event: dict[str, object]) -> None:
+        if event.get("event") == "retry":
+            log.info(
+                "retrying %s %s#%s after %s (attempt %s)",
+                event.get("operation"),
+                event.get("source"),
+                event.get("partNumber"),
+                event.get("error"),
+                event.get("attempt"),
+            )
+        if events is not None and event.get("event") in ("part", "retry", "state"):
+            events.write(event)
+
+    async with AsyncExitStack() as stack:
+        if uploader is None:
+            limiter = limiter_for(args, config)
+            uploader = await stack.enter_async_context(Uploader(config, service=service, limiter=limiter))
+            await uploader.preflight()
+        handle = uploader.start(
+            read_set,
+            store_id=args.store_id,
+            checkpoint=checkpoint,
+            restart=args.restart,
+            keep_on_failure=args.keep_on_failure,
+            on_event=on_event,
+        )
+
+        def on_signal(signum: int, count: int) -> None:
+            name = signal.Signals(signum).name
+            if count == 1:
+                log.warning("%s: stopping; work in flight gets %.0f s (again to stop now)", name, args.stop_grace)
+                handle.stop(args.stop_grace)
+            else:
+                log.warning("%s: stopping now", name)
+                handle.stop(0.0)
+
+        ticks = []
+        if bar is not None:
+            stack.enter_context(bar)
+            ticks.append(Tick(0.2, lambda: bar.update(handle.statistics())))
+        if events is not None:
+            ticks.append(Tick(1.0, lambda: events.write(progress_event(handle.statistics(), time.time()))))
+        with Signals(on_signal), progress_logging(console):
+            try:
+                async with Monitor(*ticks):
+                    result = await handle
+            except UploadInterruptedError as exc:
+                if exc.checkpoint is not None:
+                    stderr.write(f"{PROG}: interrupted; the upload is kept open. To resume, run:\n")
+                    stderr.write(f"  {resume_command(argv)}\n")
+                    stderr.flush()
+                raise
+    return result
+
+
+def _summary_line(result: UploadResult) -> str:
+    total = sum(result.bytes.values())
+    parts = sum(result.parts.values())
+    rate = total / result.seconds / 1e6 if result.seconds > 0 else 0.0
+    line = f"{PROG}: uploaded {total / 1e6:.1f} MB in {parts} parts, {result.seconds:.1f} s ({rate:.1f} MB/s)"
+    if result.resumed_parts:
+        line += f", {result.resumed_parts} parts kept from before"
+    if result.retries:
+        line += f", {result.retries} retries ({result.throttles} throttled)"
+    return line
+
+
+async def _cmd_upload(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    result = await run_upload(args, argv)
+    if args.json:
+        print(json.dumps(result.as_json()))
+    else:
+        sys.stderr.write(_summary_line(result) + "\n")
+        print(result.read_set_id)
+    return EXIT_OK

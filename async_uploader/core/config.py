@@ -1,0 +1,290 @@
+"""Frozen settings and read-set metadata, validated when they are created.
+
+Nothing here does I/O beyond ``os.stat``-free checks: a ``ReadSet`` names its sources, it does not open them.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import ConfigError
+
+__all__ = [
+    "DEFAULT_PART_SIZE",
+    "MAX_PARTS",
+    "MAX_PART_SIZE",
+    "MIB",
+    "FileType",
+    "RateLimits",
+    "ReadSet",
+    "RetryConfig",
+    "ServiceConfig",
+    "Source",
+    "UploadConfig",
+    "parse_size",
+]
+
+MIB = 1024 * 1024
+MAX_PART_SIZE = 100 * MIB
+"""The largest part the service accepts (104,857,600 bytes)."""
+MAX_PARTS = 10_000
+"""Part numbers run 1..10,000, separately for each source."""
+DEFAULT_PART_SIZE = 100 * MIB
+"""Chosen by measurement; see README "Choosing the part size"."""
+DEFAULT_SLICE_SIZE = 1 * MIB
+
+
+class Source(enum.StrEnum):
+    """A read set's two sources: SOURCE2 is the mate file of paired FASTQ."""
+
+    SOURCE1 = "SOURCE1"
+    SOURCE2 = "SOURCE2"
+
+
+class FileType(enum.StrEnum):
+    FASTQ = "FASTQ"
+    BAM = "BAM"
+    CRAM = "CRAM"
+    UBAM = "UBAM"
+
+    @classmethod
+    def parse(cls, value: str) -> FileType:
+        try:
+            return cls(value.upper())
+        except ValueError:
+            raise ConfigError(f"file type {value!r} is not one of {', '.join(m.value for m in cls)}") from None
+
+
+_PRINTABLE = re.compile(r"^[\x20-\x7e\u00a0-\uffff]+$")
+_ARN = re.compile(r"^arn:.+$")
+_STORE_ID = re.compile(r"^[0-9]{10,36}$")
+
+
+def _check_text(label: str, value: str | None, maximum: int, *, required: bool) -> None:
+    if value is None:
+        if required:
+            raise ConfigError(f"{label} is required")
+        return
+    if not value:
+        raise ConfigError(f"{label} must not be empty")
+    if len(value) > maximum:
+        raise ConfigError(f"{label} is {len(value)} characters long; the service allows at most {maximum}")
+    if not _PRINTABLE.match(value):
+        raise ConfigError(f"{label} must contain printable characters only")
+
+
+def check_store_id(store_id: str) -> str:
+    """Raise ConfigError unless ``store_id`` is 10-36 digits, as the service requires."""
+    if not _STORE_ID.match(store_id):
+        raise ConfigError(f"sequence store id {store_id!r} must be 10 to 36 digits")
+    return store_id
+
+
+SourceInput = Path | BinaryIO
+"""A source is a file path, or a binary stream that need not seek (stdin, a pipe)."""
+
+
+@dataclass(frozen=True)
+class ReadSet:
+    """One read set to upload: its sources and the metadata Create sends.
+
+    ``source2`` is the mate file of paired FASTQ and is only allowed for FASTQ. BAM and CRAM are aligned
+    and need ``reference_arn``.
+    """
+
+    source1: SourceInput
+    file_type: FileType
+    subject_id: str
+    sample_id: str
+    name: str
+    source2: SourceInput | None = None
+    reference_arn: str | None = None
+    generated_from: str | None = None
+    description: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Accept plain strings from callers that ignore the annotations: paths and file types.
+        for name in ("source1", "source2"):
+            given: object = getattr(self, name)
+            if isinstance(given, str):
+                object.__setattr__(self, name, Path(given))
+        file_type: object = self.file_type
+        if not isinstance(file_type, FileType):
+            object.__setattr__(self, "file_type", FileType.parse(str(file_type)))
+        _check_text("subject id", self.subject_id, 127, required=True)
+        _check_text("sample id", self.sample_id, 127, required=True)
+        _check_text("name", self.name, 127, required=True)
+        _check_text("generatedFrom", self.generated_from, 127, required=False)
+        _check_text("description", self.description, 255, required=False)
+        if self.source2 is not None and self.file_type is not FileType.FASTQ:
+            raise ConfigError(f"a second source is only allowed for paired FASTQ, not {self.file_type.value}")
+        if self.file_type in (FileType.BAM, FileType.CRAM) and not self.reference_arn:
+            raise ConfigError(f"{self.file_type.value} is aligned: a reference ARN is required")
+        if self.reference_arn is not None and (len(self.reference_arn) > 127 or not _ARN.match(self.reference_arn)):
+            raise ConfigError(f"reference ARN {self.reference_arn!r} must look like arn:... (1-127 characters)")
+        if len(self.tags) > 50:
+            raise ConfigError("at most 50 tags are allowed")
+        for key, value in self.tags.items():
+            if not 1 <= len(key) <= 128:
+                raise ConfigError(f"tag key {key!r} must be 1-128 characters")
+            if len(value) > 256:
+                raise ConfigError(f"tag {key!r} has a value longer than 256 characters")
+        object.__setattr__(self, "tags", dict(self.tags))
+
+    @property
+    def sources(self) -> dict[Source, SourceInput]:
+        """The sources present, SOURCE1 first."""
+        found: dict[Source, SourceInput] = {Source.SOURCE1: self.source1}
+        if self.source2 is not None:
+            found[Source.SOURCE2] = self.source2
+        return found
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Request starts per second, by kind of request. Defaults are the service's default quotas.
+
+    ``parts`` is UploadReadSetPart; ``control`` is Create, Complete and Abort together; ``listings`` is
+    ListReadSetUploadParts, ListMultipartReadSetUploads and GetReadSetMetadata. ``None`` lifts a limit (for a
+    local store). ``margin`` keeps the client just under a shared quota.
+    """
+
+    parts: float | None = 10.0
+    control: float | None = 1.0
+    listings: float | None = 5.0
+    margin: float = 1.0
+
+    def __post_init__(self) -> None:
+        for label in ("parts", "control", "listings"):
+            value = getattr(self, label)
+            if value is not None and not value > 0:
+                raise ConfigError(f"rate limit for {label} must be positive, or unlimited")
+        if not 0 < self.margin <= 1:
+            raise ConfigError("rate margin must be in (0, 1]")
+
+    @classmethod
+    def unlimited(cls) -> RateLimits:
+        return cls(parts=None, control=None, listings=None)
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Retries per request: exponential backoff with full jitter, at most ``max_attempts`` tries in all."""
+
+    max_attempts: int = 10
+    base_delay: float = 0.25
+    max_delay: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError("max attempts must be at least 1")
+        if self.base_delay < 0 or self.max_delay < self.base_delay:
+            raise ConfigError("retry delays must satisfy 0 <= base_delay <= max_delay")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Where requests go and how they are authenticated.
+
+    With ``endpoint_url`` every request goes to that URL with no host prefix (a local store). Otherwise parts and
+    Complete go to ``storage-omics.<region>.amazonaws.com`` and the rest to
+    ``control-storage-omics.<region>.amazonaws.com`` over HTTPS. Credentials come from botocore's chain
+    (environment, profile, SSO, instance role) unless ``profile`` names one.
+
+    Timeouts, in seconds: ``connect_timeout`` to open a connection; ``read_timeout`` is a progress deadline (an
+    attempt fails when no bytes move, either way, for that long), so a large part on a slow link is never cut
+    short; ``operation_timeout`` bounds every request that carries no bulk data (Create, Complete, Abort,
+    listings, metadata), retries included.
+    """
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    verify_tls: bool = True
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    operation_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.endpoint_url is not None and not re.match(r"^https?://[^/\s]+", self.endpoint_url):
+            raise ConfigError(f"endpoint URL {self.endpoint_url!r} must start with http:// or https://")
+        if min(self.connect_timeout, self.read_timeout, self.operation_timeout) <= 0:
+            raise ConfigError("timeouts must be positive")
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    """How an upload is carried out: the knobs users think in.
+
+    ``part_size`` None picks DEFAULT_PART_SIZE, grown in whole MiB when a source would need more than 10,000
+    parts. ``max_concurrency`` caps requests in flight per Uploader. ``memory_budget`` bounds the part buffers
+    used for sources that cannot seek (stdin, pipes). ``wait_for_active`` polls GetReadSetMetadata after Complete
+    until the store has checked the read set (ACTIVE, or UPLOAD_FAILED raised as an error), for at most
+    ``active_timeout`` seconds.
+    """
+
+    part_size: int | None = None
+    max_concurrency: int = 64
+    rates: RateLimits = field(default_factory=RateLimits)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    memory_budget: int = 1024 * MIB
+    slice_size: int = DEFAULT_SLICE_SIZE
+    wait_for_active: bool = True
+    active_timeout: float = 600.0
+    adaptive: bool = True
+
+    def __post_init__(self) -> None:
+        if self.part_size is not None and not 1 <= self.part_size <= MAX_PART_SIZE:
+            raise ConfigError(f"part size {self.part_size} is outside 1 byte .. 100 MiB ({MAX_PART_SIZE} bytes)")
+        if not 1 <= self.max_concurrency <= 10_000:
+            raise ConfigError("max concurrency must be between 1 and 10,000")
+        if not 4096 <= self.slice_size <= 16 * MIB:
+            raise ConfigError("slice size must be between 4 KiB and 16 MiB")
+        if self.memory_budget < 1 * MIB:
+            raise ConfigError("memory budget must be at least 1 MiB")
+
+
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "ki": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "mi": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "gi": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+    "ti": 1024**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """Parse ``64MiB``, ``100MB``, ``1.5GiB`` or plain bytes into a whole number of bytes."""
+    match = _SIZE.match(text)
+    unit = (match.group(2) or "").lower() if match else ""
+    if not match or unit not in _UNITS:
+        raise ConfigError(f"size {text!r} is not a number of bytes or a size like 64MiB")
+    value = float(match.group(1)) * _UNITS[unit]
+    if value != int(value):
+        raise ConfigError(f"size {text!r} is not a whole number of bytes")
+    return int(value)
+
+
+def env_region() -> str | None:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")

@@ -1,0 +1,221 @@
+"""Batch manifests, pure: a CSV or TSV manifest's text into validated read sets, and what became of each row.
+
+A manifest is a CSV or TSV file whose header names columns like a HealthOmics import manifest::
+
+    source1,source2,sourceFileType,subjectId,sampleId,name,referenceArn,generatedFrom,description
+    reads/a_1.fastq.gz,reads/a_2.fastq.gz,FASTQ,patient-1,sample-1,a,,,
+    aligned/b.bam,,BAM,patient-2,sample-2,b,arn:aws:omics:...:reference/123,,
+
+Column names are matched ignoring case, underscores, dashes and spaces (``file_type`` for ``sourceFileType`` too).
+Relative source paths are resolved against the manifest's folder. No file is opened here.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import FileType, ReadSet
+from .errors import ConfigError
+
+__all__ = ["BatchSummary", "ManifestError", "ManifestRow", "RowOutcome", "parse_manifest"]
+
+
+class ManifestError(ConfigError):
+    """The manifest cannot be read, or one of its rows is malformed."""
+
+
+# Canonical column -> accepted spellings, compared after _normalise().
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    "source1": ("source1", "read1", "file1"),
+    "source2": ("source2", "read2", "file2"),
+    "file_type": ("sourcefiletype", "filetype", "type"),
+    "subject_id": ("subjectid", "subject"),
+    "sample_id": ("sampleid", "sample"),
+    "name": ("name", "readsetname"),
+    "reference_arn": ("referencearn", "reference"),
+    "generated_from": ("generatedfrom",),
+    "description": ("description",),
+    "tags": ("tags",),
+}
+_REQUIRED = ("source1", "file_type", "subject_id", "sample_id", "name")
+_ALIASES = {spelling: canonical for canonical, spellings in _COLUMNS.items() for spelling in spellings}
+
+
+def _normalise(column: str) -> str:
+    return "".join(ch for ch in column.strip().lower() if ch not in "_- ")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One row of a manifest. ``line`` is the line number in the file; ``row`` counts data rows from 1."""
+
+    row: int
+    line: int
+    read_set: ReadSet
+
+    @property
+    def where(self) -> str:
+        return f"row {self.row} (line {self.line})"
+
+    def key(self, store_id: str) -> str:
+        """A stable hash of what this row uploads and where: the same row in a rerun has the same key."""
+        rs = self.read_set
+        fields = {
+            "store": store_id,
+            "sources": [str(path) for path in rs.sources.values()],
+            "type": rs.file_type.value,
+            "subject": rs.subject_id,
+            "sample": rs.sample_id,
+            "name": rs.name,
+            "reference": rs.reference_arn,
+            "generatedFrom": rs.generated_from,
+            "description": rs.description,
+            "tags": dict(sorted(rs.tags.items())),
+        }
+        encoded = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("utf-8", "surrogateescape")
+        return hashlib.sha256(encoded).hexdigest()[:32]
+
+
+def _sniff_delimiter(text: str, name: str) -> str:
+    lowered = name.lower()
+    if lowered.endswith(".tsv") or lowered.endswith(".tab"):
+        return "\t"
+    if lowered.endswith(".csv"):
+        return ","
+    header = next((line for line in text.splitlines() if line.strip() and not line.startswith("#")), "")
+    return "\t" if header.count("\t") > header.count(",") else ","
+
+
+def _parse_tags(text: str, where: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for item in text.replace(";", " ").split():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ManifestError(f"{where}: tag {item!r} is not KEY=VALUE (separate tags with ';')")
+        tags[key] = value
+    return tags
+
+
+def _resolve(value: str, base_dir: Path) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else base_dir / path
+
+
+def _non_empty_lines(text: str) -> Iterator[tuple[int, str]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield number, line
+
+
+def parse_manifest(text: str, *, base_dir: Path, name: str = "manifest") -> list[ManifestRow]:
+    """Parse a manifest's text into rows with validated read sets. No file is opened.
+
+    Raises ManifestError naming the file, the row and the problem.
+    """
+    lines = list(_non_empty_lines(text))
+    if not lines:
+        raise ManifestError(f"{name}: the manifest is empty; it needs a header line and at least one row")
+    delimiter = _sniff_delimiter(text, name)
+    reader = csv.reader(io.StringIO("\n".join(line for _, line in lines)), delimiter=delimiter)
+    records = list(reader)
+    if len(records) != len(lines):
+        raise ManifestError(f"{name}: a quoted field spans several lines, which manifests do not allow")
+    header = records[0]
+    columns: list[str] = []
+    for raw in header:
+        canonical = _ALIASES.get(_normalise(raw))
+        if canonical is None:
+            known = "source1, source2, sourceFileType, subjectId, sampleId, name, referenceArn, "
+            known += "generatedFrom, description, tags"
+            raise ManifestError(f"{name} line {lines[0][0]}: unknown column {raw.strip()!r}; expected {known}")
+        if canonical in columns:
+            raise ManifestError(f"{name} line {lines[0][0]}: column {raw.strip()!r} appears twice")
+        columns.append(canonical)
+    missing = [column for column in _REQUIRED if column not in columns]
+    if missing:
+        raise ManifestError(f"{name} line {lines[0][0]}: missing column(s) {', '.join(missing)}")
+    if len(records) == 1:
+        raise ManifestError(f"{name}: the manifest has a header but no rows")
+    rows: list[ManifestRow] = []
+    for number, ((line, _), record) in enumerate(zip(lines[1:], records[1:], strict=True), start=1):
+        where = f"{name} row {number} (line {line})"
+        if len(record) != len(columns):
+            raise ManifestError(f"{where}: has {len(record)} fields, the header has {len(columns)}")
+        values = {column: value.strip() for column, value in zip(columns, record, strict=True)}
+        for column in _REQUIRED:
+            if not values.get(column):
+                raise ManifestError(f"{where}: {column} is empty")
+        try:
+            file_type = FileType.parse(values["file_type"])
+            source2 = values.get("source2") or None
+            read_set = ReadSet(
+                source1=_resolve(values["source1"], base_dir),
+                source2=_resolve(source2, base_dir) if source2 else None,
+                file_type=file_type,
+                subject_id=values["subject_id"],
+                sample_id=values["sample_id"],
+                name=values["name"],
+                reference_arn=values.get("reference_arn") or None,
+                generated_from=values.get("generated_from") or None,
+                description=values.get("description") or None,
+                tags=_parse_tags(values.get("tags", ""), where),
+            )
+        except ManifestError:
+            raise
+        except ConfigError as exc:
+            raise ManifestError(f"{where}: {exc}") from None
+        rows.append(ManifestRow(row=number, line=line, read_set=read_set))
+    return rows
+
+
+@dataclass(frozen=True)
+class RowOutcome:
+    """What happened to one row: status is done, skipped, failed or interrupted."""
+
+    row: ManifestRow
+    status: str
+    read_set_id: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"row": self.row.row, "line": self.row.line, "name": self.row.read_set.name}
+        data["status"] = self.status
+        if self.read_set_id is not None:
+            data["readSetId"] = self.read_set_id
+        for key, value in self.result.items():
+            if key == "status":
+                data["readSetStatus"] = value
+            elif key not in data and key != "readSetId":
+                data[key] = value
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    outcomes: tuple[RowOutcome, ...]
+    seconds: float
+
+    def count(self, status: str) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.status == status)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "summary": True,
+            "rows": len(self.outcomes),
+            "done": self.count("done"),
+            "skipped": self.count("skipped"),
+            "failed": self.count("failed"),
+            "interrupted": self.count("interrupted"),
+            "seconds": round(self.seconds, 3),
+        }

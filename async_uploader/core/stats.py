@@ -1,0 +1,134 @@
+"""What an upload reports: its result, and one frozen statistics snapshot in one JSON shape.
+
+``UploadStatistics`` is read by the progress bar, the JSON events (locally and from Dask workers alike) and the
+benchmarks; ``as_json()`` is the only place its JSON shape is written (the schema is in ``core.events``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Source
+
+__all__ = ["UploadResult", "UploadStatistics"]
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What a finished upload produced."""
+
+    read_set_id: str
+    upload_id: str
+    store_id: str
+    bytes: dict[Source, int]
+    parts: dict[Source, int]
+    seconds: float
+    retries: int
+    throttles: int
+    resumed_parts: int
+    checkpoint: Path | None = None
+    status: str = "ACTIVE"
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "readSetId": self.read_set_id,
+            "uploadId": self.upload_id,
+            "storeId": self.store_id,
+            "bytes": {s.value: n for s, n in self.bytes.items()},
+            "parts": {s.value: n for s, n in self.parts.items()},
+            "seconds": round(self.seconds, 3),
+            "retries": self.retries,
+            "throttles": self.throttles,
+            "resumedParts": self.resumed_parts,
+            "status": self.status,
+        }
+
+
+def _sum(values: Mapping[Source, int | None]) -> int | None:
+    total = 0
+    for value in values.values():
+        if value is None:
+            return None
+        total += value
+    return total
+
+
+@dataclass(frozen=True)
+class UploadStatistics:
+    """A snapshot of one upload.
+
+    ``bytes_sent`` counts bytes handed to connections (smooth progress); ``bytes_done`` only acknowledged parts.
+    A total is None while it is unknown (a stream not read to its end).
+    """
+
+    state: str
+    bytes_done: dict[Source, int]
+    bytes_sent: dict[Source, int]
+    bytes_total: dict[Source, int | None]
+    parts_done: dict[Source, int]
+    parts_total: dict[Source, int | None]
+    parts_in_flight: dict[Source, int]
+    retries: int
+    throttles: int
+    rate_limit: float | None
+    elapsed: float
+    resumed_parts: int
+
+    @property
+    def total_bytes_done(self) -> int:
+        return sum(self.bytes_done.values())
+
+    @property
+    def total_bytes_sent(self) -> int:
+        return sum(self.bytes_sent.values())
+
+    @property
+    def total_bytes(self) -> int | None:
+        return _sum(self.bytes_total)
+
+    @property
+    def total_parts(self) -> int | None:
+        return _sum(self.parts_total)
+
+    @property
+    def fraction(self) -> float | None:
+        total = self.total_bytes
+        return None if not total else min(1.0, self.total_bytes_done / total)
+
+    @property
+    def throughput(self) -> float:
+        """Bytes per second sent so far."""
+        return self.total_bytes_sent / self.elapsed if self.elapsed > 0 else 0.0
+
+    def as_json(self) -> dict[str, object]:
+        """The snapshot as the ``progress`` event carries it: totals first, then the figures per source."""
+        fraction = self.fraction
+        return {
+            "state": self.state,
+            "bytesDone": self.total_bytes_done,
+            "bytesSent": self.total_bytes_sent,
+            "bytesTotal": self.total_bytes,
+            "fraction": None if fraction is None else round(fraction, 4),
+            "partsDone": sum(self.parts_done.values()),
+            "partsTotal": self.total_parts,
+            "partsInFlight": sum(self.parts_in_flight.values()),
+            "retries": self.retries,
+            "throttles": self.throttles,
+            "rateLimit": self.rate_limit,
+            "resumedParts": self.resumed_parts,
+            "elapsed": round(self.elapsed, 3),
+            "bytesPerSecond": round(self.total_bytes_done / self.elapsed, 1) if self.elapsed > 0 else 0.0,
+            "sources": {
+                source.value: {
+                    "bytesDone": self.bytes_done.get(source, 0),
+                    "bytesSent": self.bytes_sent.get(source, 0),
+                    "bytesTotal": self.bytes_total.get(source),
+                    "partsDone": self.parts_done.get(source, 0),
+                    "partsTotal": self.parts_total.get(source),
+                    "partsInFlight": self.parts_in_flight.get(source, 0),
+                }
+                for source in self.bytes_total
+            },
+        }

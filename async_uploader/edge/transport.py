@@ -1,0 +1,311 @@
+"""HTTP transport: the one place aiohttp is used on the client side, and where its errors become ours.
+
+``AiohttpTransport`` keeps one ``ClientSession`` with a bounded keep-alive pool. A part body (a
+``BodySource``) is sent as a custom payload with an explicit Content-Length (never chunked): its slices are
+written to the connection as they are read, each followed by a drain, so at most about one slice per
+request is buffered. Every aiohttp, timeout or OS error becomes ``TransportError`` (``raise ... from exc``),
+naming the host and what happened; ``asyncio.CancelledError`` always propagates.
+
+Timeouts are about progress, never about size: ``connect_timeout`` bounds opening a connection, and
+``read_timeout`` is a progress deadline on both directions: an attempt fails when the connection accepts no
+slice of the body, or no byte of the answer arrives, for that long. How long a whole operation may take is the
+engine's decision (a cancel scope around the call).
+
+``MockTransport`` is the test seam: it hands each request, body collected, to a handler function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import aiohttp
+import aiohttp.abc
+import aiohttp.connector
+import aiohttp.payload
+import anyio
+from yarl import URL
+
+from ..core.errors import TransportError, UploaderError
+
+__all__ = [
+    "AiohttpTransport",
+    "BodySource",
+    "MockTransport",
+    "Response",
+    "SentRequest",
+    "Transport",
+    "collect_body",
+]
+
+
+@dataclass(frozen=True)
+class Response:
+    """An HTTP answer, whatever its status. Header names are compared case-insensitively by the parsers."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@runtime_checkable
+class BodySource(Protocol):
+    """A request body of known ``length`` offered as slices; ``slices()`` starts afresh for each attempt."""
+
+    length: int
+
+    def slices(self) -> AsyncIterator[bytes | bytearray | memoryview]: ...
+
+
+class Transport(Protocol):
+    async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | BodySource) -> Response: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def _iterate(body: BodySource) -> AsyncIterator[bytes | bytearray | memoryview]:
+    slices: Any = body.slices()
+    if inspect.isawaitable(slices):  # a coroutine returning an iterator is accepted too
+        slices = await slices
+    async for piece in slices:
+        yield piece
+
+
+async def collect_body(body: bytes | bytearray | memoryview | BodySource) -> bytes:
+    """The whole body as bytes (for tests and the mock transport)."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body)
+    chunks = [bytes(piece) async for piece in _iterate(body)]
+    return b"".join(chunks)
+
+
+_LARGE_BODY = 512 * 1024
+
+
+class _ShortBodyError(Exception):
+    """The body source produced a different number of bytes than it announced."""
+
+
+class _StalledError(Exception):
+    """The connection accepted no slice of the body within the progress deadline."""
+
+
+class _SourcePayload(aiohttp.payload.Payload):
+    """A BodySource as an aiohttp payload of known size, so aiohttp sends Content-Length, never chunked.
+
+    Each slice must be accepted by the connection within ``stall`` seconds (the progress deadline).
+    """
+
+    def __init__(self, body: BodySource, stall: float) -> None:
+        super().__init__(body, content_type="application/octet-stream")
+        self._body = body
+        self._size = body.length
+        self._stall = stall
+
+    async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None) -> None:
+        limit = self._body.length if content_length is None else min(content_length, self._body.length)
+        sent = 0
+        async for piece in _iterate(self._body):
+            size = piece.nbytes if isinstance(piece, memoryview) else len(piece)
+            if sent + size > limit:
+                raise _ShortBodyError(f"the body produced more than the {limit} bytes announced")
+            if size:
+                try:
+                    with anyio.fail_after(self._stall):
+                        await writer.write(piece)
+                        await writer.drain()
+                except TimeoutError:
+                    raise _StalledError(f"no bytes of the body were accepted for {self._stall:g} s") from None
+                sent += size
+        if sent != limit:
+            raise _ShortBodyError(f"the body produced {sent} bytes, not the {limit} announced")
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("a streamed part body cannot be decoded")
+
+    async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return await collect_body(self._body)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _own_cause(exc: BaseException) -> UploaderError | None:
+    return next((cause for cause in _causes(exc) if isinstance(cause, UploaderError)), None)
+
+
+@dataclass(frozen=True)
+class _Timeouts:
+    connect: float
+    read: float
+
+
+def _describe(exc: BaseException, timeouts: _Timeouts) -> str:
+    short = next((cause for cause in _causes(exc) if isinstance(cause, _ShortBodyError | _StalledError)), None)
+    if short is not None:
+        return f"body not sent: {short}"
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return f"no bytes of the answer arrived for {timeouts.read:g} s"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"no connection within {timeouts.connect:g} s"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"cannot connect ({reason})"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by peer"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the response body was cut short"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _where(url: URL) -> str:
+    return f"{url.host}:{url.port}" if url.port is not None else str(url.host)
+
+
+class AiohttpTransport:
+    """One aiohttp session with at most ``limit`` connections, kept alive between requests.
+
+    The session is created on first use, inside the running event loop.
+    """
+
+    def __init__(
+        self,
+        limit: int = 100,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        verify_tls: bool = True,
+        *,
+        keepalive_timeout: float = 30.0,
+    ) -> None:
+        self.limit = limit
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.verify_tls = verify_tls
+        self.keepalive_timeout = keepalive_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        if self._session is None:
+            extra: dict[str, Any] = {}
+            if getattr(aiohttp.connector, "NEEDS_CLEANUP_CLOSED", False):
+                extra["enable_cleanup_closed"] = True  # only where Python still leaks aborted TLS transports
+            connector = aiohttp.TCPConnector(
+                limit=self.limit,
+                ttl_dns_cache=300,
+                keepalive_timeout=self.keepalive_timeout,
+                ssl=self.verify_tls,
+                **extra,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
+                ),
+                headers={"User-Agent": "async-uploader"},
+            )
+        return self._session
+
+    async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | BodySource) -> Response:
+        session = self._open()
+        target = URL(url, encoded=True)  # already percent-encoded exactly as signed
+        data: Any
+        if isinstance(body, bytes | bytearray | memoryview):
+            # aiohttp warns that a large bytes body may stall the loop; a file-like payload is written in pieces.
+            data = (io.BytesIO(body) if len(body) > _LARGE_BODY else bytes(body)) if body else None
+        else:
+            data = _SourcePayload(body, self.read_timeout)
+        try:
+            async with session.request(
+                method,
+                target,
+                headers=dict(headers),
+                data=data,
+                allow_redirects=False,
+            ) as response:
+                content = await response.read()
+                return Response(response.status, dict(response.headers), content)
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError, _ShortBodyError, _StalledError) as exc:
+            own = _own_cause(exc)
+            if own is not None:  # e.g. a SourceError raised while the body was read
+                raise own from None
+            timeouts = _Timeouts(self.connect_timeout, self.read_timeout)
+            raise TransportError(f"{method} {_where(target)}: {_describe(exc, timeouts)}") from exc
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> AiohttpTransport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+@dataclass(frozen=True)
+class SentRequest:
+    """A request as the mock transport saw it, body collected into bytes."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def url_parts(self) -> URL:
+        return URL(self.url, encoded=True)
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+
+Handler = Callable[[SentRequest], "Response | Awaitable[Response]"]
+
+
+@dataclass
+class MockTransport:
+    """Answers every request with ``handler(request)`` (plain or async) and keeps them all in ``requests``.
+
+    A handler may raise (e.g. ``TransportError``) to simulate a network failure.
+    """
+
+    handler: Handler
+    requests: list[SentRequest] = field(default_factory=list)
+    closed: bool = False
+
+    async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | BodySource) -> Response:
+        sent = SentRequest(method, url, dict(headers), await collect_body(body))
+        self.requests.append(sent)
+        answer = self.handler(sent)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return answer
+
+    async def aclose(self) -> None:
+        self.closed = True

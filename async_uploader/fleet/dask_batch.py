@@ -1,0 +1,247 @@
+"""Batch uploads on a Dask cluster: one task per read set, one request budget for the whole fleet.
+
+The entry point, called by ``async-uploader batch MANIFEST --dask ADDRESS|local:N``::
+
+    async def run_batch_on_dask(
+        rows: Sequence[ManifestRow], *, address: str, store_id: str, service: ServiceConfig,
+        config: UploadConfig, checkpoint_dir: Path, on_result: Callable[[RowOutcome], None],
+        restart: bool = False, margin: float = 0.9, budget: str = DEFAULT_BUDGET, lease_ttl: float = 60.0,
+    ) -> BatchSummary
+
+``address`` is a scheduler address (``tcp://host:8786``) or ``local:N`` for a local cluster of N worker
+processes with one thread each. Rows already recorded as done in ``checkpoint_dir/done.jsonl`` are reported as
+skipped; every other row becomes one task whose key derives from the row's key (never from an upload id), and
+``on_result`` gets each row's ``RowOutcome`` as its task finishes. The submitting process alone writes the
+done-rows record, so the folder layout is the one the single-machine batch uses and either can resume the other.
+
+Inside a worker, the task runs the async engine on the worker's own event loop (file reading and hashing happen
+in threads, so heartbeats are never delayed) with:
+
+* a ``DaskSchedulerLimiter`` drawing from the budget kept in the scheduler (``fleet.dask_budget``): the fleet never
+  starts more requests of a kind per second than the quota × ``margin``, throttles seen anywhere slow everyone,
+  and the budget outlives any worker;
+* the row's checkpoint ``checkpoint_dir/checkpoints/KEY.jsonl`` on storage every worker sees: a task retried
+  after its worker died resumes the same upload (the engine resumes when the checkpoint holds an upload id);
+* an ownership lease ``KEY.lease`` next to it (``fleet.lease``): a worker wrongly presumed dead and its
+  replacement never upload the same read set at once.
+
+``--restart`` is carried by a marker file the task consumes under the lease, so a task retried after a worker
+death resumes the restarted upload rather than restarting it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import distributed
+
+from ..core.config import ServiceConfig, UploadConfig
+from ..core.errors import UploadInterruptedError
+from ..core.events import progress_event
+from ..core.manifest import BatchSummary, ManifestRow, RowOutcome
+from ..edge.batchstate import BatchState
+from ..engine.monitor import Monitor, Tick
+from ..engine.uploader import Uploader
+from .budget import DEFAULT_BUDGET, budget_rates
+from .dask_budget import install_rate_budget, worker_limiter
+from .lease import hold_lease
+
+__all__ = ["PROGRESS_TOPIC", "connect", "run_batch_on_dask", "task_key", "upload_row"]
+
+PROGRESS_TOPIC = "async-uploader-progress"
+
+# -- the task a worker runs ---------------------------------------------------------------------------------
+
+
+def task_key(row_key: str) -> str:
+    """The Dask key of a row's task: derived from the read set, so a retry is the same task."""
+    return f"async-uploader-{row_key}"
+
+
+def _paths(checkpoint_dir: Path, key: str) -> tuple[Path, Path, Path]:
+    folder = checkpoint_dir / "checkpoints"
+    return folder / f"{key}.jsonl", folder / f"{key}.lease", folder / f"{key}.restart"
+
+
+async def upload_row(
+    row: ManifestRow,
+    key: str,
+    *,
+    store_id: str,
+    service: ServiceConfig,
+    config: UploadConfig,
+    checkpoint_dir: str,
+    budget: str,
+    rates: dict[str, float],
+    lease_ttl: float,
+) -> dict[str, Any]:
+    """Upload one row inside a Dask worker; returns ``{"status", "readSetId"?, "result"?, "error"?}``."""
+    checkpoint, lease_path, marker = _paths(Path(checkpoint_dir), key)
+    checkpoint.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    limiter = worker_limiter(budget, rates)
+    report = _progress_reporter(row.row)
+    try:
+        async with hold_lease(lease_path, ttl=lease_ttl):
+            restart = await anyio.to_thread.run_sync(_consume, marker)
+            async with Uploader(config, service=service, limiter=limiter) as uploader:
+                handle = uploader.start(
+                    row.read_set, store_id=store_id, checkpoint=checkpoint, restart=restart, on_event=report
+                )
+                async with Monitor(Tick(1.0, lambda: report(progress_event(handle.statistics(), time.time())))):
+                    result = await handle
+    except UploadInterruptedError as exc:
+        return {"status": "interrupted", "error": str(exc)}
+    except Exception as exc:  # one row's failure is its own result, never the task's
+        return {"status": "failed", "error": str(exc) or type(exc).__name__}
+    return {"status": "done", "readSetId": result.read_set_id, "result": result.as_json()}
+
+
+def _progress_reporter(row: int) -> Callable[[dict[str, object]], None]:
+    """Send a row's state changes, retries and progress ticks to the submitting client (Dask's event topics).
+
+    Per-part events stay on the worker: thousands of tiny parts would flood the scheduler.
+    """
+    worker = distributed.get_worker()
+
+    def report(event: dict[str, object]) -> None:
+        if event.get("event") != "part":
+            worker.log_event(PROGRESS_TOPIC, {**event, "row": row})
+
+    return report
+
+
+def _consume(marker: Path) -> bool:
+    try:
+        marker.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# -- the submitting side ------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def connect(address: str) -> AsyncIterator[Any]:
+    """An asynchronous ``distributed.Client`` for ``address``, or for a new local cluster with ``local:N``."""
+    dask: Any = distributed  # untyped constructors
+    Client, LocalCluster = dask.Client, dask.LocalCluster
+
+    if address.startswith("local:"):
+        count = address.removeprefix("local:")
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--dask {address}: expected local:N with N a positive number of workers")
+        async with (
+            LocalCluster(
+                n_workers=int(count),
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                asynchronous=True,
+            ) as cluster,
+            Client(cluster, asynchronous=True) as client,
+        ):
+            yield client
+        return
+    async with Client(address, asynchronous=True) as client:
+        yield client
+
+
+async def run_batch_on_dask(
+    rows: Sequence[ManifestRow],
+    *,
+    address: str | Any,
+    store_id: str,
+    service: ServiceConfig,
+    config: UploadConfig,
+    checkpoint_dir: Path,
+    on_result: Callable[[RowOutcome], None],
+    restart: bool = False,
+    margin: float = 0.9,
+    budget: str = DEFAULT_BUDGET,
+    lease_ttl: float = 60.0,
+    on_progress: Callable[[dict[str, object]], None] | None = None,
+) -> BatchSummary:
+    """Run ``rows`` as Dask tasks; ``address`` may also be an asynchronous Client already connected.
+
+    ``on_progress`` receives, in the submitting process, each row's state changes, retries and a progress record
+    per second (``{"event": ..., "row": N, ...}``) as the workers send them.
+    """
+    as_completed: Any = distributed.as_completed
+
+    started = time.monotonic()
+    checkpoint_dir = await anyio.to_thread.run_sync(checkpoint_dir.resolve)  # workers elsewhere need no relative path
+    state = BatchState(checkpoint_dir)
+    outcomes: list[RowOutcome] = []
+    pending: dict[str, ManifestRow] = {}
+    for row in rows:
+        key = row.key(store_id)
+        if key in state.done:
+            outcome = RowOutcome(row, "skipped", read_set_id=state.done[key])
+            outcomes.append(outcome)
+            on_result(outcome)
+        elif key not in pending:
+            pending[key] = row
+    if pending:
+        if restart:
+            await anyio.to_thread.run_sync(_mark_restart, checkpoint_dir, list(pending))
+        rates = budget_rates(config.rates, margin)
+        async with contextlib.AsyncExitStack() as stack:
+            client = address if not isinstance(address, str) else await stack.enter_async_context(connect(address))
+            await install_rate_budget(client, budget, rates)
+            if on_progress is not None:
+                client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_progress(dict(event[1])))
+            futures: dict[Any, tuple[str, ManifestRow]] = {}
+            for key, row in pending.items():
+                future = client.submit(
+                    upload_row,
+                    row,
+                    key,
+                    store_id=store_id,
+                    service=service,
+                    config=config,
+                    checkpoint_dir=str(checkpoint_dir),
+                    budget=budget,
+                    rates=rates,
+                    lease_ttl=lease_ttl,
+                    key=task_key(key),
+                    pure=False,
+                )
+                futures[future] = (key, row)
+            async for future in as_completed(list(futures)):
+                key, row = futures[future]
+                outcome = await _outcome(future, row)
+                if outcome.status == "done" and outcome.read_set_id is not None:
+                    await state.record(key, outcome.read_set_id, row)
+                outcomes.append(outcome)
+                on_result(outcome)
+    ordered = tuple(sorted(outcomes, key=lambda outcome: outcome.row.row))
+    return BatchSummary(ordered, time.monotonic() - started)
+
+
+async def _outcome(future: Any, row: ManifestRow) -> RowOutcome:
+    try:
+        data: dict[str, Any] = await future
+    except Exception as exc:  # the task itself failed, e.g. KilledWorker after repeated worker deaths
+        return RowOutcome(row, "failed", error=f"{type(exc).__name__}: {exc}")
+    status = str(data.get("status", "failed"))
+    read_set_id = data.get("readSetId")
+    return RowOutcome(
+        row,
+        status,
+        read_set_id=str(read_set_id) if read_set_id is not None else None,
+        result=dict(data.get("result") or {}),
+        error=data.get("error"),
+    )
+
+
+def _mark_restart(checkpoint_dir: Path, keys: Sequence[str]) -> None:
+    for key in keys:
+        checkpoint, _lease, marker = _paths(checkpoint_dir, key)
+        if checkpoint.exists():
+            marker.write_bytes(b"")
