@@ -10,7 +10,7 @@ async with Uploader(UploadConfig(), service=ServiceConfig(region="us-east-1")) a
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata
 
 from .core.config import (
     DEFAULT_PART_SIZE,
@@ -55,8 +55,8 @@ from .engine.limiter import LocalLimiter
 from .engine.uploader import Uploader, UploadHandle, upload_read_set
 
 try:
-    __version__ = version("async-uploader")
-except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = importlib.metadata.version("async-uploader")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
 __all__ = [

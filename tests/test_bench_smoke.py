@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("omics.transfer.manager", reason="bench extra not installed (aws-healthomics-tools)")
 pytest.importorskip("aiobotocore", reason="bench extra not installed (aiobotocore)")
 pytest.importorskip("matplotlib", reason="bench extra not installed (matplotlib)")

@@ -123,6 +123,7 @@ def _unreadable(tmp_path: Path) -> tuple[Path, list[str]]:
     return path, [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--"]
 
 
+@pytest.mark.slow
 async def test_bad_input_fails_fast_with_one_line_and_creates_nothing(
     make_store: Callable[..., Awaitable[LocalStore]], run_cli: RunCli, tmp_path: Path
 ) -> None:
@@ -206,6 +207,7 @@ async def _interrupt(argv: list[str], env: dict[str, str]) -> tuple[int, str, st
     return code, out.decode(), "".join(seen) + rest.decode()
 
 
+@pytest.mark.slow
 async def test_sigint_prints_the_resume_command_and_uploads_parts_abort_work(
     make_store: Callable[..., Awaitable[LocalStore]],
     run_cli: RunCli,

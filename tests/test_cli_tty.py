@@ -14,35 +14,14 @@ import pexpect
 from async_uploader.cli.demo import write_fastq_gz
 from async_uploader.emulator import LocalStore
 from tests.conftest import REPO_ROOT
+from tests.helpers import upload_argv
 
 STORE = "1234567890"
 
 
 def _argv(store: LocalStore, source: Path, *extra: str) -> list[str]:
-    return [
-        "-m",
-        "async_uploader",
-        "upload",
-        str(source),
-        "--store-id",
-        STORE,
-        "--file-type",
-        "FASTQ",
-        "--subject-id",
-        "s",
-        "--sample-id",
-        "x",
-        "--name",
-        "tty",
-        "--endpoint-url",
-        store.url,
-        "--part-size",
-        "64KiB",
-        "--max-concurrency",
-        "1",
-        "--no-checkpoint",
-        *extra,
-    ]
+    options = ("--part-size", "64KiB", "--max-concurrency", "1", "--no-checkpoint", *extra)
+    return ["-m", "async_uploader", *upload_argv(store.url, source, name="tty", extra=options, progress=True)]
 
 
 def _spawn_and_read(argv: list[str], env: dict[str, str]) -> tuple[int, str]:

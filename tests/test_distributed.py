@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from async_uploader.fleet.dask_budget import install_rate_budget
@@ -28,6 +29,7 @@ pytest.importorskip("distributed")
 from distributed import Client, LocalCluster
 
 from async_uploader import RateLimits, RetryConfig, ServiceConfig, UploadConfig, Uploader
+from async_uploader.core.events import EVENT_SCHEMA
 from async_uploader.core.manifest import ManifestRow, RowOutcome, parse_manifest
 from async_uploader.core.ratelimit import RequestKind
 from async_uploader.edge.batchstate import BatchState
@@ -53,7 +55,7 @@ KIND = {
     "GetReadSetMetadata": "listings",
 }
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("test_credentials")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120), pytest.mark.usefixtures("test_credentials")]
 
 
 def make_rows(folder: Path, count: int) -> list[ManifestRow]:
@@ -152,6 +154,10 @@ async def test_twenty_read_sets_share_one_budget(tmp_path: Path, cluster: tuple[
         while {e["row"] for e in progress if e.get("state") == "done"} != wanted:
             assert asyncio.get_running_loop().time() < deadline, "progress events did not all arrive"
             await asyncio.sleep(0.1)
+        # One schema for the events of every upload, whether from this process or from a Dask worker.
+        assert any(event["event"] == "progress" for event in progress)
+        for event in progress:
+            jsonschema.validate(event, EVENT_SCHEMA)
         await assert_round_trip(store, results)
         records = list(store.requests)
     logged = [json.loads(line) for line in log_path.read_text().splitlines()]

@@ -33,6 +33,7 @@ from async_uploader import (
 from async_uploader.core.ratelimit import RequestKind
 from async_uploader.emulator import FaultOptions, LocalStore, StoreOptions
 from async_uploader.engine.limiter import LocalLimiter
+from tests.helpers import fast_config, gzip_like
 
 STORE_ID = "1234567890"
 KIB = 1024
@@ -46,19 +47,8 @@ async def store(tmp_path: Path) -> AsyncIterator[LocalStore]:
         yield running
 
 
-def write(path: Path, size: int) -> Path:
-    """Random bytes behind a gzip magic number, which is all the store's format check looks at."""
-    block = (b"\x1f\x8b" + os.urandom(64 * KIB))[:size]
-    with path.open("wb") as f:
-        left = size
-        while left:
-            f.write(block[: min(left, len(block))])
-            left -= min(left, len(block))
-    return path
-
-
 def fastq(tmp_path: Path, *sizes: int) -> list[Path]:
-    return [write(tmp_path / f"r{i + 1}.fq", size) for i, size in enumerate(sizes)]
+    return [gzip_like(tmp_path / f"r{i + 1}.fq", size) for i, size in enumerate(sizes)]
 
 
 def read_set(paths: list[Path]) -> ReadSet:
@@ -73,13 +63,7 @@ def read_set(paths: list[Path]) -> ReadSet:
 
 
 def config(part_size: int, **extra: object) -> UploadConfig:
-    settings: dict[str, object] = {
-        "part_size": part_size,
-        "rates": RateLimits.unlimited(),
-        "retry": RetryConfig(max_attempts=8, base_delay=0.005, max_delay=0.05),
-    }
-    settings.update(extra)
-    return UploadConfig(**settings)  # type: ignore[arg-type]
+    return fast_config(part_size, **{"retry": RetryConfig(max_attempts=8, base_delay=0.005, max_delay=0.05), **extra})
 
 
 def service(store: LocalStore) -> ServiceConfig:
@@ -210,6 +194,7 @@ async def test_faults_are_survived_byte_for_byte(tmp_path: Path) -> None:
     assert result.throttles > 0
 
 
+@pytest.mark.slow
 async def test_quota_lowers_the_rate_and_it_recovers(tmp_path: Path) -> None:
     paths = fastq(tmp_path, 120 * 2 * KIB, 120 * 2 * KIB)
     options = StoreOptions(data_dir=tmp_path / "store", quotas={"parts": 40.0})
@@ -301,6 +286,7 @@ def store_process(*args: str) -> Iterator[str]:
             process.stdout.close()
 
 
+@pytest.mark.slow
 async def test_twenty_thousand_tiny_parts_stay_bounded(tmp_path: Path) -> None:
     part = 256
     paths = fastq(tmp_path, 10_000 * part, 10_000 * part)

@@ -225,6 +225,7 @@ def most_in_window(times: list[float], window: float) -> int:
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_three_processes_share_one_budget(tmp_path: Path, cli_env: dict[str, str]) -> None:
     log = tmp_path / "store.jsonl"

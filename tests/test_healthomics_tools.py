@@ -14,6 +14,8 @@ from botocore.config import Config
 
 from async_uploader.emulator import LocalStore
 
+pytestmark = pytest.mark.slow
+
 try:
     from omics.transfer.config import TransferConfig
     from omics.transfer.manager import TransferManager

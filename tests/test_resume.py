@@ -30,6 +30,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STORE_ID = "1234567890"
 PART_SIZE = 64 * 1024

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from async_uploader.emulator import LocalStore, StoreOptions
+from tests.helpers import upload_argv
 
 ACCESS_KEY = "AKIDLEAKCHECK0001"
 SECRET = "sEcReT-VaLuE-must-not-leak-0123456789"
@@ -33,26 +34,8 @@ async def test_no_credential_in_output_events_debug_logs_or_checkpoints(
     }
     options = StoreOptions(data_dir=tmp_path / "store", access_key=ACCESS_KEY, secret_key=SECRET)
     async with LocalStore(options) as store:
-        common = [
-            "upload",
-            str(source),
-            "--store-id",
-            "1234567890",
-            "--file-type",
-            "FASTQ",
-            "--subject-id",
-            "s",
-            "--sample-id",
-            "x",
-            "--name",
-            "secrets",
-            "--part-size",
-            "64KiB",
-            "--endpoint-url",
-            store.url,
-            "--region",
-            "us-east-1",
-        ]
+        options = ("--part-size", "64KiB", "--region", "us-east-1")
+        common = upload_argv(store.url, source, name="secrets", extra=options, progress=True)
         ok = await run_cli(*common, "--checkpoint", str(checkpoint), "--debug", "--events", "--json", env=env)
         assert ok.returncode == 0, ok.stderr
         wrong = await run_cli(*common, "--no-checkpoint", "--debug", env={**env, "AWS_SECRET_ACCESS_KEY": SECRET[::-1]})

@@ -30,6 +30,7 @@ CONTROL_OPERATIONS = {
 }
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.timeout(90),
     pytest.mark.skipif(not SNAKEMAKE.exists() and shutil.which("snakemake") is None, reason="no snakemake"),
 ]

@@ -105,7 +105,9 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
             Signals(on_signal),
             progress_logging(console),
         ):
-            async with Monitor(Tick(0.2, draw), Tick(1.0, report)):
+            ticks = [Tick(0.2, draw)] if bar is not None else []
+            ticks += [Tick(1.0, report)] if events is not None else []
+            async with Monitor(*ticks):
                 summary = await run_batch(
                     uploader,
                     rows,

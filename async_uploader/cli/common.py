@@ -64,6 +64,7 @@ def service_config(args: argparse.Namespace) -> ServiceConfig:
         profile=args.profile,
         connect_timeout=args.connect_timeout,
         read_timeout=args.read_timeout,
+        operation_timeout=args.operation_timeout,
     )
 
 

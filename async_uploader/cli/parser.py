@@ -138,6 +138,14 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         help="an attempt fails when no bytes move, either way, for S seconds (default 30); a slow link never "
         "cuts a large part short",
     )
+    group.add_argument(
+        "--operation-timeout",
+        type=_positive_seconds,
+        default=120.0,
+        metavar="S",
+        help="every request but parts (Create, Complete, Abort, listings) gives up after S seconds, retries "
+        "included (default 120)",
+    )
     group.add_argument("--debug", action="store_true", help="log requests and retries; tracebacks on errors")
 
 

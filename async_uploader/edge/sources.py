@@ -189,8 +189,6 @@ class PartBody:
 class FileSource:
     """A seekable file, read by offset from a worker thread so the event loop never waits on the disk."""
 
-    seekable = True
-
     def __init__(self, source: Source, path: Path, slice_size: int) -> None:
         self.source = source
         self.path = path
@@ -274,7 +272,6 @@ def _readinto_full(stream: BinaryIO, view: memoryview) -> int:
 class StreamSource:
     """A stream that cannot seek, cut into parts in order; each part's bytes live in a pooled buffer."""
 
-    seekable = False
     size: int | None = None
 
     def __init__(self, source: Source, stream: BinaryIO, part_size: int, pool: BufferPool) -> None:

@@ -115,6 +115,12 @@ def _progress_reporter(row: int) -> Callable[[dict[str, object]], None]:
     return report
 
 
+def _as_sent(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as the worker's upload made it: without the ``worker`` field Dask's event log adds, so events
+    have one shape whether a row ran here or on a cluster."""
+    return {key: value for key, value in event.items() if key != "worker"}
+
+
 def _consume(marker: Path) -> bool:
     try:
         marker.unlink()
@@ -195,7 +201,7 @@ async def run_batch_on_dask(
             client = address if not isinstance(address, str) else await stack.enter_async_context(connect(address))
             await install_rate_budget(client, budget, rates)
             if on_progress is not None:
-                client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_progress(dict(event[1])))
+                client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_progress(_as_sent(event[1])))
             futures: dict[Any, tuple[str, ManifestRow]] = {}
             for key, row in pending.items():
                 future = client.submit(

@@ -1,0 +1,169 @@
+"""Shared test helpers: a store in a few lines behind the transport seam, source files, settings and CLI argv.
+
+``ScriptedStore`` stands behind ``MockTransport`` for engine tests that need no server.
+
+``store = ScriptedStore()``; ``Uploader(..., transport=MockTransport(store))``; ``store.script(operation, outcome,
+...)`` queues what the next requests of that operation get instead of the normal answer: a ``Response``, an
+exception to raise, or ``HANG`` (never answer). Every request is kept in ``store.seen``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from async_uploader import FileType, RateLimits, ReadSet, RetryConfig, UploadConfig
+from async_uploader.edge.transport import Response, SentRequest
+
+HANG = object()
+"""An outcome: the request is never answered (until it is cancelled)."""
+
+
+class Delay:
+    """An outcome: the normal answer, ``seconds`` late."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+UPLOAD_ID = "1000000001"
+READ_SET_ID = "2000000001"
+
+
+def error(status: int, code: str, message: str = "scripted") -> Response:
+    """A rest-json error reply, as the service sends it."""
+    return Response(status, {"x-amzn-ErrorType": code}, json.dumps({"message": message}).encode())
+
+
+def throttled() -> Response:
+    return error(429, "ThrottlingException", "Rate exceeded")
+
+
+def _ok(body: dict[str, Any]) -> Response:
+    return Response(200, {"Content-Type": "application/json"}, json.dumps(body).encode())
+
+
+def operation_of(request: SentRequest) -> str:
+    path = request.url_parts.path
+    if request.method == "PUT":
+        return "UploadReadSetPart"
+    if request.method == "DELETE":
+        return "AbortMultipartReadSetUpload"
+    if request.method == "GET":
+        return "GetReadSetMetadata" if path.endswith("/metadata") else "GetReadSet" if "/readset/" in path else "GET"
+    for suffix, name in (
+        ("/upload", "CreateMultipartReadSetUpload"),
+        ("/complete", "CompleteMultipartReadSetUpload"),
+        ("/parts", "ListReadSetUploadParts"),
+        ("/uploads", "ListMultipartReadSetUploads"),
+        ("/readsets", "ListReadSets"),
+    ):
+        if path.endswith(suffix):
+            return name
+    raise AssertionError(f"no operation for {request.method} {path}")
+
+
+class ScriptedStore:
+    """Answers like a store that accepts everything, except what a test scripted."""
+
+    def __init__(self) -> None:
+        self.seen: list[SentRequest] = []
+        self.counts: Counter[str] = Counter()
+        self.parts: dict[tuple[str, int], bytes] = {}
+        self._script: dict[str, deque[object]] = {}
+
+    def script(self, operation: str, *outcomes: object) -> None:
+        self._script.setdefault(operation, deque()).extend(outcomes)
+
+    def sent(self, operation: str) -> list[SentRequest]:
+        return [request for request in self.seen if operation_of(request) == operation]
+
+    async def __call__(self, request: SentRequest) -> Response:
+        operation = operation_of(request)
+        self.seen.append(request)
+        self.counts[operation] += 1
+        queued = self._script.get(operation)
+        if queued:
+            outcome = queued.popleft()
+            if outcome is HANG:
+                await anyio.sleep_forever()
+            if isinstance(outcome, Delay):
+                await anyio.sleep(outcome.seconds)
+                return self._answer(operation, request)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if isinstance(outcome, Response):
+                return outcome
+            raise AssertionError(f"unknown outcome {outcome!r}")
+        return self._answer(operation, request)
+
+    def _answer(self, operation: str, request: SentRequest) -> Response:
+        if operation == "CreateMultipartReadSetUpload":
+            return _ok({"uploadId": UPLOAD_ID})
+        if operation == "UploadReadSetPart":
+            query = dict(request.url_parts.query)
+            key = (query["partSource"], int(query["partNumber"]))
+            self.parts[key] = request.body
+            return _ok({"checksum": f"c-{key[0]}-{key[1]}-{len(request.body)}"})
+        if operation == "CompleteMultipartReadSetUpload":
+            return _ok({"readSetId": READ_SET_ID})
+        if operation == "GetReadSetMetadata":
+            return _ok({"id": READ_SET_ID, "status": "ACTIVE"})
+        if operation == "AbortMultipartReadSetUpload":
+            return _ok({})
+        if operation == "GET":
+            return error(404, "ResourceNotFoundException", "no such route")
+        raise AssertionError(f"{operation} is not answered by the scripted store")
+
+
+def fast_config(part_size: int, **extra: Any) -> UploadConfig:
+    """No rate limits and retries in milliseconds: engine tests that take no time."""
+    settings: dict[str, Any] = {
+        "part_size": part_size,
+        "rates": RateLimits.unlimited(),
+        "retry": RetryConfig(max_attempts=5, base_delay=0.001, max_delay=0.01),
+    }
+    settings.update(extra)
+    return UploadConfig(**settings)
+
+
+def gzip_like(path: Path, size: int, seed: int = 0) -> Path:
+    """``size`` pseudo-random bytes behind a gzip magic number (all the store's format check looks at), so a
+    byte out of place anywhere shows."""
+    path.write_bytes((b"\x1f\x8b" + random.Random(seed or path.name).randbytes(max(size, 2)))[:size])
+    return path
+
+
+def paired(directory: Path, size: int) -> ReadSet:
+    first, second = gzip_like(directory / "r1.fq.gz", size), gzip_like(directory / "r2.fq.gz", size)
+    return ReadSet(first, FileType.FASTQ, "subject-1", "sample-1", "read set", source2=second)
+
+
+def upload_argv(
+    url: str, *sources: Path, name: str = "n", extra: tuple[str, ...] = (), progress: bool = False
+) -> list[str]:
+    """``async-uploader upload`` of ``sources`` as FASTQ into store 1234567890 at ``url`` (no progress bar unless
+    ``progress``)."""
+    return [
+        "upload",
+        *map(str, sources),
+        "--store-id",
+        "1234567890",
+        "--file-type",
+        "FASTQ",
+        "--subject-id",
+        "s",
+        "--sample-id",
+        "x",
+        "--name",
+        name,
+        "--endpoint-url",
+        url,
+        *([] if progress else ["--no-progress"]),
+        *extra,
+    ]

@@ -1,0 +1,220 @@
+"""The real CLI against endpoints that misbehave: never answering, hanging in Create, a checkpoint disk that fills.
+
+Every case is a subprocess of ``python -m async_uploader`` with a bound on its wall time, against a server in this
+process (a raw TCP server, a small aiohttp app) or the local store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from aiohttp import web
+
+from async_uploader.core.events import EVENT_SCHEMA
+from async_uploader.emulator import LocalStore, StoreOptions
+from tests.conftest import REPO_ROOT, run_cli_process
+from tests.helpers import gzip_like, upload_argv
+
+
+@contextlib.asynccontextmanager
+async def silent_endpoint() -> AsyncIterator[str]:
+    """Accepts TCP connections and never answers a byte."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        with contextlib.suppress(Exception):
+            await reader.read()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+@contextlib.asynccontextmanager
+async def create_hangs() -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """Answers anything else with a 404 (so the preflight passes) and holds every Create forever."""
+    seen = asyncio.Event()
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        seen.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def other(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"message": "no such route"}, status=404)
+
+    app = web.Application()
+    app.router.add_post("/sequencestore/{store}/upload", create)
+    app.router.add_route("*", "/{tail:.*}", other)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.slow
+async def test_an_endpoint_that_never_answers_fails_in_seconds_with_one_line(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    source = gzip_like(tmp_path / "r1.fq.gz", 64 * 1024)
+    async with silent_endpoint() as url:
+        run = await run_cli_process(upload_argv(url, source), env=cli_env, limit=60)
+    assert run.returncode != 0 and run.seconds < 60
+    assert run.stderr_lines == [
+        f"async-uploader: error: no answer from {url} within 10 s; check --endpoint-url and that the store is running"
+    ]
+
+
+@pytest.mark.slow
+async def test_a_create_that_never_answers_ends_at_the_operation_deadline(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    source = gzip_like(tmp_path / "r1.fq.gz", 64 * 1024)
+    async with create_hangs() as (url, _):
+        extra = ("--read-timeout", "1", "--operation-timeout", "3")
+        run = await run_cli_process(upload_argv(url, source, extra=extra), env=cli_env, limit=30)
+    assert run.returncode != 0 and run.seconds < 20
+    [line] = run.stderr_lines
+    assert line.startswith("async-uploader: error: CreateMultipartReadSetUpload: no answer within 3 s"), line
+    assert "no bytes of the answer arrived for 1 s" in line
+
+
+async def start_cli(argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "async_uploader",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+
+
+async def wait_exit(process: asyncio.subprocess.Process, limit: float) -> tuple[int, str, float]:
+    started = time.monotonic()
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), limit)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"the uploader did not exit within {limit} s") from None
+    assert process.returncode is not None
+    return process.returncode, err.decode(), time.monotonic() - started
+
+
+async def test_sigterm_while_create_hangs_exits_75_within_the_grace(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    source = gzip_like(tmp_path / "r1.fq.gz", 64 * 1024)
+    async with create_hangs() as (url, seen):
+        process = await start_cli(upload_argv(url, source, extra=("--stop-grace", "2")), cli_env)
+        await asyncio.wait_for(seen.wait(), 30)
+        process.send_signal(signal.SIGTERM)
+        code, err, seconds = await wait_exit(process, 30)
+    assert code == 75, err
+    assert seconds < 2 + 2, seconds
+    assert "Traceback" not in err and "To resume, run:" in err
+
+
+@pytest.mark.parametrize("signals", [(signal.SIGINT, signal.SIGINT), (signal.SIGTERM, signal.SIGTERM, signal.SIGINT)])
+async def test_a_second_signal_stops_at_once(tmp_path: Path, cli_env: dict[str, str], signals: tuple[int, ...]) -> None:
+    source = gzip_like(tmp_path / "r1.fq.gz", 64 * 1024)
+    async with create_hangs() as (url, seen):
+        process = await start_cli(upload_argv(url, source, extra=("--stop-grace", "60")), cli_env)
+        await asyncio.wait_for(seen.wait(), 30)
+        process.send_signal(signals[0])
+        await asyncio.sleep(0.3)
+        for signum in signals[1:]:
+            process.send_signal(signum)
+        code, err, seconds = await wait_exit(process, 30)
+    assert code == 75, err
+    assert seconds < 1, seconds
+    assert "Traceback" not in err
+
+
+def _events(stderr: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+async def test_rerunning_a_finished_upload_reports_done_and_every_event_fits_the_schema(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    sources = [gzip_like(tmp_path / f"r{n}.fq.gz", 300 * 1024) for n in (1, 2)]
+    async with LocalStore(StoreOptions(data_dir=tmp_path / "store")) as store:
+        argv = upload_argv(store.url, *sources, extra=("--events", "--part-size", "64KiB"))
+        first = await run_cli_process(argv, env=cli_env, limit=60)
+        again = await run_cli_process(argv, env=cli_env, limit=60)
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout == again.stdout
+    for run in (first, again):
+        for event in _events(run.stderr):
+            jsonschema.validate(event, EVENT_SCHEMA)
+    states = [e["state"] for e in _events(again.stderr) if e["event"] == "state"]
+    assert states == ["verifying", "done"]
+    last = [e for e in _events(again.stderr) if e["event"] == "progress"][-1]
+    assert last["state"] == "done" and last["resumedParts"] == 10 and last["partsDone"] == 10
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Any:
+    path.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True, capture_output=True
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", b"") or str(exc).encode()
+        pytest.skip(f"cannot mount a small tmpfs here ({detail.decode().strip()}): the full-disk case needs one")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
+@pytest.mark.slow
+async def test_a_full_checkpoint_disk_is_one_line_and_the_same_command_resumes(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    sources = [gzip_like(tmp_path / f"r{n}.fq.gz", 600 * 1024) for n in (1, 2)]
+    with small_tmpfs(tmp_path / "small", "64k") as disk:
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (56 * 1024))  # leaves two pages for the checkpoint: it fills mid-upload
+        checkpoint = disk / "ck.jsonl"
+        async with LocalStore(StoreOptions(data_dir=tmp_path / "store")) as store:
+            extra = ("--part-size", "4KiB", "--checkpoint", str(checkpoint), "--max-concurrency", "8")
+            argv = upload_argv(store.url, *sources, extra=extra)
+            full = await run_cli_process(argv, env=cli_env, limit=60)
+            assert full.returncode == 1, full.stderr
+            [line] = full.stderr_lines
+            assert line.startswith(f"async-uploader: error: cannot write checkpoint {checkpoint}: No space left"), line
+            assert "Traceback" not in full.stderr and "never retrieved" not in full.stderr
+            filler.unlink()
+            resumed = await run_cli_process(argv, env=cli_env, limit=60)
+            assert resumed.returncode == 0, resumed.stderr
+            assert "parts kept from before" in resumed.stderr
+            creates = [r for r in store.requests if r["operation"] == "CreateMultipartReadSetUpload"]
+            assert len(creates) == 1
+    assert os.path.getsize(sources[0]) == 600 * 1024

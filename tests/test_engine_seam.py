@@ -1,0 +1,209 @@
+"""The engine through the transport seam: throttles, failures, hangs and stops scripted in a few lines, no server.
+
+The real-store tests (test_engine.py) prove the same engine against HTTP; these pin its decisions exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import anyio
+import jsonschema
+import pytest
+
+from async_uploader import (
+    AccessDeniedError,
+    CheckpointError,
+    RateLimits,
+    RequestKind,
+    RetryConfig,
+    RetryExhaustedError,
+    ServiceConfig,
+    Uploader,
+    UploadInterruptedError,
+)
+from async_uploader.core.checkpoint import PartRecord
+from async_uploader.core.config import Source
+from async_uploader.core.events import EVENT_SCHEMA
+from async_uploader.edge.transport import MockTransport
+from async_uploader.engine.parts import GroupCommit
+from tests.helpers import HANG, READ_SET_ID, Delay, ScriptedStore, error, fast_config, paired, throttled
+
+pytestmark = pytest.mark.usefixtures("test_credentials")
+STORE_ID = "1234567890"
+KIB = 1024
+LOCAL = ServiceConfig(endpoint_url="http://127.0.0.1:9")  # never dialled: the mock transport answers
+
+
+def uploader(store: ScriptedStore, config: object = None, service: ServiceConfig = LOCAL) -> Uploader:
+    return Uploader(config or fast_config(64 * KIB), service=service, transport=MockTransport(store))  # type: ignore[arg-type]
+
+
+async def wait_for(condition: object, limit: float = 5.0) -> None:
+    with anyio.fail_after(limit):
+        while not condition():  # type: ignore[operator]
+            await anyio.sleep(0.005)
+
+
+async def test_throttled_parts_are_retried_counted_and_slow_the_part_rate(tmp_path: Path) -> None:
+    store = ScriptedStore()
+    store.script("UploadReadSetPart", throttled(), throttled(), throttled())
+    events: list[dict[str, object]] = []
+    config = fast_config(64 * KIB, rates=RateLimits(parts=1000.0, control=None, listings=None))
+    async with uploader(store, config) as up:
+        result = await up.upload(
+            paired(tmp_path, 200 * KIB), store_id=STORE_ID, checkpoint=False, on_event=events.append
+        )
+        rate = up.limiter.current_rate(RequestKind.PART)
+    assert (result.retries, result.throttles, result.read_set_id) == (3, 3, READ_SET_ID)
+    assert len(store.parts) == 8 and store.counts["UploadReadSetPart"] == 11
+    assert rate is not None and rate < 1000.0  # the adaptive rate was cut
+    retries = [e for e in events if e["event"] == "retry"]
+    assert len(retries) == 3 and all(e["error"] == "ThrottlingException" for e in retries)
+    for event in events:
+        jsonschema.validate(event, EVENT_SCHEMA)
+
+
+async def test_a_denied_part_fails_at_once_and_an_unresumable_upload_is_aborted(tmp_path: Path) -> None:
+    store = ScriptedStore()
+    store.script("UploadReadSetPart", error(403, "AccessDeniedException", "no permission"))
+    async with uploader(store) as up:
+        handle = up.start(paired(tmp_path, 200 * KIB), store_id=STORE_ID, checkpoint=False)
+        with pytest.raises(AccessDeniedError, match="no permission"):
+            await handle
+        assert handle.statistics().state == "failed"
+    assert store.counts["AbortMultipartReadSetUpload"] == 1
+    assert store.counts["CompleteMultipartReadSetUpload"] == 0
+
+
+async def test_retries_stop_at_the_attempt_limit_with_the_last_error(tmp_path: Path) -> None:
+    store = ScriptedStore()
+    store.script("UploadReadSetPart", *[error(500, "InternalServerException", "boom")] * 3)
+    retry = RetryConfig(max_attempts=3, base_delay=0.001, max_delay=0.001)
+    config = fast_config(1024 * KIB, retry=retry, max_concurrency=1)  # the first part meets all three errors
+    async with uploader(store, config) as up:
+        with pytest.raises(RetryExhaustedError, match=r"UploadReadSetPart failed 3 times.*boom") as info:
+            await up.upload(paired(tmp_path, 4 * KIB), store_id=STORE_ID, checkpoint=False)
+    assert isinstance(info.value.__cause__, Exception)
+
+
+async def test_a_create_that_never_answers_fails_at_the_operation_deadline(tmp_path: Path) -> None:
+    store = ScriptedStore()
+    store.script("CreateMultipartReadSetUpload", HANG)
+    started = time.monotonic()
+    service = ServiceConfig(endpoint_url=LOCAL.endpoint_url, operation_timeout=0.3)
+    async with uploader(store, service=service) as up:
+        with pytest.raises(RetryExhaustedError, match=r"CreateMultipartReadSetUpload: no answer within 0\.3 s"):
+            await up.upload(paired(tmp_path, 4 * KIB), store_id=STORE_ID, checkpoint=False)
+    assert time.monotonic() - started < 3
+
+
+async def test_a_graceful_stop_reaches_a_create_in_flight(tmp_path: Path) -> None:
+    store = ScriptedStore()
+    store.script("CreateMultipartReadSetUpload", HANG)
+    async with uploader(store) as up:
+        handle = up.start(paired(tmp_path, 4 * KIB), store_id=STORE_ID)
+        await wait_for(lambda: store.counts["CreateMultipartReadSetUpload"] == 1)
+        started = time.monotonic()
+        handle.stop(0.2)
+        with pytest.raises(UploadInterruptedError):
+            await handle
+        assert time.monotonic() - started < 2
+        assert handle.statistics().state == "interrupted"
+
+
+async def test_parts_in_flight_finish_within_the_grace_and_no_new_part_starts(tmp_path: Path) -> None:
+    store = ScriptedStore()
+    store.script("UploadReadSetPart", *[Delay(0.2)] * 4)
+    config = fast_config(64 * KIB, max_concurrency=4)
+    async with uploader(store, config) as up:
+        handle = up.start(paired(tmp_path, 1024 * KIB), store_id=STORE_ID)
+        await wait_for(lambda: store.counts["UploadReadSetPart"] == 4)
+        handle.stop(5.0)
+        with pytest.raises(UploadInterruptedError, match="run the same command again"):
+            await handle
+    assert store.counts["UploadReadSetPart"] == 4 and len(store.parts) == 4  # the four finished, none started
+    assert handle.statistics().parts_done == {Source.SOURCE1: 2, Source.SOURCE2: 2}
+
+
+async def test_a_second_stop_cancels_hanging_parts_at_once(tmp_path: Path) -> None:
+    store = ScriptedStore()
+    store.script("UploadReadSetPart", *[HANG] * 8)
+    async with uploader(store, fast_config(64 * KIB, max_concurrency=8)) as up:
+        handle = up.start(paired(tmp_path, 1024 * KIB), store_id=STORE_ID)
+        await wait_for(lambda: store.counts["UploadReadSetPart"] == 8)
+        handle.stop(60.0)
+        await anyio.sleep(0.05)
+        started = time.monotonic()
+        handle.stop(0.0)
+        with pytest.raises(UploadInterruptedError):
+            await handle
+        assert time.monotonic() - started < 1
+
+
+async def test_rerunning_a_finished_checkpoint_ends_done(tmp_path: Path) -> None:
+    store = ScriptedStore()
+    read_set = paired(tmp_path, 100 * KIB)
+    checkpoint = tmp_path / "ck.jsonl"
+    async with uploader(store) as up:
+        await up.upload(read_set, store_id=STORE_ID, checkpoint=checkpoint)
+    before = len(store.seen)
+    async with uploader(store) as up:
+        handle = up.start(read_set, store_id=STORE_ID, checkpoint=checkpoint)
+        result = await handle
+        assert handle.statistics().state == "done"
+    assert [r.method for r in store.seen[before:]] == ["GET"]  # GetReadSetMetadata only
+    assert result.read_set_id == READ_SET_ID and result.resumed_parts == 4
+
+
+async def test_a_checkpoint_that_cannot_be_written_is_one_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ScriptedStore()
+    checkpoint = tmp_path / "ck.jsonl"
+
+    async def fill_the_disk() -> None:
+        await wait_for(lambda: store.counts["CreateMultipartReadSetUpload"] == 1)
+        checkpoint.unlink()
+        checkpoint.symlink_to("/dev/full")  # the journal's first append opens this path: ENOSPC
+
+    store.script("CreateMultipartReadSetUpload", Delay(0.1))
+    async with uploader(store) as up, anyio.create_task_group() as group:
+        group.start_soon(fill_the_disk)
+        with caplog.at_level(logging.ERROR), pytest.raises(CheckpointError, match="No space left on device"):
+            await up.upload(paired(tmp_path, 100 * KIB), store_id=STORE_ID, checkpoint=checkpoint)
+    assert "never retrieved" not in caplog.text
+    assert store.counts["AbortMultipartReadSetUpload"] == 0  # a checkpoint exists: the upload stays resumable
+
+
+class FailingJournal:
+    """A journal whose every write fails, standing in for a full disk."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def record_parts(self, records: list[PartRecord]) -> None:
+        self.calls += 1
+        time.sleep(0.05)
+        raise CheckpointError("cannot write checkpoint x: No space left on device")
+
+
+async def test_a_failed_group_commit_fails_every_record_it_held_and_every_later_one() -> None:
+    journal = FailingJournal()
+    commit = GroupCommit(journal)  # type: ignore[arg-type]
+    failures: list[BaseException] = []
+
+    async def record(number: int) -> None:
+        try:
+            await commit.record(PartRecord(Source.SOURCE1, number, 1, "c", "d"))
+        except CheckpointError as exc:
+            failures.append(exc)
+
+    async with anyio.create_task_group() as group:
+        for number in range(1, 6):
+            group.start_soon(record, number)
+    await record(6)
+    assert len(failures) == 6 and journal.calls == 1  # one write was tried; nobody was told it succeeded
+    assert all("No space left" in str(f) for f in failures)
