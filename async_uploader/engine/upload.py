@@ -183,6 +183,8 @@ class Upload:
         plan = self._plan()
         self._prints = await anyio.to_thread.run_sync(self._fingerprints)
         replayed = await self._open_checkpoint(plan)
+        # Everything local is checked (sources, plan, checkpoint, its lock): only now does a byte go out.
+        await self._calls.ensure_reachable(self._hint())
         if replayed is not None and replayed.read_set_id is not None:
             assert plan is not None
             await self._check_finished(plan, replayed, replayed.read_set_id)
@@ -252,6 +254,11 @@ class Upload:
                 raise PlanError(f"{source} is too large for {part_size}-byte parts; raise --part-size")
             self.state.set_totals(source, reader.size, parts)
         return None
+
+    def _hint(self) -> str:
+        if self._calls.client.service.endpoint_url:
+            return "check --endpoint-url and that the store is running"
+        return "check --region and the network path to AWS"
 
     def _fingerprints(self) -> dict[Source, SourceFingerprint]:
         return {source: fingerprint_source(source, reader.path) for source, reader in self._files.items()}

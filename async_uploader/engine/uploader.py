@@ -13,10 +13,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from ..core.config import ReadSet, ServiceConfig, UploadConfig
-from ..core.errors import TransportError
 from ..core.ratelimit import Limiter
 from ..core.stats import UploadResult, UploadStatistics
 from ..edge.client import OmicsClient, resolve_region
@@ -27,10 +24,7 @@ from .limiter import LocalLimiter
 from .parts import EventSink
 from .upload import Upload
 
-__all__ = ["PREFLIGHT_TIMEOUT", "UploadHandle", "Uploader", "upload_read_set"]
-
-PREFLIGHT_TIMEOUT = 10.0
-"""How long ``Uploader.preflight`` waits for any answer from the service."""
+__all__ = ["UploadHandle", "Uploader", "upload_read_set"]
 
 
 class Uploader:
@@ -147,27 +141,6 @@ class Uploader:
     def statistics(self) -> list[UploadStatistics]:
         """A snapshot of every upload this Uploader is running."""
         return [handle.statistics() for handle in self._handles]
-
-    async def preflight(self) -> None:
-        """Fail in seconds, not after minutes of retries, when the service cannot be reached at all.
-
-        One unsigned GET of the control endpoint, through the same connections (and proxy, and TLS settings) as
-        every request: any HTTP answer is enough. TransportError names the endpoint and what to check.
-        """
-        client = self.client
-        where = client.base_url()
-        hint = (
-            "check --endpoint-url and that the store is running"
-            if self.service.endpoint_url
-            else "check --region and the network path to AWS"
-        )
-        try:
-            with anyio.fail_after(PREFLIGHT_TIMEOUT):
-                await client.probe()
-        except TimeoutError:
-            raise TransportError(f"no answer from {where} within {PREFLIGHT_TIMEOUT:g} s; {hint}") from None
-        except TransportError as exc:
-            raise TransportError(f"cannot reach {where}: {exc}; {hint}") from None
 
 
 class UploadHandle:
