@@ -90,6 +90,8 @@ class Verifier:
         for name in auth.signed_headers:
             if name not in headers:
                 raise denied(f"signed header {name[:40]!r} is missing from the request")
+            if not all(value.isascii() for value in headers.getall(name)):
+                raise denied(f"signed header {name[:40]!r} is not ASCII text")
         return auth
 
     def verify(
