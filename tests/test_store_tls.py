@@ -7,7 +7,7 @@ import gzip
 import ssl
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,11 @@ import trustme
 from botocore.config import Config
 from store_helpers import STORE_ID, active, upload_read_set
 from store_raw import signed_headers
+from store_serve import ROOT, serve
 
 from async_uploader.emulator import LocalStore
 
 MakeStore = Callable[..., Awaitable[LocalStore]]
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def omics_over(url: str, verify: str | bool) -> Any:
@@ -36,24 +36,6 @@ def omics_over(url: str, verify: str | bool) -> Any:
         verify=verify,
         config=Config(inject_host_prefix=False, retries={"mode": "standard", "total_max_attempts": 1}),
     )
-
-
-@pytest.fixture
-def tls_serve(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """``python -m async_uploader.emulator --tls``: the URL and the CA file it printed."""
-    command = [sys.executable, "-m", "async_uploader.emulator", "--tls", "--data-dir", str(tmp_path / "data")]
-    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
-        try:
-            assert proc.stdout is not None
-            url = proc.stdout.readline().strip()
-            ca_line = proc.stdout.readline().strip()
-            assert url.startswith("https://127.0.0.1:"), (url, proc.stderr.read() if proc.stderr else "")
-            assert ca_line.startswith("ca-file: "), ca_line
-            yield url, Path(ca_line.removeprefix("ca-file: "))
-        finally:
-            proc.terminate()
-            assert proc.wait(timeout=20) == 0
-            assert proc.stderr is not None and proc.stderr.read() == ""
 
 
 def round_trip(url: str, ca_file: Path) -> None:
@@ -72,12 +54,13 @@ def round_trip(url: str, ca_file: Path) -> None:
         omics_over(url, True).list_multipart_read_set_uploads(sequenceStoreId=STORE_ID)
 
 
-def test_serve_tls_round_trip_with_the_printed_ca(tls_serve: tuple[str, Path]) -> None:
-    url, ca_file = tls_serve
-    assert ca_file.read_text().startswith("-----BEGIN CERTIFICATE-----")
-    round_trip(url, ca_file)
-    # The certificate names localhost too.
-    round_trip(url.replace("127.0.0.1", "localhost"), ca_file)
+def test_serve_tls_round_trip_with_the_printed_ca(tmp_path: Path) -> None:
+    with serve(tmp_path, "--tls") as served:
+        assert served.url.startswith("https://127.0.0.1:") and served.ca_file is not None
+        assert served.ca_file.read_text().startswith("-----BEGIN CERTIFICATE-----")
+        round_trip(served.url, served.ca_file)
+        # The certificate names localhost too.
+        round_trip(served.url.replace("127.0.0.1", "localhost"), served.ca_file)
 
 
 async def test_in_process_tls_store(make_store: MakeStore) -> None:
