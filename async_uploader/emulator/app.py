@@ -15,7 +15,7 @@ from aiohttp import web
 from .auth import UNSIGNED_PAYLOAD, Verifier
 from .errors import ApiError, for_status, validation
 from .faults import QUOTA_KIND, Fault, Pacer, QuotaBucket, RequestKey, decide, reset_offset
-from .ingest import Job, ingest
+from .ingest import Cancelled, Job, Outcome, ingest
 from .options import StoreOptions
 from .parsing import check_id, check_part_number, check_source, json_object, page
 from .store import ReadSet, State, iso, part_info_json
@@ -345,7 +345,13 @@ class StoreApp:
         """PROCESSING_UPLOAD for at least ``processing_delay`` seconds, and until the worker thread is done."""
         loop = asyncio.get_running_loop()
         done_by = loop.time() + self.options.processing_delay
-        outcome = await loop.run_in_executor(self.ingesters, ingest, job)
+        try:
+            outcome = await loop.run_in_executor(self.ingesters, ingest, job)
+        except Cancelled:
+            return
+        except OSError as exc:  # the disk under the store, not the read set
+            LOG.error("processing read set %s failed: %s", read_set.read_set_id, exc)
+            outcome = Outcome(problem=f"the local store could not store the read set: {exc.strerror or exc}")
         await asyncio.sleep(max(0.0, done_by - loop.time()))
         read_set.finish(outcome)
 

@@ -2,7 +2,7 @@
 
 Each source's parts are joined into one stored file (the service keeps one file per source, and serves it in
 parts of the size its metadata reports); while the bytes pass, a FASTQ source is hashed and counted
-(:mod:`.etag`). BAM and CRAM read sets get an index file. The first bytes decide ACTIVE or UPLOAD_FAILED.
+(:mod:`.etag`) and a BAM source indexed (:mod:`.bai`). The first bytes decide ACTIVE or UPLOAD_FAILED.
 Plain synchronous code: the app runs :func:`ingest` in a thread and only awaits it.
 """
 
@@ -11,18 +11,24 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from .bai import BaiBuilder, NotIndexable
 from .etag import FastqDigest, NotFastq
 
 CHUNK = 4 * 1024 * 1024
-# The index of a BAM or CRAM read set. This store does not parse alignments, so the file it serves as
-# ``file=INDEX`` is a marker, not a BAI or CRAI: a tool that reads it as an index fails on its first bytes
-# rather than trusting an index that describes nothing.
+# The index of a CRAM read set. This store does not parse CRAM, so the file it serves as ``file=INDEX`` is a
+# marker, not a CRAI: a tool that reads it as an index fails on its first bytes rather than trusting an index
+# that describes nothing. (BAM read sets get a real BAI.)
 PLACEHOLDER_INDEX = (
-    b"PLACEHOLDER INDEX of the async_uploader local sequence store: not a BAI or CRAI; "
-    b"this store does not parse alignments.\n"
+    b"PLACEHOLDER INDEX of the async_uploader local sequence store: not a CRAI; this store does not parse CRAM.\n"
 )
-INDEXED = ("BAM", "CRAM")
+
+
+class Reader(Protocol):
+    """What reads a source as it is joined: ``update`` with its bytes in order; raises when it cannot go on."""
+
+    def update(self, data: bytes) -> None: ...
 
 
 class Cancelled(Exception):
@@ -68,16 +74,15 @@ def corrupted(digest: str) -> str:
     return digest[:-1] + ("0" if digest[-1] != "0" else "1")
 
 
-def assemble(job: Job, name: str, parts: list[Path], digest: FastqDigest | None) -> tuple[Path, bytes, bool]:
-    """Join ``parts`` into ``directory/name`` (removing each part once copied), feeding ``digest`` on the way.
+def assemble(job: Job, name: str, parts: list[Path], reader: Reader | None) -> tuple[Path, bytes, bool]:
+    """Join ``parts`` into ``directory/name`` (removing each part once copied), feeding ``reader`` on the way.
 
-    Returns the joined file, its first four bytes and whether ``digest`` saw every byte (a source that is not
-    FASTQ stops the hashing, not the joining).
+    Returns the joined file, its first four bytes and whether ``reader`` took every byte (a source it cannot
+    read stops the reading, not the joining).
     """
     assert job.directory is not None
     target = job.directory / name.lower()
     head = b""
-    hashing = digest is not None
     with target.open("wb") as out:
         for part in parts:
             with part.open("rb") as handle:
@@ -87,44 +92,58 @@ def assemble(job: Job, name: str, parts: list[Path], digest: FastqDigest | None)
                     out.write(chunk)
                     if len(head) < 4:
                         head = (head + chunk)[:4]
-                    if hashing:
-                        assert digest is not None
+                    if reader is not None:
                         try:
-                            digest.update(chunk)
-                        except NotFastq:
-                            hashing = False
+                            reader.update(chunk)
+                        except (NotFastq, NotIndexable):
+                            reader = None
             part.unlink()
-    return target, head, hashing
+    return target, head, reader is not None
 
 
 def ingest(job: Job) -> Outcome:
     if job.directory is None:
-        # Nothing kept: sizes are known, contents are not, so no ETag, no counts and no format check.
+        # Nothing kept: sizes are known, contents are not, so no ETag, no counts, no index, no format check.
         return Outcome()
+    if job.file_type == "FASTQ":
+        return _fastq(job)
+    name, parts = next(iter(job.sources.items()))
+    bai = BaiBuilder() if job.file_type == "BAM" else None
+    path, head, read = assemble(job, name, parts, bai)
+    outcome = Outcome({name: path}, problem=format_problem(job.file_type, head, name))
+    index = job.directory / "index"
+    if outcome.problem is None and bai is not None and read:
+        try:
+            index.write_bytes(bai.finish())
+        except NotIndexable:
+            return outcome
+    elif outcome.problem is None and job.file_type == "CRAM":
+        index.write_bytes(PLACEHOLDER_INDEX)
+    else:
+        return outcome
+    return Outcome(outcome.files, index)
+
+
+def _fastq(job: Job) -> Outcome:
+    assert job.directory is not None
     files: dict[str, Path] = {}
     digests: dict[str, str] = {}
     reads = bases = 0
     problem = None
-    decoded = job.file_type == "FASTQ"
+    decoded = True
     for name, parts in job.sources.items():
-        digest = FastqDigest(job.family) if job.file_type == "FASTQ" else None
+        digest = FastqDigest(job.family)
         files[name], head, hashed = assemble(job, name, parts, digest)
         problem = problem or format_problem(job.file_type, head, name)
-        if digest is not None and hashed:
-            try:
-                summary = digest.finish()
-            except NotFastq:
-                decoded = False
-                continue
-            digests[name.lower()] = corrupted(summary.digest) if job.corrupt_etag else summary.digest
-            reads, bases = reads + summary.reads, bases + summary.bases
-        else:
+        try:
+            summary = digest.finish() if hashed else None
+        except NotFastq:
+            summary = None
+        if summary is None:
             decoded = False
-    index = None
-    if job.file_type in INDEXED and problem is None:
-        index = job.directory / "index"
-        index.write_bytes(PLACEHOLDER_INDEX)
+            continue
+        digests[name.lower()] = corrupted(summary.digest) if job.corrupt_etag else summary.digest
+        reads, bases = reads + summary.reads, bases + summary.bases
     if problem is not None or not decoded:
-        return Outcome(files, index, problem=problem)
-    etag = {"algorithm": f"FASTQ_{job.family}", **digests}
-    return Outcome(files, index, etag, (reads, bases))
+        return Outcome(files, problem=problem)
+    return Outcome(files, etag={"algorithm": f"FASTQ_{job.family}", **digests}, counts=(reads, bases))

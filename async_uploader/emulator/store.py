@@ -23,7 +23,6 @@ from .ingest import Outcome
 from .parsing import MAX_PART_NUMBER, SOURCES, check_id, check_part_number, check_source
 
 FILE_TYPES = ("FASTQ", "BAM", "CRAM", "UBAM")
-INDEXED = ("BAM", "CRAM")
 ARN_PREFIX = "arn:aws:omics:us-east-1:123456789012:sequenceStore/"
 TEXT_FIELDS = {"subjectId": 127, "sampleId": 127, "name": 127, "generatedFrom": 127, "description": 255}
 
