@@ -18,7 +18,8 @@ from .faults import QUOTA_KIND, Fault, Pacer, QuotaBucket, RequestKey, decide, r
 from .ingest import Cancelled, Job, Outcome, ingest
 from .options import StoreOptions
 from .parsing import check_id, check_part_number, check_source, json_object, page
-from .store import ReadSet, State, iso, part_info_json
+from .records import ReadSet, iso, part_info_json
+from .store import State
 from .transfer import CHUNK, Receiver, send_slice
 from .wire import LOG, error_response, read_bounded
 
