@@ -37,10 +37,9 @@ $(AWSCLI_VENV)/.stamp: Makefile | $(BIN)/python
 	touch $@
 
 $(JS_SDK_DIR)/.stamp: Makefile | $(BIN)/python
-	@if command -v npm >/dev/null 2>&1; then \
-		npm install --silent --no-audit --no-fund --prefix $(JS_SDK_DIR) '@aws-sdk/client-omics@$(JS_SDK_VERSION)' \
-			&& touch $@; \
-	else echo "npm not found: the JavaScript SDK tests of the store will be skipped"; fi
+	@if ! command -v npm >/dev/null 2>&1; then echo "npm not found: the JavaScript SDK tests of the store are skipped"; \
+	elif npm install --silent --no-audit --no-fund --prefix $(JS_SDK_DIR) '@aws-sdk/client-omics@$(JS_SDK_VERSION)'; \
+	then touch $@; else echo "npm install failed: the JavaScript SDK tests of the store are skipped"; fi
 
 demo: $(VENV)/.stamp-base
 	$(BIN)/python -m async_uploader.demo --size $(DEMO_SIZE)
