@@ -14,6 +14,7 @@ import fcntl
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,10 +139,9 @@ class CheckpointLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = head[len(_LOCK_MAGIC) :].decode("utf-8", "replace").split()
-            who = f"PID {holder[0]} on {holder[1]}" if len(holder) >= 2 else "another process"
             raise CheckpointBusyError(
-                f"{self.checkpoint} is already being uploaded by {who}; wait for it to finish, or stop it first"
+                f"{self.checkpoint} is already being uploaded by {self._holder(fd)}; wait for it to finish, "
+                "or stop it first"
             ) from None
         try:
             if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
@@ -151,6 +151,16 @@ class CheckpointLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, _LOCK_MAGIC + f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         return True
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        """Who holds the lock, as its holder wrote it (a moment after taking it: read again for up to 0.2 s)."""
+        for _ in range(10):
+            holder = os.pread(fd, 4096, 0)[len(_LOCK_MAGIC) :].decode("utf-8", "replace").split()
+            if len(holder) >= 2:
+                return f"PID {holder[0]} on {holder[1]}"
+            time.sleep(0.02)
+        return "another process"
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
