@@ -24,7 +24,7 @@ import anyio
 from async_uploader.core.checkpoint import PartRecord
 from async_uploader.core.config import Source
 from async_uploader.edge.sources import fingerprint_source, part_digest
-from async_uploader.engine.verify import changed_parts
+from async_uploader.engine.reread import changed_parts
 
 GIB = 1024**3
 PART = 100 * 1024 * 1024

@@ -9,8 +9,10 @@ exception to raise, or ``HANG`` (never answer). Every request is kept in ``store
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
+import zlib
 from collections import Counter, deque
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,11 @@ def operation_of(request: SentRequest) -> str:
     if request.method == "DELETE":
         return "AbortMultipartReadSetUpload"
     if request.method == "GET":
-        return "GetReadSetMetadata" if path.endswith("/metadata") else "GetReadSet" if "/readset/" in path else "GET"
+        if path.endswith("/metadata"):
+            return "GetReadSetMetadata"
+        if "/readset/" in path:
+            return "GetReadSet"
+        return "GetSequenceStore" if path.startswith("/sequencestore/") else "probe"
     for suffix, name in (
         ("/upload", "CreateMultipartReadSetUpload"),
         ("/complete", "CompleteMultipartReadSetUpload"),
@@ -135,8 +141,10 @@ class ScriptedStore:
             return _ok({"readSets": list(self.completed.values())})
         if operation == "AbortMultipartReadSetUpload":
             return _ok({})
-        if operation == "GET":
-            return error(404, "ResourceNotFoundException", "no such route")
+        if operation == "probe":
+            return error(404, "UnknownOperationException", "no operation at this path")
+        if operation == "GetSequenceStore":
+            return _ok({"id": "1234567890", "eTagAlgorithmFamily": "MD5up"})
         raise AssertionError(f"{operation} is not answered by the scripted store")
 
 
@@ -151,10 +159,90 @@ def fast_config(part_size: int, **extra: Any) -> UploadConfig:
     return UploadConfig(**settings)
 
 
+_BASES = bytes(b"ACGT"[n % 4] for n in range(256))
+_QUALITIES = bytes(b"#+5?@FI"[n % 7] for n in range(256))
+
+
+def _record(rng: random.Random, size: int, number: int) -> bytes:
+    """One FASTQ record of exactly ``size`` bytes (at least 9): ``@NAME`` / bases / ``+`` / qualities."""
+    name_length = 1 + (size - 7) % 2
+    bases = (size - 6 - name_length) // 2
+    name = (str(number % 10) * name_length).encode()
+    sequence = rng.randbytes(bases).translate(_BASES)
+    quality = rng.randbytes(bases).translate(_QUALITIES)
+    return b"@" + name + b"\n" + sequence + b"\n+\n" + quality + b"\n"
+
+
+def _stored_member(text: bytes) -> bytes:
+    """A gzip member holding ``text`` in one stored (uncompressed) deflate block: exactly len(text) + 23 bytes."""
+    assert len(text) <= 0xFFFF
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    block = bytes([1]) + len(text).to_bytes(2, "little") + (0xFFFF ^ len(text)).to_bytes(2, "little")
+    trailer = zlib.crc32(text).to_bytes(4, "little") + len(text).to_bytes(4, "little")
+    return header + block + text + trailer
+
+
+def fastq_gz(size: int, seed: int = 0) -> bytes:
+    """A valid gzip FASTQ of exactly ``size`` bytes (at least 32): random reads, compressed at level 1 in members,
+    the last ones stored so the size comes out exact. Its bytes differ from offset to offset, so a byte out of
+    place anywhere shows, and the store's ETag and counts are those of real FASTQ."""
+    rng = random.Random(seed)
+    out = bytearray()
+    number = 0
+    while size - len(out) > 600_000:
+        text = b"".join(_record(rng, rng.randint(60, 400), number + n) for n in range(2000))
+        number += 2000
+        out += gzip.compress(text, compresslevel=1, mtime=0)
+    while len(out) < size:
+        left = size - len(out)
+        take = min(left, 60_000)
+        if 0 < left - take < 32:
+            take = left - 32
+        out += _stored_member(_record(rng, take - 23, number))
+        number += 1
+    assert len(out) == size
+    return bytes(out)
+
+
+def fastq_text(reads: int, seed: int = 0, length: int = 150, crlf: bool = False) -> bytes:
+    """``reads`` FASTQ records of 1..``length`` random bases, qualities holding '@' and '+' (not line markers)."""
+    rng = random.Random(seed)
+    end = "\r\n" if crlf else "\n"
+    records = []
+    for n in range(reads):
+        size = rng.randint(1, length)
+        bases = "".join(rng.choices("ACGTN", k=size))
+        quality = "".join(rng.choices("#+5@FI", k=size))
+        records.append(f"@read{n} 1:N:0:ACGT{end}{bases}{end}+{end}{quality}{end}")
+    return "".join(records).encode()
+
+
+def gzip_members(data: bytes, count: int) -> bytes:
+    """``data`` gzip-compressed as ``count`` concatenated members."""
+    step = -(-len(data) // count)
+    return b"".join(gzip.compress(data[i : i + step], compresslevel=6) for i in range(0, len(data), step))
+
+
+def fastq_plain(size: int, seed: int = 0) -> bytes:
+    """Plain (uncompressed) FASTQ of exactly ``size`` bytes (at least 9): random records, the last one sized to fit.
+    Any base may be changed to another in place and it stays valid FASTQ of the same size."""
+    rng = random.Random(seed)
+    records: list[bytes] = []
+    left, number = size, 0
+    while left > 800:
+        record = _record(rng, rng.randint(60, 400), number)
+        records.append(record)
+        left -= len(record)
+        number += 1
+    records.append(_record(rng, left, number))
+    data = b"".join(records)
+    assert len(data) == size
+    return data
+
+
 def gzip_like(path: Path, size: int, seed: int = 0) -> Path:
-    """``size`` pseudo-random bytes behind a gzip magic number (all the store's format check looks at), so a
-    byte out of place anywhere shows."""
-    path.write_bytes((b"\x1f\x8b" + random.Random(seed or path.name).randbytes(max(size, 2)))[:size])
+    """Write a valid FASTQ.gz of exactly ``size`` bytes (``fastq_gz``) to ``path``."""
+    path.write_bytes(fastq_gz(size, seed or zlib.crc32(path.name.encode())))
     return path
 
 

@@ -39,6 +39,7 @@ from async_uploader.fleet.budget import SharedBudget, budget_rates
 from async_uploader.fleet.dask_batch import run_batch_on_dask
 from async_uploader.fleet.dask_budget import DaskSchedulerLimiter
 from async_uploader.fleet.lease import FileLease, LeaseLostError, hold_lease
+from tests.helpers import fastq_gz
 
 STORE_ID = "1234567890"
 KIB = 1024
@@ -66,7 +67,7 @@ def make_rows(folder: Path, count: int) -> list[ManifestRow]:
         for mate in (1, 2):
             size = 4 * KIB + (i * 977 + mate * 311) % (2 * KIB)
             # The store checks the gzip magic; the rest is incompressible noise of the wanted size.
-            (folder / f"rs{i}_{mate}.fq.gz").write_bytes(b"\x1f\x8b" + os.urandom(size - 2))
+            (folder / f"rs{i}_{mate}.fq.gz").write_bytes(fastq_gz(size, seed=10 * i + mate))
         lines.append(f"rs{i}_1.fq.gz,rs{i}_2.fq.gz,FASTQ,subject-{i},sample-{i},read-set-{i}")
     return parse_manifest("\n".join(lines) + "\n", base_dir=folder, name="manifest.csv")
 

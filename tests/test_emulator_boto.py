@@ -312,3 +312,15 @@ async def test_quota_answers_429(make_store: MakeStore) -> None:
     upload_id = store.requests[0]["upload_id"]
     for n in (1, 2, 3):
         await asyncio.to_thread(put, client, upload_id, "SOURCE1", n, b"@r\nA\n+\nI\n")
+
+
+@pytest.mark.parametrize("family", ["MD5up", "SHA512up"])
+async def test_get_sequence_store_names_its_etag_family(make_store: MakeStore, family: str) -> None:
+    store = await make_store(etag_family=family)
+
+    def ask() -> dict[str, Any]:
+        reply: dict[str, Any] = omics(store).get_sequence_store(id=STORE_ID)
+        return reply
+
+    reply = await asyncio.to_thread(ask)
+    assert reply["id"] == STORE_ID and reply["eTagAlgorithmFamily"] == family and reply["status"] == "ACTIVE"

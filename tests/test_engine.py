@@ -228,8 +228,9 @@ async def test_wrong_credentials_fail_fast_without_retries(
     async with Uploader(config(4 * KIB), service=service(store)) as up:
         with pytest.raises(AccessDeniedError):
             await up.upload(read_set(paths), store_id=STORE_ID)
-    assert [r["operation"] for r in store.requests] == ["Unknown", "CreateMultipartReadSetUpload"]  # probe, Create
-    assert store.requests[1]["status"] == 403  # and no retry
+    operations = [r["operation"] for r in store.requests]
+    assert operations == ["Unknown", "GetSequenceStore", "CreateMultipartReadSetUpload"]  # probe, family, Create
+    assert [r["status"] for r in store.requests[1:]] == [403, 403]  # and no retry
 
 
 async def test_stop_leaves_a_resumable_upload(store: LocalStore, tmp_path: Path) -> None:
@@ -335,7 +336,9 @@ async def test_a_finished_checkpoint_returns_the_read_set_without_requests(store
         before = len(store.requests)
         again = await up.upload(read_set(paths), store_id=STORE_ID, checkpoint=checkpoint)
     assert again.read_set_id == first.read_set_id
-    assert [r["operation"] for r in store.requests[before:]] == ["GetReadSetMetadata"]
+    # The family of the store's ETags (to verify the read set), then its status: no part, no Create.
+    assert [r["operation"] for r in store.requests[before:]] == ["GetSequenceStore", "GetReadSetMetadata"]
+    assert first.verified and again.verified
 
 
 async def test_the_adopted_read_set_is_the_one_with_the_same_sources(store: LocalStore, tmp_path: Path) -> None:

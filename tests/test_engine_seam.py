@@ -5,6 +5,8 @@ The real-store tests (test_engine.py) prove the same engine against HTTP; these 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -16,7 +18,9 @@ import pytest
 from async_uploader import (
     AccessDeniedError,
     CheckpointError,
+    FileType,
     RateLimits,
+    ReadSet,
     RequestKind,
     RetryConfig,
     RetryExhaustedError,
@@ -27,7 +31,7 @@ from async_uploader import (
 from async_uploader.core.checkpoint import PartRecord
 from async_uploader.core.config import Source
 from async_uploader.core.events import EVENT_SCHEMA
-from async_uploader.edge.transport import MockTransport
+from async_uploader.edge.transport import MockTransport, Response
 from async_uploader.engine.parts import GroupCommit
 from tests.helpers import (
     HANG,
@@ -37,6 +41,7 @@ from tests.helpers import (
     ScriptedStore,
     error,
     fast_config,
+    fastq_text,
     operation_of,
     paired,
     throttled,
@@ -165,8 +170,8 @@ async def test_rerunning_a_finished_checkpoint_ends_done(tmp_path: Path) -> None
         handle = up.start(read_set, store_id=STORE_ID, checkpoint=checkpoint)
         result = await handle
         assert handle.statistics().state == "done"
-    # The reachability probe, then GetReadSetMetadata: nothing is uploaded again.
-    assert [operation_of(r) for r in store.seen[before:]] == ["GET", "GetReadSetMetadata"]
+    # The reachability probe, the store's ETag family, GetReadSetMetadata: nothing is uploaded again.
+    assert [operation_of(r) for r in store.seen[before:]] == ["probe", "GetSequenceStore", "GetReadSetMetadata"]
     assert result.read_set_id == READ_SET_ID and result.resumed_parts == 4
 
 
@@ -230,3 +235,36 @@ async def test_a_complete_whose_reply_was_lost_finds_its_read_set_instead_of_fai
         result = await up.upload(paired(tmp_path, 100 * KIB), store_id=STORE_ID, checkpoint=False)
     assert result.read_set_id == READ_SET_ID and result.retries == 1
     assert store.counts["CompleteMultipartReadSetUpload"] == 2 and store.counts["ListReadSets"] == 1
+
+
+async def test_a_family_that_cannot_be_asked_is_assumed_and_the_files_are_hashed_again_when_it_was_another(
+    tmp_path: Path,
+) -> None:
+    """No permission for GetSequenceStore: MD5up is assumed; the read set says SHA256up: the files are hashed again
+    with it, and the read set is verified."""
+    raw = fastq_text(300, seed=2)
+    source = tmp_path / "r1.fq"
+    source.write_bytes(raw)
+    bases = sum(len(line) for line in raw.split(b"\n")[1::4])
+    store = ScriptedStore()
+    store.script("GetSequenceStore", error(403, "AccessDeniedException", "not allowed"))
+    store.script(
+        "GetReadSetMetadata",
+        Response(
+            200,
+            {},
+            json.dumps(
+                {
+                    "id": READ_SET_ID,
+                    "status": "ACTIVE",
+                    "etag": {"algorithm": "FASTQ_SHA256up", "source1": hashlib.sha256(raw).hexdigest()},
+                    "sequenceInformation": {"totalReadCount": 300, "totalBaseCount": bases},
+                }
+            ).encode(),
+        ),
+    )
+    read_set = ReadSet(source, FileType.FASTQ, "s", "x", "n")
+    async with uploader(store) as up:
+        result = await up.upload(read_set, store_id=STORE_ID, checkpoint=False)
+    assert result.verified and result.verification is not None
+    assert result.verification.algorithm == "FASTQ_SHA256up" and result.verification.reads == 300

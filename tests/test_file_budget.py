@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from async_uploader.core.config import RateLimits
 from async_uploader.core.errors import ConfigError
 from async_uploader.core.ratelimit import Limiter, RequestKind
 from async_uploader.fleet.filebudget import FileBudgetLimiter, FileBudgetState, KindRecord
+from tests.helpers import fastq_gz
 
 CONTROL = RequestKind.CONTROL
 PART = RequestKind.PART
@@ -264,7 +264,7 @@ async def test_three_processes_share_one_budget(tmp_path: Path, cli_env: dict[st
             mates = []
             for mate in (1, 2):
                 path = tmp_path / f"s{i}_{mate}.fq.gz"
-                path.write_bytes(b"\x1f\x8b" + os.urandom(5 * 1024 + 100 * i + mate))
+                path.write_bytes(fastq_gz(5 * 1024 + 100 * i + mate, seed=10 * i + mate))
                 mates.append(str(path))
             argv = [*mates, "--store-id", "1234567890", "--file-type", "FASTQ", "--subject-id", f"subject-{i}"]
             argv += ["--sample-id", f"sample-{i}", "--name", f"shared-{i}", "--part-size", "2048", "--json"]

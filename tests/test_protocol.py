@@ -172,6 +172,24 @@ def test_metadata_and_get_read_set_match_botocore(model: Any) -> None:
     params = {"sequenceStoreId": STORE, "id": READ_SET, "file": "SOURCE2", "partNumber": 3}
     ours = protocol.get_read_set(STORE, READ_SET, Source.SOURCE2, 3)
     assert_same(ours, botocore_request(model, "GetReadSet", params), "GetReadSet")
+    ours = protocol.get_sequence_store(STORE)
+    assert_same(ours, botocore_request(model, "GetSequenceStore", {"id": STORE}), "GetSequenceStore")
+
+
+def test_every_operation_sent_has_a_quota_kind_and_is_the_models(model: Any) -> None:
+    assert set(protocol.OPERATIONS) <= set(model.operation_names)
+
+
+def test_etag_and_sequence_information_are_parsed() -> None:
+    metadata = protocol.parse_metadata(
+        b'{"id": "1", "status": "ACTIVE", "etag": {"algorithm": "FASTQ_MD5up", "source1": "ab", "source2": "cd"},'
+        b' "sequenceInformation": {"totalReadCount": 10, "totalBaseCount": 1500}}'
+    )
+    assert metadata.etag == protocol.ReadSetETag("FASTQ_MD5up", {Source.SOURCE1: "ab", Source.SOURCE2: "cd"})
+    assert (metadata.reads, metadata.bases) == (10, 1500)
+    bare = protocol.parse_metadata(b'{"id": "1", "status": "ACTIVE", "etag": {"algorithm": "BAM_MD5up"}}')
+    assert bare.etag == protocol.ReadSetETag("BAM_MD5up", {}) and bare.reads is None
+    assert protocol.parse_sequence_store(b'{"id": "1", "eTagAlgorithmFamily": "SHA256up"}') == "SHA256up"
 
 
 def test_path_labels_escaped_like_botocore(model: Any) -> None:
@@ -194,6 +212,7 @@ def test_endpoint_host_prefix_per_operation(model: Any) -> None:
         "GetReadSetMetadata": protocol.get_read_set_metadata(STORE, READ_SET),
         "GetReadSet": protocol.get_read_set(STORE, READ_SET, Source.SOURCE1, 1),
         "ListReadSets": protocol.list_read_sets(STORE),
+        "GetSequenceStore": protocol.get_sequence_store(STORE),
     }
     for name, request in builders.items():
         assert request.operation == name

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import select
 import shlex
 import signal
@@ -30,7 +29,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.helpers import upload_argv
+from tests.helpers import fastq_plain, upload_argv
 
 pytestmark = pytest.mark.slow
 
@@ -61,8 +60,8 @@ def deadline_loop(what: str, timeout: float = WAIT) -> Iterator[None]:
 
 
 def source_bytes(size: int, seed: int) -> bytes:
-    """gzip's magic number then pseudo-random bytes: the store's FASTQ format check passes."""
-    return b"\x1f\x8b" + random.Random(seed).randbytes(size - 2)
+    """Plain FASTQ of exactly ``size`` bytes, random everywhere: a base can be changed in place and it stays FASTQ."""
+    return fastq_plain(size, seed + 1)
 
 
 class RequestLog:
@@ -275,6 +274,9 @@ class Harness:
         got = self.read_back(read_set_id)
         for name in SIZES:
             assert got[name] == self.contents[name], f"{name} of read set {read_set_id} differs from the file"
+        # Verified end to end: each whole source hashed (the parts sent before the interruption too), and equal to
+        # the ETag the store computed from what it holds.
+        assert "async-uploader: verified: the store's FASTQ_MD5up of SOURCE1, SOURCE2 equals" in err, err
         created = self.store.log.ops(CREATE_OP, status=None)
         assert len(created) == creates, f"expected {creates} CreateMultipartReadSetUpload, the log has {created}"
         return read_set_id
@@ -449,19 +451,28 @@ def _kill_a_third_of_the_way(harness: Harness) -> Store:
     return store
 
 
-def _edit_in_place(harness: Harness, name: str, offset: int) -> None:
-    """Rewrite 16 bytes of a source in place and set its modification time back: only its ctime tells."""
+_COMPLEMENT = bytes.maketrans(b"ACGT", b"TGCA")
+
+
+def _edit_in_place(harness: Harness, name: str, offset: int) -> int:
+    """Change the bases of the first sequence line at or after ``offset`` in place (up to 16 of them) and set the
+    modification time back: the file stays FASTQ of the same size, and only its ctime tells. Returns where."""
     path = harness.sources[name]
     before = path.stat()
-    new = bytes(b ^ 0x5A for b in harness.contents[name][offset : offset + 16])
+    content = harness.contents[name]
+    offset = content.index(b"\n+\n", offset)
+    offset = content.rindex(b"\n", 0, offset) + 1  # the start of that record's sequence line
+    length = min(16, content.index(b"\n", offset) - offset)
+    new = content[offset : offset + length].translate(_COMPLEMENT)
     with path.open("r+b") as f:
         f.seek(offset)
         f.write(new)
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
-    content = bytearray(harness.contents[name])
-    content[offset : offset + 16] = new
-    harness.contents[name] = bytes(content)
+    edited = bytearray(content)
+    edited[offset : offset + length] = new
+    harness.contents[name] = bytes(edited)
+    return offset
 
 
 SAMPLED = 64 * 1024  # the fingerprint samples the first, middle and last 64 KiB of a source
@@ -477,10 +488,10 @@ def test_an_in_place_edit_with_the_mtime_restored_is_uploaded_as_the_file_is_now
         number = max(n for n in range(1, size // PART_SIZE) if n not in sent)
     else:
         number = min(sent) if where == "sent part, in a sample" else sorted(sent)[len(sent) // 2]
-    offset = (number - 1) * PART_SIZE + 1000
+    offset = _edit_in_place(harness, "SOURCE1", (number - 1) * PART_SIZE + 1000)
+    assert (offset - 1) // PART_SIZE + 1 == number  # still inside the part chosen
     in_sample = offset < SAMPLED or middle <= offset < middle + SAMPLED or offset >= size - SAMPLED
     assert in_sample == (where == "sent part, in a sample"), (number, offset)
-    _edit_in_place(harness, "SOURCE1", offset)
 
     code, out, err = harness.run_upload()
     # The read set holds the file as it is now, byte for byte (check_success reads it back): the edited part,
@@ -493,7 +504,7 @@ def test_an_in_place_edit_with_the_mtime_restored_is_uploaded_as_the_file_is_now
 def test_a_source_of_another_size_needs_restart(harness: Harness) -> None:
     store = _kill_a_third_of_the_way(harness)
     path = harness.sources["SOURCE1"]
-    harness.contents["SOURCE1"] += b"more"
+    harness.contents["SOURCE1"] += b"@more\nACGT\n+\nIIII\n"  # one more read: still FASTQ
     path.write_bytes(harness.contents["SOURCE1"])
     code, out, err = harness.run_upload()
     assert code == 2, f"expected exit 2 for a resized source, got {code}:\n{out}\n{err}"

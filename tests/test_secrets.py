@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from async_uploader.emulator import LocalStore, StoreOptions
-from tests.helpers import upload_argv
+from tests.helpers import fastq_gz, upload_argv
 
 ACCESS_KEY = "AKIDLEAKCHECK0001"
 SECRET = "sEcReT-VaLuE-must-not-leak-0123456789"
@@ -23,7 +22,7 @@ async def test_no_credential_in_output_events_debug_logs_or_checkpoints(
     tmp_path: Path, run_cli: Callable[..., Awaitable[Any]]
 ) -> None:
     source = tmp_path / "reads.fastq.gz"
-    source.write_bytes(b"\x1f\x8b" + os.urandom(300_000))
+    source.write_bytes(fastq_gz(300_000))
     home = tmp_path / "home"
     checkpoint = tmp_path / "ckpt" / "upload.jsonl"
     env = {

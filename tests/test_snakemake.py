@@ -16,6 +16,7 @@ import async_uploader
 from async_uploader import RateLimits, ServiceConfig, Source, UploadConfig, Uploader
 from async_uploader.emulator import LocalStore, StoreOptions
 from async_uploader.engine.batch import read_manifest
+from tests.helpers import fastq_gz
 
 pytest.importorskip("snakemake")
 
@@ -87,7 +88,7 @@ async def test_workflow_uploads_every_row_and_reruns_nothing(tmp_path: Path) -> 
     lines = ["source1\tsource2\tsourceFileType\tsubjectId\tsampleId\tname"]
     for i in range(3):
         for mate in (1, 2):
-            (reads / f"s{i}_{mate}.fq.gz").write_bytes(b"\x1f\x8b" + os.urandom(5 * KIB + i * 100 + mate))
+            (reads / f"s{i}_{mate}.fq.gz").write_bytes(fastq_gz(5 * KIB + i * 100 + mate, seed=10 * i + mate))
         lines.append(f"s{i}_1.fq.gz\ts{i}_2.fq.gz\tFASTQ\tsubject-{i}\tsample-{i}\tsnake-{i}")
     manifest = reads / "manifest.tsv"
     manifest.write_text("\n".join(lines) + "\n")

@@ -85,6 +85,8 @@ def upload_config(args: argparse.Namespace) -> UploadConfig:
     extra: dict[str, Any] = {}
     if args.memory_budget is not None:
         extra["memory_budget"] = args.memory_budget
+    if args.verify is not None:
+        extra["verify"] = args.verify
     return UploadConfig(
         part_size=args.part_size, max_concurrency=args.max_concurrency, rates=rate_limits(args), **extra
     )

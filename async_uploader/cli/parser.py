@@ -184,6 +184,19 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
         "(Snakemake jobs, Nextflow tasks, other shells): Create/Complete/Abort 1/s in all, parts 10/s, "
         "listings 5/s by default, each at 90%%; implies these quotas against a loopback endpoint too",
     )
+    check = group.add_mutually_exclusive_group()
+    check.add_argument(
+        "--verify",
+        dest="verify",
+        action="store_const",
+        const=True,
+        default=None,
+        help="hash each FASTQ source as the service computes its ETag, while it uploads, and compare once the read "
+        "set is ACTIVE (the default; README 'End-to-end verification')",
+    )
+    check.add_argument(
+        "--no-verify", dest="verify", action="store_const", const=False, help="do not hash the sources to verify"
+    )
     group.add_argument(
         "--memory-budget",
         type=_memory,

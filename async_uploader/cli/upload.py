@@ -158,5 +158,8 @@ async def _cmd_upload(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(json.dumps(result.as_json()))
     else:
         sys.stderr.write(_summary_line(result) + "\n")
+        verification = result.verification
+        line = verification.line() if verification is not None else "not verified: verification was switched off"
+        sys.stderr.write(f"{PROG}: {line}\n")
         print(result.read_set_id)
     return EXIT_OK

@@ -226,7 +226,8 @@ class UploadConfig:
     parts. ``max_concurrency`` caps requests in flight per Uploader. ``memory_budget`` bounds the part buffers
     used for sources that cannot seek (stdin, pipes). ``wait_for_active`` polls GetReadSetMetadata after Complete
     until the store has checked the read set (ACTIVE, or UPLOAD_FAILED raised as an error), for at most
-    ``active_timeout`` seconds.
+    ``active_timeout`` seconds. ``verify`` hashes each FASTQ source while it uploads and compares the read set's
+    ETag and counts with it once ACTIVE (README, "End-to-end verification").
     """
 
     part_size: int | None = None
@@ -236,6 +237,7 @@ class UploadConfig:
     memory_budget: int = 1024 * MIB
     slice_size: int = DEFAULT_SLICE_SIZE
     wait_for_active: bool = True
+    verify: bool = True
     active_timeout: float = 600.0
     adaptive: bool = True
 

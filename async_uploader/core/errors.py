@@ -24,6 +24,7 @@ Single inheritance throughout; the CLI maps a class to an exit code by walking t
     │   └── UnavailableError           502, 503, 504 or another unexpected status from the network path (retryable)
     ├── RetryExhaustedError            a retryable failure persisted past the attempt limit (cause chained)
     ├── UploadFailedError              the store completed the upload but marked the read set UPLOAD_FAILED
+    ├── VerificationError              the read set's ETag or counts differ from the user's bytes (read set kept)
     └── UploadInterruptedError         stopped by a signal or cancellation; the checkpoint can resume it
 """
 
@@ -53,6 +54,7 @@ __all__ = [
     "UploaderError",
     "UsageError",
     "ValidationError",
+    "VerificationError",
     "error_for_code",
 ]
 
@@ -183,6 +185,15 @@ class RetryExhaustedError(UploaderError):
 
 class UploadFailedError(UploaderError):
     """The store accepted Complete but marked the read set UPLOAD_FAILED."""
+
+
+class VerificationError(UploaderError):
+    """The service's ETag or read counts differ from those of the user's bytes. The read set is kept, for the
+    record: ``read_set_id`` names it."""
+
+    def __init__(self, message: str, *, read_set_id: str) -> None:
+        super().__init__(message)
+        self.read_set_id = read_set_id
 
 
 class UploadInterruptedError(UploaderError):

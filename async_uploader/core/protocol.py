@@ -27,6 +27,7 @@ __all__ = [
     "HttpRequest",
     "ListedPart",
     "OperationInfo",
+    "ReadSetETag",
     "ReadSetMetadata",
     "UploadSummary",
     "abort_upload",
@@ -35,6 +36,7 @@ __all__ = [
     "error_from_response",
     "get_read_set",
     "get_read_set_metadata",
+    "get_sequence_store",
     "list_parts",
     "list_uploads",
     "parse_complete",
@@ -43,6 +45,7 @@ __all__ = [
     "parse_list_uploads",
     "parse_metadata",
     "parse_part",
+    "parse_sequence_store",
     "query_string",
     "upload_part",
 ]
@@ -74,6 +77,7 @@ OPERATIONS: Mapping[str, OperationInfo] = {
     "GetReadSetMetadata": OperationInfo(RequestKind.LISTING),
     "ListReadSets": OperationInfo(RequestKind.LISTING),
     "GetReadSet": OperationInfo(RequestKind.UNLIMITED, moves_data=True),
+    "GetSequenceStore": OperationInfo(RequestKind.LISTING),
 }
 """Every operation the client sends, with the service quota it counts against (healthomics-api.md, "Service
 quotas"): Create, Complete and Abort share 1/s; parts 10/s; listings and metadata 5/s."""
@@ -288,6 +292,11 @@ def get_read_set_metadata(store_id: str, read_set_id: str) -> HttpRequest:
     return _empty_request("GetReadSetMetadata", "GET", Endpoint.CONTROL, path)
 
 
+def get_sequence_store(store_id: str) -> HttpRequest:
+    """GetSequenceStore: GET /sequencestore/{id} on control-storage (the store's ETag algorithm family)."""
+    return _empty_request("GetSequenceStore", "GET", Endpoint.CONTROL, _store(store_id))
+
+
 def get_read_set(store_id: str, read_set_id: str, source: Source, part_number: int) -> HttpRequest:
     """GetReadSet: GET /sequencestore/{id}/readset/{readSetId}?file=&partNumber= on storage."""
     return _empty_request(
@@ -351,6 +360,36 @@ class ReadSetMetadata:
     description: str | None = None
     creation_time: str | None = None
     files: Mapping[str, Any] = field(default_factory=dict)
+    etag: ReadSetETag | None = None
+    reads: int | None = None
+    bases: int | None = None
+
+
+@dataclass(frozen=True)
+class ReadSetETag:
+    """GetReadSetMetadata's ``etag``: the service's digest of each source's semantic content, and its algorithm."""
+
+    algorithm: str
+    sources: Mapping[Source, str]
+
+
+def parse_sequence_store(body: bytes) -> str | None:
+    """GetSequenceStore's ``eTagAlgorithmFamily`` (MD5up, SHA256up, SHA512up), or None when it names none."""
+    return _optional(_object("GetSequenceStore", body), "eTagAlgorithmFamily")
+
+
+def _etag(data: Mapping[str, Any]) -> ReadSetETag | None:
+    etag = data.get("etag")
+    if not isinstance(etag, dict) or not isinstance(etag.get("algorithm"), str):
+        return None
+    sources = {s: etag.get(key) for s, key in ((Source.SOURCE1, "source1"), (Source.SOURCE2, "source2"))}
+    return ReadSetETag(etag["algorithm"], {s: v for s, v in sources.items() if isinstance(v, str) and v})
+
+
+def _count(data: Mapping[str, Any], key: str) -> int | None:
+    info = data.get("sequenceInformation")
+    value = info.get(key) if isinstance(info, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _malformed(operation: str, why: str) -> ServiceError:
@@ -494,6 +533,9 @@ def _metadata(operation: str, data: dict[str, Any]) -> ReadSetMetadata:
         description=_optional(data, "description"),
         creation_time=_optional(data, "creationTime"),
         files=files if isinstance(files, dict) else {},
+        etag=_etag(data),
+        reads=_count(data, "totalReadCount"),
+        bases=_count(data, "totalBaseCount"),
     )
 
 

@@ -32,7 +32,7 @@ from .config import Source
 from .plan import Part, Plan
 from .protocol import ListedPart
 from .retry import Verdict
-from .stats import UploadResult, UploadStatistics
+from .stats import UploadResult, UploadStatistics, Verification
 
 __all__ = [
     "ENDED",
@@ -262,7 +262,9 @@ class UploadState:
             resumed_parts=self.resumed_parts,
         )
 
-    def result(self, *, store_id: str, now: float, checkpoint: Path | None) -> UploadResult:
+    def result(
+        self, *, store_id: str, now: float, checkpoint: Path | None, verification: Verification | None = None
+    ) -> UploadResult:
         if self.read_set_id is None or self.status is None:
             raise StateError(f"internal error: no result in phase {self.phase.value}")
         return UploadResult(
@@ -277,6 +279,7 @@ class UploadState:
             resumed_parts=self.resumed_parts,
             checkpoint=checkpoint,
             status=self.status,
+            verification=verification,
         )
 
 

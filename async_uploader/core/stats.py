@@ -7,12 +7,57 @@ benchmarks; ``as_json()`` is the only place its JSON shape is written (the schem
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .config import Source
 
-__all__ = ["UploadResult", "UploadStatistics"]
+__all__ = ["UploadResult", "UploadStatistics", "Verification"]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Whether the service holds exactly the user's reads: its ETag and counts against those computed here.
+
+    ``verified`` only when every digest (and the counts the store reports) agree; otherwise ``reason`` says why
+    not, and ``failed`` is set when something disagrees (or the local bytes do not decode), not when nothing could
+    be compared (a BAM, a store that reports no ETag, verification switched off).
+    """
+
+    verified: bool
+    reason: str | None = None
+    failed: bool = False
+    algorithm: str | None = None
+    local: Mapping[str, str] = field(default_factory=dict)
+    remote: Mapping[str, str] = field(default_factory=dict)
+    reads: int | None = None
+    bases: int | None = None
+    remote_reads: int | None = None
+    remote_bases: int | None = None
+
+    def with_reason(self, reason: str | None, *, failed: bool = False, verified: bool = False) -> Verification:
+        return replace(self, reason=reason, failed=failed, verified=verified)
+
+    def line(self) -> str:
+        """One line for people: ``verified: ...`` or ``not verified: ...``."""
+        if self.verified:
+            sources = ", ".join(self.local)
+            counts = f"; {self.reads:,} reads, {self.bases:,} bases" if self.reads is not None else ""
+            return f"verified: the store's {self.algorithm} of {sources} equals the upload's{counts}"
+        return f"not verified: {self.reason}"
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"verified": self.verified, "algorithm": self.algorithm}
+        data["local"] = dict(self.local)
+        data["remote"] = dict(self.remote)
+        if self.reads is not None:
+            data.update(
+                reads=self.reads, bases=self.bases, remoteReads=self.remote_reads, remoteBases=self.remote_bases
+            )
+        if self.reason is not None:
+            data["reason"] = self.reason
+        return data
 
 
 @dataclass(frozen=True)
@@ -30,8 +75,14 @@ class UploadResult:
     resumed_parts: int
     checkpoint: Path | None = None
     status: str = "ACTIVE"
+    verification: Verification | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.verification is not None and self.verification.verified
 
     def as_json(self) -> dict[str, object]:
+        verification = self.verification or Verification(False, reason="verification was switched off")
         return {
             "readSetId": self.read_set_id,
             "uploadId": self.upload_id,
@@ -43,6 +94,8 @@ class UploadResult:
             "throttles": self.throttles,
             "resumedParts": self.resumed_parts,
             "status": self.status,
+            "verified": verification.verified,
+            "verification": verification.as_json(),
         }
 
 

@@ -172,6 +172,11 @@ class OmicsClient:
                 return found
             _check_progress(request.operation, token, seen)
 
+    async def get_etag_family(self, store_id: str) -> str | None:
+        """GetSequenceStore: the family of ETag algorithms the store was created with."""
+        response = await self._send(protocol.get_sequence_store(store_id))
+        return protocol.parse_sequence_store(response.body)
+
     async def get_read_set_metadata(self, store_id: str, read_set_id: str) -> ReadSetMetadata:
         response = await self._send(protocol.get_read_set_metadata(store_id, read_set_id))
         return protocol.parse_metadata(response.body)

@@ -26,6 +26,7 @@ import xxhash
 from ..core.checkpoint import SourceFingerprint
 from ..core.config import Source
 from ..core.errors import SourceError
+from ..core.fastq import FastqSummary, FastqSummer
 from ..core.plan import Part
 
 __all__ = [
@@ -36,6 +37,9 @@ __all__ = [
     "check_source_path",
     "fingerprint_file",
     "fingerprint_source",
+    "part_digest",
+    "read_head",
+    "summarize_file",
 ]
 
 _SAMPLE = 64 * 1024
@@ -72,6 +76,28 @@ def fingerprint_source(source: Source, path: str | os.PathLike[str]) -> SourceFi
 
 
 VERIFY_CHUNK = 8 * 1024 * 1024
+
+
+def summarize_file(
+    path: str | os.PathLike[str], family: str, on_read: Callable[[int], None] | None = None
+) -> FastqSummary:
+    """A FASTQ source's ETag digest, reads and bases, read front to back (``core.fastq``). Blocking: call it from a
+    worker thread; ``on_read`` is told of every chunk read. NotFastqError when it does not decode."""
+    summer = FastqSummer(family)
+    with open(path, "rb", buffering=0) as f:
+        offset = 0
+        while not summer.failed and (chunk := os.pread(f.fileno(), VERIFY_CHUNK, offset)):
+            summer.update(chunk)
+            offset += len(chunk)
+            if on_read is not None:
+                on_read(len(chunk))
+    return summer.finish()
+
+
+def read_head(path: str | os.PathLike[str], size: int = 1024 * 1024) -> bytes:
+    """The first ``size`` bytes of a file (for the file-type check before Create)."""
+    with open(path, "rb") as f:
+        return f.read(size)
 
 
 def part_digest(path: str | os.PathLike[str], offset: int, length: int) -> str | None:
@@ -296,6 +322,13 @@ def _readinto_full(stream: BinaryIO, view: memoryview) -> int:
     return int(filled)
 
 
+def _read_and_sum(stream: BinaryIO, view: memoryview, summer: FastqSummer | None) -> int:
+    filled = _readinto_full(stream, view)
+    if summer is not None and filled:
+        summer.update(view[:filled])
+    return filled
+
+
 class StreamSource:
     """A stream that cannot seek, cut into parts in order; each part's bytes live in a pooled buffer."""
 
@@ -309,6 +342,7 @@ class StreamSource:
         self.next_number = 1
         self.bytes_read = 0
         self.exhausted = False
+        self.summer: FastqSummer | None = None  # fed every byte in order, in the reading thread
         self._lock = anyio.Lock()
 
     async def next_part(self) -> tuple[Part, bytearray] | None:
@@ -322,7 +356,11 @@ class StreamSource:
                 # A read of a pipe may block for ever: on cancellation the thread is abandoned (with the buffer it
                 # fills, which is never given back), so a stop never waits for the writer at the other end.
                 filled = await anyio.to_thread.run_sync(
-                    _readinto_full, self.stream, memoryview(buffer)[: self.part_size], abandon_on_cancel=True
+                    _read_and_sum,
+                    self.stream,
+                    memoryview(buffer)[: self.part_size],
+                    self.summer,
+                    abandon_on_cancel=True,
                 )
             except OSError as exc:
                 self.pool.put(buffer)

@@ -36,6 +36,7 @@ ROUTES = (
     ("GET", STORE + "/readset/{readset}/metadata", "GetReadSetMetadata"),
     ("GET", STORE + "/readset/{readset}", "GetReadSet"),
     ("POST", STORE + "/readsets", "ListReadSets"),
+    ("GET", STORE, "GetSequenceStore"),
 )
 FAULT_ERRORS = {
     Fault.THROTTLE: ("ThrottlingException", "Rate exceeded"),
@@ -92,6 +93,7 @@ class StoreApp:
             "GetReadSetMetadata": self.metadata,
             "GetReadSet": self.get_read_set,
             "ListReadSets": self.list_read_sets,
+            "GetSequenceStore": self.sequence_store,
         }
         self.handlers = handlers
 
@@ -387,6 +389,19 @@ class StoreApp:
         if token:
             reply["nextToken"] = token
         return web.json_response(reply)
+
+    async def sequence_store(self, request: web.Request, call: Call) -> web.StreamResponse:
+        store = self.state.store(request.match_info["store"])
+        return web.json_response(
+            {
+                "id": store.store_id,
+                "arn": f"arn:aws:omics:us-east-1:123456789012:sequenceStore/{store.store_id}",
+                "name": f"local store {store.store_id}",
+                "creationTime": iso(store.created),
+                "eTagAlgorithmFamily": self.options.etag_family,
+                "status": "ACTIVE",
+            }
+        )
 
     async def metadata(self, request: web.Request, call: Call) -> web.StreamResponse:
         read_set = self.state.read_set(request.match_info["store"], request.match_info["readset"])

@@ -120,6 +120,7 @@ QUOTA_KIND = {
     "ListMultipartReadSetUploads": "listings",
     "GetReadSetMetadata": "listings",
     "ListReadSets": "listings",
+    "GetSequenceStore": "listings",
 }
 
 SERVICE_QUOTAS = {"control": 1.0, "parts": 10.0, "listings": 5.0}

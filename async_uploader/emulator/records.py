@@ -150,6 +150,7 @@ class Completed:
 @dataclass
 class SequenceStore:
     store_id: str
+    created: datetime = field(default_factory=now_utc)
     uploads: dict[str, Upload] = field(default_factory=dict)
     read_sets: dict[str, ReadSet] = field(default_factory=dict)
     tokens: dict[str, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)

@@ -38,18 +38,22 @@ from ..core.errors import (
     UploaderError,
     UploadFailedError,
     UploadInterruptedError,
+    VerificationError,
 )
 from ..core.events import retry_event, state_event
+from ..core.fastq import check_file_type
 from ..core.plan import Part, Plan, make_plan
+from ..core.protocol import ReadSetMetadata
 from ..core.ratelimit import RequestKind
 from ..core.retry import Verdict
 from ..core.state import Event, Phase, UploadState, abort_on_failure, match_adoption, reconcile
 from ..core.stats import UploadResult, UploadStatistics
 from ..edge.journal import CheckpointLock, Journal, check_checkpoint_path, default_checkpoint_path, load_checkpoint
-from ..edge.sources import BufferPool, FileSource, StreamSource, fingerprint_source
+from ..edge.sources import BufferPool, FileSource, StreamSource, fingerprint_source, read_head
 from .calls import Calls, RetryObserver
+from .etag import Verifier
 from .parts import EventSink, GroupCommit, PartSender, first_error
-from .verify import changed_parts
+from .reread import changed_parts
 
 __all__ = ["ABORT_TIMEOUT", "CONFIRM_ROUNDS", "Upload"]
 
@@ -100,6 +104,8 @@ class Upload:
         self._sender: PartSender | None = None
         self._stop_at: float | None = None
         self._stopped = anyio.Event()
+        verify = config.verify and config.wait_for_active  # the ETag comes with the read set ACTIVE
+        self._verifier = Verifier(calls, store_id, read_set.file_type) if verify else None
 
     # -- observation and control ------------------------------------------------------------------------------
 
@@ -182,9 +188,39 @@ class Upload:
         self._open_sources()
         plan = self._plan()
         self._prints = await anyio.to_thread.run_sync(self._fingerprints)
+        await self._check_file_types()
         replayed = await self._open_checkpoint(plan)
-        # Everything local is checked (sources, plan, checkpoint, its lock): only now does a byte go out.
+        # Everything local is checked (sources, plan, file types, checkpoint, its lock): only now does a byte go out.
         await self._calls.ensure_reachable(self._hint())
+        verifier = self._verifier
+        if verifier is not None:
+            await verifier.learn_family()
+            for source, stream in self._streams.items():
+                stream.summer = verifier.stream_summer(source)
+        async with anyio.create_task_group() as hashing:
+            if verifier is not None:
+                verifier.start(hashing, {source: reader.path for source, reader in self._files.items()})
+            metadata = await self._until_active(plan, replayed)
+            if metadata is None:
+                hashing.cancel_scope.cancel()
+                return None
+        assert metadata is not None
+        verification = None
+        if verifier is not None:
+            verification = await verifier.compare(metadata, self.state.sources)
+            if verification.failed:
+                raise VerificationError(
+                    f"read set {self.state.read_set_id} (kept, for the record) failed verification: "
+                    f"{verification.reason}",
+                    read_set_id=self.state.read_set_id or "",
+                )
+        self.state.active(metadata.status)
+        return self.state.result(
+            store_id=self.store_id, now=time.monotonic(), checkpoint=self.checkpoint_path, verification=verification
+        )
+
+    async def _until_active(self, plan: Plan | None, replayed: Replay | None) -> ReadSetMetadata | None:
+        """Every phase up to the read set ACTIVE: its last metadata; None when a stop ended them first."""
         if replayed is not None and replayed.read_set_id is not None:
             assert plan is not None
             await self._check_finished(plan, replayed, replayed.read_set_id)
@@ -205,9 +241,21 @@ class Upload:
             await self._complete()
         if self._stop_at is not None:
             return None
-        if not await self._wait_active():
-            return None
-        return self.state.result(store_id=self.store_id, now=time.monotonic(), checkpoint=self.checkpoint_path)
+        return await self._wait_active()
+
+    async def _check_file_types(self) -> None:
+        """The first bytes of every file source must agree with the file type: a BAM declared as FASTQ fails here,
+        in well under a second, not when the service rejects it after the whole upload."""
+        for source, reader in self._files.items():
+            head = await anyio.to_thread.run_sync(read_head, reader.path)
+            self._check_head(source, str(reader.path), head)
+
+    def _check_head(self, source: Source, what: str, head: bytes) -> None:
+        why = check_file_type(head, self.read_set.file_type)
+        if why is not None:
+            raise SourceError(
+                f"{source} {what} is declared {self.read_set.file_type.value} but {why}; check --file-type"
+            )
 
     def _close(self) -> None:
         for reader in self._files.values():
@@ -337,7 +385,9 @@ class Upload:
 
     async def _create(self) -> None:
         for source, stream in self._streams.items():  # an empty stream fails before anything is created
-            self._first_parts[source] = await stream.next_part()
+            first = self._first_parts[source] = await stream.next_part()
+            if first is not None:
+                self._check_head(source, "(a stream)", bytes(first[1][: min(len(first[1]), 1 << 20)]))
         token = self._client_token or uuid.uuid4().hex
         operation = "CreateMultipartReadSetUpload"
         client = self._calls.client
@@ -485,36 +535,33 @@ class Upload:
         if self._journal is not None:
             await anyio.to_thread.run_sync(self._journal.record_complete, read_set_id)
 
-    async def _wait_active(self) -> bool:
-        """Poll the read set until the store has checked it; False when a stop came first."""
+    async def _wait_active(self) -> ReadSetMetadata | None:
+        """Poll the read set until the store has checked it: its last metadata; None when a stop came first."""
         read_set_id = self.state.read_set_id
         assert read_set_id is not None
         if not self._config.wait_for_active:
-            self.state.active("PROCESSING_UPLOAD")
-            return True
+            return ReadSetMetadata(read_set_id, "PROCESSING_UPLOAD")
         client = self._calls.client
-        status = "PROCESSING_UPLOAD"
+        metadata = ReadSetMetadata(read_set_id, "PROCESSING_UPLOAD")
         pause = 0.05
         with anyio.move_on_after(self._config.active_timeout):
             while True:
                 metadata = await self._calls.call(
                     "GetReadSetMetadata", lambda: client.get_read_set_metadata(self.store_id, read_set_id)
                 )
-                status = metadata.status
-                if status == "ACTIVE":
+                if metadata.status == "ACTIVE":
                     break
-                if status == "UPLOAD_FAILED":
+                if metadata.status == "UPLOAD_FAILED":
                     reason = metadata.status_message or "no reason given"
                     raise UploadFailedError(f"the store rejected read set {read_set_id}: {reason}")
                 with anyio.move_on_after(pause):
                     await self._stopped.wait()
                 if self._stop_at is not None:
-                    return False
+                    return None
                 pause = min(5.0, pause * 2)
-        if status != "ACTIVE":
-            log.warning("read set %s is still %s; not waiting any longer", read_set_id, status)
-        self.state.active(status)
-        return True
+        if metadata.status != "ACTIVE":
+            log.warning("read set %s is still %s; not waiting any longer", read_set_id, metadata.status)
+        return metadata
 
     # -- Abort -------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,302 @@
+"""What the service will say a FASTQ source holds, computed here from the user's bytes: its ETag, reads and bases.
+
+The service computes, on ingestion, an ETag of each source's semantic content: FASTQ_MD5up is the MD5 of the
+uncompressed, full FASTQ source (FASTQ_SHA256up and FASTQ_SHA512up the same with SHA-256 and SHA-512, for stores
+created with those families), and ``sequenceInformation`` counts the reads and bases. ``FastqSummer`` computes the
+same from the source's bytes fed in order: a source that starts with gzip's magic is decompressed member after
+member (one member, many concatenated, or BGZF blocks, which are gzip members too); any other source is hashed as
+it is. Records are four lines; the bases of a record are its sequence line.
+
+Pure computation. Decompression, hashing and counting release the GIL on large buffers, so a worker thread runs
+this beside the event loop. The inflater is python-isal's where it is installed (about twice zlib's speed here;
+``benchmarks/verify_cost.py``), zlib's otherwise; counting uses numpy where installed, ``bytes.split`` otherwise.
+Both are in the ``fast`` extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .config import FileType
+
+_isal_zlib: Any
+numpy: Any
+try:  # the fast extra: optional accelerators, each with a pure fallback below
+    from isal import isal_zlib as _isal_zlib
+except ImportError:  # where isal is not installed
+    _isal_zlib = None
+try:
+    import numpy
+except ImportError:  # where numpy is not installed
+    numpy = None
+
+__all__ = [
+    "ALGORITHMS",
+    "FAMILIES",
+    "FastqSummary",
+    "FastqSummer",
+    "NotFastqError",
+    "check_file_type",
+    "inflater_name",
+]
+
+FAMILIES = {"MD5up": "md5", "SHA256up": "sha256", "SHA512up": "sha512"}
+"""A sequence store's ETag algorithm family → the hash its FASTQ ETag uses."""
+ALGORITHMS = {f"FASTQ_{family}": family for family in FAMILIES}
+"""The ETag algorithm a read set reports → its family."""
+GZIP_MAGIC = b"\x1f\x8b"
+SLICE = 8 * 1024 * 1024
+"""Decompressed output is taken in slices of at most this size: a member that expands hugely costs no more."""
+
+
+class NotFastqError(Exception):
+    """The bytes do not decode as (gzip-compressed) FASTQ; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class FastqSummary:
+    """A FASTQ source as the service will describe it: the ETag's hex digest, and its reads and bases."""
+
+    family: str
+    digest: str
+    reads: int
+    bases: int
+
+    @property
+    def algorithm(self) -> str:
+        return f"FASTQ_{self.family}"
+
+
+class _Inflate(Protocol):
+    eof: bool
+    unused_data: bytes
+    unconsumed_tail: bytes
+
+    def decompress(self, data: bytes, max_length: int = ..., /) -> bytes: ...
+
+
+_INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error,) if _isal_zlib is None else (zlib.error, _isal_zlib.error)
+
+
+def inflater_name() -> str:
+    """The inflater used unless one is asked for: ``isal`` where installed, else ``zlib``."""
+    return "isal" if _isal_zlib is not None else "zlib"
+
+
+def _inflater(name: str) -> _Inflate:
+    module: Any = _isal_zlib if name == "isal" and _isal_zlib is not None else zlib
+    inflate: _Inflate = module.decompressobj(31)
+    return inflate
+
+
+class _Members:
+    """Concatenated gzip members (BGZF included) fed in arbitrary pieces."""
+
+    def __init__(self, inflater: str | None = None) -> None:
+        self._name = inflater or inflater_name()
+        self._member = _inflater(self._name)
+        self._inside = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        try:
+            while data:
+                self._inside = True
+                piece = self._member.decompress(data, SLICE)
+                if piece:
+                    out.append(piece)
+                if self._member.eof:
+                    data = self._member.unused_data
+                    self._member = _inflater(self._name)
+                    self._inside = False
+                else:
+                    data = self._member.unconsumed_tail
+        except _INFLATE_ERRORS as exc:
+            raise NotFastqError(f"not a valid gzip stream ({exc})") from None
+        return out
+
+    def finish(self) -> None:
+        if self._inside:
+            raise NotFastqError("the gzip stream ends inside a member")
+
+
+class _Counter:
+    """FASTQ records and bases of uncompressed text fed in arbitrary pieces; checks the four-line shape."""
+
+    def __init__(self, *, vectorized: bool = True) -> None:
+        self.lines = 0
+        self.bases = 0
+        self.qualities = 0
+        self._carry = b""
+        self._vectorized = vectorized and numpy is not None
+
+    def update(self, data: bytes) -> None:
+        text = self._carry + data if self._carry else data
+        end = text.rfind(b"\n") + 1
+        self._carry = text[end:]
+        if end:
+            self._count(text[:end])
+
+    def _count(self, text: bytes) -> None:
+        """``text`` is whole lines, each ending with a newline."""
+        at = self.lines % 4  # which line of a record ``text`` starts with
+        if self._vectorized:
+            heads, pluses, bases, qualities, count = self._vector(text, at)
+        else:
+            lines = text.split(b"\n")[:-1]
+            if b"\r" in text:
+                lines = [line.removesuffix(b"\r") for line in lines]
+            heads = all(line[:1] == b"@" for line in lines[-at % 4 :: 4])
+            pluses = all(line[:1] == b"+" for line in lines[(2 - at) % 4 :: 4])
+            bases = sum(map(len, lines[(1 - at) % 4 :: 4]))
+            qualities = sum(map(len, lines[(3 - at) % 4 :: 4]))
+            count = len(lines)
+        if not heads:
+            raise NotFastqError(f"a record after line {self.lines} does not start with '@'")
+        if not pluses:
+            raise NotFastqError(f"a record after line {self.lines} has no '+' separator line")
+        self.bases += bases
+        self.qualities += qualities
+        self.lines += count
+
+    @staticmethod
+    def _vector(text: bytes, at: int) -> tuple[bool, bool, int, int, int]:
+        assert numpy is not None
+        data = numpy.frombuffer(text, numpy.uint8)
+        ends = (data == 10).nonzero()[0]
+        starts = numpy.empty_like(ends)
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+        lengths = ends - starts
+        if b"\r" in text:
+            lengths = lengths - (data[numpy.maximum(ends - 1, 0)] == 13)
+        first = data[numpy.minimum(starts, len(data) - 1)]
+        empty = lengths == 0
+        heads = bool(((first[-at % 4 :: 4] == 64) & ~empty[-at % 4 :: 4]).all())  # '@'
+        pluses = bool(((first[(2 - at) % 4 :: 4] == 43) & ~empty[(2 - at) % 4 :: 4]).all())  # '+'
+        bases = int(lengths[(1 - at) % 4 :: 4].sum())
+        qualities = int(lengths[(3 - at) % 4 :: 4].sum())
+        return heads, pluses, bases, qualities, len(ends)
+
+    def finish(self) -> tuple[int, int]:
+        if self._carry:
+            self._count(self._carry + b"\n")
+            self._carry = b""
+        if self.lines % 4:
+            raise NotFastqError(f"{self.lines} lines do not make whole four-line records")
+        if self.bases != self.qualities:
+            raise NotFastqError(f"{self.bases} bases but {self.qualities} quality values")
+        return self.lines // 4, self.bases
+
+
+class FastqSummer:
+    """``update()`` with a source's bytes in order, then ``finish()`` → ``FastqSummary``.
+
+    ``finish()`` raises NotFastqError when the bytes do not decode as FASTQ; ``update()`` never raises (it notes the
+    first error, sets ``failed`` and ignores what follows), so a reader can feed it without a second way to fail.
+    """
+
+    def __init__(self, family: str = "MD5up", *, inflater: str | None = None, vectorized: bool = True) -> None:
+        if family not in FAMILIES:
+            raise ValueError(f"ETag family {family!r} is not one of {', '.join(FAMILIES)}")
+        self.family = family
+        self._hash = hashlib.new(FAMILIES[family])
+        self._counter = _Counter(vectorized=vectorized)
+        self._inflater = inflater
+        self._members: _Members | None = None
+        self._head: bytes | None = b""
+        self._error: NotFastqError | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        if self._error is not None:
+            return
+        try:
+            self._update(bytes(data))
+        except NotFastqError as exc:
+            self._error = exc
+
+    def _update(self, chunk: bytes) -> None:
+        if self._head is not None:
+            self._head += chunk  # gzip or plain text is decided by the first two bytes
+            if len(self._head) < 2:
+                return
+            chunk, self._head = self._head, None
+            if chunk.startswith(GZIP_MAGIC):
+                self._members = _Members(self._inflater)
+        for piece in self._members.feed(chunk) if self._members is not None else (chunk,):
+            self._hash.update(piece)
+            self._counter.update(piece)
+
+    def finish(self) -> FastqSummary:
+        if self._error is not None:
+            raise self._error
+        if self._head is not None:  # fewer than two bytes in all
+            self._hash.update(self._head)
+            self._counter.update(self._head)
+        if self._members is not None:
+            self._members.finish()
+        reads, bases = self._counter.finish()
+        if reads == 0:
+            raise NotFastqError("no FASTQ records")
+        return FastqSummary(self.family, self._hash.hexdigest(), reads, bases)
+
+
+# -- the file type a source's first bytes show ------------------------------------------------------------------
+
+_BAM_MAGIC = b"BAM\x01"
+_CRAM_MAGIC = b"CRAM"
+
+
+def check_file_type(head: bytes, file_type: FileType) -> str | None:
+    """Why the first bytes of a source (up to about 1 MiB) are not ``file_type``; None when they agree.
+
+    FASTQ: gzip (BGZF included) or plain text whose first records parse; BAM and uBAM: BGZF whose first block
+    holds the BAM magic; CRAM: the CRAM magic.
+    """
+    is_gzip = head.startswith(GZIP_MAGIC)
+    if file_type is FileType.CRAM:
+        return None if head.startswith(_CRAM_MAGIC) else f"it does not start with the CRAM magic ({_show(head)})"
+    if file_type in (FileType.BAM, FileType.UBAM):
+        if not is_gzip:
+            return f"it is not BGZF-compressed like every BAM ({_show(head)})"
+        return None if _inflate_head(head).startswith(_BAM_MAGIC) else "its first block does not hold the BAM magic"
+    if head.startswith(_CRAM_MAGIC):
+        return "it is a CRAM file"
+    text = _inflate_head(head) if is_gzip else head
+    if is_gzip and text.startswith(_BAM_MAGIC):
+        return "it is a BAM file"
+    return _first_records(text)
+
+
+def _inflate_head(head: bytes) -> bytes:
+    """As much of the decompressed stream as ``head`` yields (it usually ends inside a member)."""
+    members = _Members()
+    try:
+        return b"".join(members.feed(head))[: 4 * SLICE]
+    except NotFastqError:
+        return b""
+
+
+def _first_records(text: bytes) -> str | None:
+    """Why the first whole records of ``text`` are not FASTQ; None when they are (or the text holds none yet)."""
+    if not text:
+        return "it holds no text"
+    if not text.startswith(b"@"):
+        return f"its first line does not start with '@' ({_show(text)})"
+    lines = text.split(b"\n")[:-1]  # whole lines only
+    for at in range(0, len(lines) - len(lines) % 4, 4):
+        head, sequence, plus, quality = (line.removesuffix(b"\r") for line in lines[at : at + 4])
+        if not head.startswith(b"@") or not plus.startswith(b"+") or len(sequence) != len(quality):
+            return f"record {at // 4 + 1} is not a FASTQ record"
+    return None
+
+
+def _show(data: bytes) -> str:
+    return repr(data[:8])

@@ -1,0 +1,157 @@
+"""End-to-end verification: the read set's ETag and counts, as the service reports them, against the user's bytes.
+
+While an upload runs, each FASTQ source is read front to back in a worker thread of its own and hashed with the
+store's ETag family (``core.fastq``); a stream is hashed as it is read. After the read set is ACTIVE its ETag
+(``algorithm``, ``source1``, ``source2``) and ``sequenceInformation`` are compared with what was computed here: equal
+means the service holds exactly these reads. The outcome is a ``Verification`` in the upload's result, whatever it
+is: verified, not verified (and why), or a mismatch, which the upload raises as ``VerificationError``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import anyio
+import anyio.from_thread
+from anyio.abc import TaskGroup
+
+from ..core.config import FileType, Source
+from ..core.errors import AccessDeniedError, NotSupportedOperationError, ResourceNotFoundError, ValidationError
+from ..core.fastq import ALGORITHMS, FastqSummary, FastqSummer, NotFastqError
+from ..core.protocol import ReadSetMetadata
+from ..core.stats import Verification
+from ..edge.sources import summarize_file
+from .calls import Calls
+
+__all__ = ["DEFAULT_FAMILY", "Verifier"]
+
+log = logging.getLogger("async_uploader")
+
+DEFAULT_FAMILY = "MD5up"
+"""A sequence store's ETag family unless it was created with another (and what is assumed when it cannot be asked)."""
+
+
+def _check_cancelled(_nbytes: int) -> None:
+    anyio.from_thread.check_cancelled()  # a stop reaches the hashing thread between two chunks
+
+
+class Verifier:
+    """The local side of one upload's verification: the store's family, and each source's summary."""
+
+    def __init__(self, calls: Calls, store_id: str, file_type: FileType) -> None:
+        self._calls = calls
+        self._store_id = store_id
+        self.applies = file_type is FileType.FASTQ
+        self.family = DEFAULT_FAMILY
+        self.family_known = False
+        self._summaries: dict[Source, FastqSummary] = {}
+        self._failures: dict[Source, str] = {}
+        self._files: dict[Source, Path] = {}
+        self._streams: dict[Source, FastqSummer] = {}
+
+    async def learn_family(self) -> None:
+        """Ask the store which ETag family it uses (GetSequenceStore); MD5up, the default, when it cannot say."""
+        if not self.applies:
+            return
+        client = self._calls.client
+        try:
+            family = await self._calls.call("GetSequenceStore", lambda: client.get_etag_family(self._store_id))
+        except (AccessDeniedError, NotSupportedOperationError, ResourceNotFoundError, ValidationError) as exc:
+            log.info("the store's ETag family is not known (%s): hashing with %s", exc, DEFAULT_FAMILY)
+            return
+        if family in ("MD5up", "SHA256up", "SHA512up"):
+            self.family, self.family_known = family, True
+
+    def stream_summer(self, source: Source) -> FastqSummer | None:
+        """A summer a stream feeds as it is read (in its reading thread), or None when nothing is verified."""
+        if not self.applies:
+            return None
+        summer = self._streams[source] = FastqSummer(self.family)
+        return summer
+
+    def start(self, group: TaskGroup, files: Mapping[Source, Path]) -> None:
+        """Start hashing each file source front to back, one worker thread each, in ``group``."""
+        if not self.applies:
+            return
+        for source, path in files.items():
+            self._files[source] = path
+            group.start_soon(self._hash_file, source, path, self.family, name=f"verify-{source}")
+
+    async def _hash_file(self, source: Source, path: Path, family: str) -> None:
+        try:
+            summary = await anyio.to_thread.run_sync(summarize_file, path, family, _check_cancelled)
+        except NotFastqError as exc:
+            self._failures[source] = f"{source} {path} does not decode as FASTQ: {exc}"
+        except OSError as exc:
+            self._failures[source] = f"{source} {path} could not be read to verify it: {exc.strerror or exc}"
+        else:
+            self._summaries[source] = summary
+
+    def _finish_streams(self) -> None:
+        for source, summer in self._streams.items():
+            try:
+                self._summaries[source] = summer.finish()
+            except NotFastqError as exc:
+                self._failures[source] = f"{source} (a stream) does not decode as FASTQ: {exc}"
+
+    async def compare(self, metadata: ReadSetMetadata, sources: tuple[Source, ...]) -> Verification:
+        """The outcome, once the read set is ACTIVE and every source has been hashed (``start`` was awaited)."""
+        etag = metadata.etag
+        if not self.applies:
+            return Verification(
+                verified=False,
+                reason=f"{metadata.file_type or 'this file type'}: the service's ETag hashes the aligned records "
+                "as SAM, which is not computed here",
+                algorithm=etag.algorithm if etag else None,
+                remote={s.value: d for s, d in etag.sources.items()} if etag else {},
+            )
+        self._finish_streams()
+        if self._failures:
+            return Verification(verified=False, reason="; ".join(self._failures.values()), failed=True)
+        if etag is None:
+            return Verification(verified=False, reason="the store reported no ETag")
+        family = ALGORITHMS.get(etag.algorithm)
+        if family is None:
+            return Verification(
+                verified=False, reason=f"the store's ETag algorithm {etag.algorithm} is not a FASTQ one"
+            )
+        if family != self.family:
+            await self._rehash(family)
+        local = {s.value: self._summaries[s].digest for s in sources if s in self._summaries}
+        remote = {s.value: etag.sources.get(s, "") for s in sources}
+        reads = sum(self._summaries[s].reads for s in sources if s in self._summaries)
+        bases = sum(self._summaries[s].bases for s in sources if s in self._summaries)
+        outcome = Verification(
+            verified=False,
+            algorithm=etag.algorithm,
+            local=local,
+            remote=remote,
+            reads=reads,
+            bases=bases,
+            remote_reads=metadata.reads,
+            remote_bases=metadata.bases,
+        )
+        if len(local) != len(sources):
+            return outcome.with_reason(f"the store uses {family} and a stream cannot be hashed twice")
+        mismatches = [
+            f"{name}: {etag.algorithm} of the upload is {local[name]}, the store reports {remote[name] or 'none'}"
+            for name in local
+            if local[name] != remote[name]
+        ]
+        if metadata.reads is not None and metadata.reads != reads:
+            mismatches.append(f"{reads:,} reads uploaded, the store counts {metadata.reads:,}")
+        if metadata.bases is not None and metadata.bases != bases:
+            mismatches.append(f"{bases:,} bases uploaded, the store counts {metadata.bases:,}")
+        if mismatches:
+            return outcome.with_reason("; ".join(mismatches), failed=True)
+        return outcome.with_reason(None, verified=True)
+
+    async def _rehash(self, family: str) -> None:
+        """The store reports another family than was assumed: hash the files again with it."""
+        log.info("the store's ETags are %s, not %s: hashing the files again", family, self.family)
+        self.family = family
+        async with anyio.create_task_group() as group:
+            for source, path in self._files.items():
+                group.start_soon(self._hash_file, source, path, family)
