@@ -76,6 +76,8 @@ def fingerprint_source(source: Source, path: str | os.PathLike[str]) -> SourceFi
 
 
 VERIFY_CHUNK = 8 * 1024 * 1024
+SUMMARY_CHUNK = 1024 * 1024
+"""What a verification thread reads at a time: a few MiB of memory per source, decompressed."""
 
 
 def summarize_file(
@@ -86,7 +88,7 @@ def summarize_file(
     summer = FastqSummer(family)
     with open(path, "rb", buffering=0) as f:
         offset = 0
-        while not summer.failed and (chunk := os.pread(f.fileno(), VERIFY_CHUNK, offset)):
+        while not summer.failed and (chunk := os.pread(f.fileno(), SUMMARY_CHUNK, offset)):
             summer.update(chunk)
             offset += len(chunk)
             if on_read is not None:

@@ -107,11 +107,11 @@ class Verifier:
                 algorithm=etag.algorithm if etag else None,
                 remote={s.value: d for s, d in etag.sources.items()} if etag else {},
             )
+        if etag is None:  # nothing to compare with, whatever the sources hold
+            return Verification(verified=False, reason="the store reported no ETag")
         self._finish_streams()
         if self._failures:
             return Verification(verified=False, reason="; ".join(self._failures.values()), failed=True)
-        if etag is None:
-            return Verification(verified=False, reason="the store reported no ETag")
         family = ALGORITHMS.get(etag.algorithm)
         if family is None:
             return Verification(

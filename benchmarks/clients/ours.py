@@ -2,8 +2,10 @@
 
 Rates are lifted (RateLimits.unlimited(): a local store has no service quota) unless ``--service-quotas`` keeps the
 service's defaults, as a user of the real service would have them; everything else is the package's
-default unless ``--part-size``, ``--concurrency`` or ``--memory-budget`` say otherwise. ``--uvloop`` runs the
-event loop on uvloop when it is installed.
+default unless ``--part-size``, ``--concurrency`` or ``--memory-budget`` say otherwise, except end-to-end
+verification: off unless ``--verify``, since a store in --discard mode keeps no bytes and reports no ETag (the
+verification scenario measures it against a store that keeps them). ``--uvloop`` runs the event loop on uvloop
+when it is installed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from async_uploader import FileType, RateLimits, ReadSet, ServiceConfig, UploadC
 
 def _config(args: argparse.Namespace) -> UploadConfig:
     options: dict[str, Any] = {"rates": RateLimits() if args.service_quotas else RateLimits.unlimited()}
+    options["verify"] = args.verify
     if args.part_size:
         options["part_size"] = args.part_size
     if args.concurrency:
@@ -65,7 +68,15 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     parts = sum(sum(result.parts.values()) for result in results)
     retries = sum(result.retries for result in results)
     throttles = sum(result.throttles for result in results)
-    return {"bytes": total, "parts": parts, "seconds": seconds, "retries": retries, "throttles": throttles}
+    verified = sum(result.verified for result in results)
+    return {
+        "bytes": total,
+        "parts": parts,
+        "seconds": seconds,
+        "retries": retries,
+        "throttles": throttles,
+        "verified": verified,
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -83,6 +94,9 @@ if __name__ == "__main__":
     cli = _common.parser(__doc__ or "")
     cli.add_argument("--memory-budget", type=int, default=0, help="bytes for stream part buffers; 0 = default")
     cli.add_argument("--uvloop", action="store_true")
+    cli.add_argument(
+        "--verify", action="store_true", help="verify each read set against its ETag (the store must keep bytes)"
+    )
     cli.add_argument(
         "--service-quotas", action="store_true", help="keep the service's default rate limits (10 parts/s, ...)"
     )
