@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,9 @@ from async_uploader.fleet.dask_batch import run_batch_on_dask
 from async_uploader.fleet.dask_budget import DaskSchedulerLimiter, install_rate_budget
 from async_uploader.fleet.filebudget import FileBudgetLimiter
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness.data import fastq_member
+
 STORE_ID = "1234567890"
 KIB = 1024
 
@@ -37,7 +41,7 @@ def manifest(folder: Path, count: int) -> Path:
     lines = ["source1,source2,sourceFileType,subjectId,sampleId,name"]
     for i in range(count):
         for mate in (1, 2):
-            (folder / f"rs{i}_{mate}.fq.gz").write_bytes(b"\x1f\x8b" + os.urandom(6 * KIB))
+            (folder / f"rs{i}_{mate}.fq.gz").write_bytes(fastq_member(20, seed=10 * i + mate))
         lines.append(f"rs{i}_1.fq.gz,rs{i}_2.fq.gz,FASTQ,subject-{i},sample-{i},bench-{i}")
     path = folder / "manifest.csv"
     path.write_text("\n".join(lines) + "\n")

@@ -23,6 +23,9 @@ from pathlib import Path
 from async_uploader import FileType, RateLimits, ReadSet, ServiceConfig, UploadConfig, Uploader, UploadInterruptedError
 from async_uploader.edge.journal import load_checkpoint
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness.data import fastq_member
+
 STORE_ID = "1234567890"
 
 
@@ -30,11 +33,12 @@ async def run(url: str, folder: Path, parts: int, part_size: int) -> None:
     sources = []
     for name in ("r1.fq.gz", "r2.fq.gz"):
         path = folder / name
-        path.write_bytes(b"\x1f\x8b" + os.urandom(parts * part_size - 2))
+        head = fastq_member(2000, seed=len(sources))[: parts * part_size]
+        path.write_bytes(head + os.urandom(parts * part_size - len(head)))
         sources.append(path)
     read_set = ReadSet(sources[0], FileType.FASTQ, "subject", "sample", "resume-cost", source2=sources[1])
     checkpoint = folder / "upload.ckpt"
-    config = UploadConfig(part_size=part_size, rates=RateLimits.unlimited(), max_concurrency=32)
+    config = UploadConfig(part_size=part_size, rates=RateLimits.unlimited(), max_concurrency=32, verify=False)
     service = ServiceConfig(endpoint_url=url, region="us-east-1")
     async with Uploader(config, service=service) as uploader:
         handle = uploader.start(read_set, store_id=STORE_ID, checkpoint=checkpoint)
