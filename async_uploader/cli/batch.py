@@ -31,6 +31,7 @@ from .common import (
     progress_console,
     progress_logging,
     resume_command,
+    say,
     service_config,
     upload_config,
 )
@@ -60,7 +61,7 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         sys.stdout.write(json.dumps(outcome.as_json()) + "\n")
         sys.stdout.flush()
         if outcome.status == "failed":
-            sys.stderr.write(f"{PROG}: {args.manifest} {outcome.row.where} failed: {outcome.error}\n")
+            say(args, f"{PROG}: {args.manifest} {outcome.row.where} failed: {outcome.error}")
 
     def on_signal(signum: int, count: int) -> None:
         nonlocal stopping
@@ -96,7 +97,7 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.dask:
         progress = events.write if events is not None else None
         summary = await _batch_on_dask(args, rows, config, service, directory, emit, progress)
-        return _batch_summary(summary, argv)
+        return _batch_summary(args, summary, argv)
     async with Uploader(config, service=service, limiter=limiter_for(args, config)) as uploader:
         if todo:
             await uploader.preflight()
@@ -124,7 +125,7 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
                     stopping=lambda: stopping,
                     format_error=describe_error,
                 )
-    return _batch_summary(summary, argv)
+    return _batch_summary(args, summary, argv)
 
 
 async def _batch_on_dask(
@@ -157,14 +158,15 @@ async def _batch_on_dask(
     )
 
 
-def _batch_summary(summary: BatchSummary, argv: Sequence[str]) -> int:
+def _batch_summary(args: argparse.Namespace, summary: BatchSummary, argv: Sequence[str]) -> int:
     sys.stdout.write(json.dumps(summary.as_json()) + "\n")
     line = f"{PROG}: batch: {summary.count('done')} done, {summary.count('skipped')} skipped, "
     line += f"{summary.count('failed')} failed"
     if summary.count("interrupted"):
         line += f", {summary.count('interrupted')} interrupted"
-    sys.stderr.write(f"{line} in {summary.seconds:.1f} s\n")
+    say(args, f"{line} in {summary.seconds:.1f} s")
     if summary.count("interrupted"):
-        sys.stderr.write(f"{PROG}: to resume, run:\n  {resume_command(argv)}\n")
+        say(args, f"{PROG}: to resume, run:")
+        say(args, f"  {resume_command(argv)}")
         return EXIT_INTERRUPTED
     return EXIT_FAILURE if summary.count("failed") else EXIT_OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import email.utils
 import hashlib
 import json
 import os
@@ -100,7 +101,8 @@ class StoreApp:
         self.options = options
         self.state = state
         self.record = record
-        self.verifier = Verifier({options.access_key: options.secret_key}, options.clock_skew_limit)
+        keys = {**options.extra_keys, options.access_key: options.secret_key}
+        self.verifier = Verifier(keys, options.clock_skew_limit)
         self.quotas = {kind: QuotaBucket(rate) for kind, rate in (options.quotas or {}).items()}
         self.attempts: dict[RequestKey, int] = {}
         self.pacers: dict[object, Pacer] = {}
@@ -124,7 +126,13 @@ class StoreApp:
         app = web.Application(middlewares=[self.middleware], client_max_size=MAX_JSON_BODY)
         for method, path, operation in ROUTES:
             app.router.add_route(method, path, self.dispatch, name=operation)
+        if self.options.clock_offset:
+            app.on_response_prepare.append(self.shifted_date)
         return app
+
+    async def shifted_date(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The Date header of a store whose clock is ``clock_offset`` seconds off."""
+        response.headers["Date"] = email.utils.formatdate(time.time() + self.options.clock_offset, usegmt=True)
 
     def close(self) -> None:
         for timer in self.timers:
@@ -218,7 +226,8 @@ class StoreApp:
         return body
 
     def verify(self, request: web.Request, payload_hash: str) -> None:
-        self.verifier.verify(request.method, request.raw_path, request.headers, payload_hash)
+        now = time.time() + self.options.clock_offset
+        self.verifier.verify(request.method, request.raw_path, request.headers, payload_hash, now=now)
 
     def check_quota(self, call: Call) -> None:
         kind = QUOTA_KIND.get(call.operation)

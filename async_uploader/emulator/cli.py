@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--quota-parts", type=float, help="UploadReadSetPart requests per second")
     faults.add_argument("--quota-listings", type=float, help="listing and metadata requests per second")
     faults.add_argument("--connection-mbps", type=float, help="cap each TCP connection at this many MB/s")
+    faults.add_argument(
+        "--clock-offset", type=float, default=0.0, metavar="S", help="run the store's clock S seconds off (Date, SigV4)"
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> StoreOptions:
@@ -65,6 +68,7 @@ def options_from_args(args: argparse.Namespace) -> StoreOptions:
         quotas=quotas or None,
         connection_mbps=args.connection_mbps,
         latency_ms=args.latency_ms,
+        clock_offset=args.clock_offset,
     )
 
 

@@ -22,7 +22,7 @@ from ..core.errors import UploaderError
 from ..core.protocol import OPERATIONS
 from ..core.ratelimit import Limiter
 from ..core.retry import RetryState, Verdict, classify
-from ..edge.client import OmicsClient
+from ..edge.client import ATTEMPT, OmicsClient
 
 __all__ = ["Calls", "RetryObserver"]
 
@@ -79,6 +79,7 @@ class Calls:
         kind = OPERATIONS[operation].kind
         while True:
             await self.limiter.acquire(kind)
+            ATTEMPT.set(tries.state.attempts + 1)
             try:
                 result = await send()
             except UploaderError as exc:

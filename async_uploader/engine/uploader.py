@@ -16,9 +16,10 @@ from typing import Any
 import anyio
 
 from ..core.config import ReadSet, ServiceConfig, UploadConfig
-from ..core.errors import TransportError
+from ..core.errors import CertificateError, ProxyRefusedError, TransportError
 from ..core.ratelimit import Limiter
 from ..core.stats import UploadResult, UploadStatistics
+from ..edge.awsconfig import resolve_service
 from ..edge.client import OmicsClient, resolve_region
 from ..edge.signing import CredentialSource, Signer
 from ..edge.transport import Transport
@@ -71,10 +72,11 @@ class Uploader:
     async def __aenter__(self) -> Uploader:
         client = self._client
         if client is None and self._transport is not None:
-            signer = Signer(CredentialSource(self.service.profile), resolve_region(self.service))
-            client = OmicsClient(self.service, transport=self._transport, signer=signer)
+            service = await anyio.to_thread.run_sync(resolve_service, self.service, abandon_on_cancel=True)
+            signer = Signer(await CredentialSource.resolve(service.profile), resolve_region(service))
+            client = OmicsClient(service, transport=self._transport, signer=signer)
         elif client is None:
-            client = OmicsClient.from_config(self.service, limit=self.config.max_concurrency + 4)
+            client = await OmicsClient.open(self.service, limit=self.config.max_concurrency + 4)
         self._calls = Calls(
             client,
             self.limiter,
@@ -152,20 +154,25 @@ class Uploader:
         """Fail in seconds, not after minutes of retries, when the service cannot be reached at all.
 
         One unsigned GET of the control endpoint, through the same connections (and proxy, and TLS settings) as
-        every request: any HTTP answer is enough. TransportError names the endpoint and what to check.
+        every request: any HTTP answer is enough. TransportError (or its subclasses for a certificate or a
+        proxy's refusal) names the endpoint, the proxy if one is used, and what to check.
         """
         client = self.client
         where = client.base_url()
-        hint = (
-            "check --endpoint-url and that the store is running"
-            if self.service.endpoint_url
-            else "check --region and the network path to AWS"
-        )
+        proxy = client.proxy_for(where)
+        if proxy is not None:
+            hint = f"check the proxy {proxy} and HTTPS_PROXY, HTTP_PROXY and NO_PROXY"
+        elif client.service.endpoint_url:
+            hint = "check the endpoint URL (--endpoint-url, AWS_ENDPOINT_URL...) and that the store is running"
+        else:
+            hint = "check --region and the network path to AWS"
         try:
             with anyio.fail_after(PREFLIGHT_TIMEOUT):
                 await client.probe()
         except TimeoutError:
             raise TransportError(f"no answer from {where} within {PREFLIGHT_TIMEOUT:g} s; {hint}") from None
+        except (CertificateError, ProxyRefusedError) as exc:
+            raise type(exc)(f"cannot reach {where}: {exc}") from None
         except TransportError as exc:
             raise TransportError(f"cannot reach {where}: {exc}; {hint}") from None
 
