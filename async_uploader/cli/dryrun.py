@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..core.config import RateLimits, ReadSet, Source
+from ..core.config import RateLimits, ReadSet, Source, env_region
 from ..core.estimate import estimate
 from ..core.plan import Plan, make_plan
 from ..core.protocol import Endpoint
@@ -35,7 +35,7 @@ def _where(args: argparse.Namespace) -> str:
     endpoint = endpoint_for(args)
     if endpoint:
         return f"{endpoint} (a custom endpoint: no host prefixes)"
-    region = args.region or settings_for(args).region or "REGION"
+    region = args.region or env_region() or settings_for(args).region or "REGION"
     return f"https://{Endpoint.STORAGE.host(region)} (parts, Complete), https://{Endpoint.CONTROL.host(region)}"
 
 

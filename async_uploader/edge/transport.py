@@ -296,8 +296,11 @@ class AiohttpTransport:
         target = URL(url, encoded=True)  # already percent-encoded exactly as signed
         proxy = self.proxy_for(url)
         via: dict[str, Any] = {}
-        if proxy is not None:
+        if proxy is not None and target.scheme == "https":  # CONNECT: the proxy sees only the tunnel's request
             via = {"proxy": proxy.url, "proxy_headers": proxy.headers()}
+        elif proxy is not None:  # forwarded: the proxy reads (and removes) Proxy-Authorization from the request
+            via = {"proxy": proxy.url}
+            headers = {**headers, **proxy.headers()}
         data: Any
         if isinstance(body, bytes | bytearray | memoryview):
             # aiohttp warns that a large bytes body may stall the loop; a file-like payload is written in pieces.

@@ -161,7 +161,7 @@ class Uploader:
         where = client.base_url()
         proxy = client.proxy_for(where)
         if proxy is not None:
-            hint = f"check the proxy {proxy} and HTTPS_PROXY, HTTP_PROXY and NO_PROXY"
+            hint = "check HTTPS_PROXY, HTTP_PROXY and NO_PROXY"
         elif client.service.endpoint_url:
             hint = "check the endpoint URL (--endpoint-url, AWS_ENDPOINT_URL...) and that the store is running"
         else:
