@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 from async_uploader.core.proxy import bypasses, proxy_for, redact
 from async_uploader.edge.transport import AiohttpTransport
@@ -130,19 +129,16 @@ async def test_an_upload_to_an_http_endpoint_goes_through_the_proxy(
 
 
 async def test_an_upload_to_an_https_endpoint_tunnels_through_the_proxy(
-    proxy: HttpProxy, tmp_path: Path, cli_env: dict[str, str]
+    proxy: HttpProxy, tls_store: tuple[TlsFront, Path, LocalStore], tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    async with LocalStore(StoreOptions()) as store, TlsFront(store.port, ca) as front:
-        before = len(proxy.access_lines())
-        env = {"HTTPS_PROXY": proxy.url(f"{USER}:{PASSWORD}"), "AWS_CA_BUNDLE": str(ca_file)}
-        run = await _upload(cli_env, front.url, tmp_path, env)
-        assert run.returncode == 0, run.stderr
-        target = front.url.removeprefix("https://")
-        lines = await _new_lines(proxy, before, lambda got: any(f"CONNECT {target}" in line for line in got))
-        assert front.connections >= 1
+    front, ca_file, store = tls_store
+    before = len(proxy.access_lines())
+    env = {"HTTPS_PROXY": proxy.url(f"{USER}:{PASSWORD}"), "AWS_CA_BUNDLE": str(ca_file)}
+    run = await _upload(cli_env, front.url, tmp_path, env)
+    assert run.returncode == 0, run.stderr
+    target = front.url.removeprefix("https://")
+    lines = await _new_lines(proxy, before, lambda got: any(f"CONNECT {target}" in line for line in got))
+    assert front.connections >= 1
     assert any(f"CONNECT {target} " in line for line in lines), lines
     assert not any(" PUT " in line for line in lines), "an https request was forwarded in the clear"
     assert len(store.requests) >= 7  # Create, 5 parts, Complete, metadata: all arrived through the tunnel
@@ -171,18 +167,15 @@ async def test_a_dead_proxy_fails_the_upload_in_one_line_naming_it(tmp_path: Pat
 
 
 async def test_a_refusing_proxy_is_one_line_and_not_retried(
-    proxy: HttpProxy, tmp_path: Path, cli_env: dict[str, str]
+    proxy: HttpProxy, tls_store: tuple[TlsFront, Path, LocalStore], tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    front, ca_file, store = tls_store
     wrong = f"{USER}:not-{PASSWORD}"
-    async with LocalStore(StoreOptions()) as store, TlsFront(store.port, ca) as front:
-        plain = await _upload(cli_env, store.url, tmp_path, {"HTTP_PROXY": proxy.url(wrong)})
-        tunnel = await _upload(
-            cli_env, front.url, tmp_path, {"HTTPS_PROXY": proxy.url(wrong), "AWS_CA_BUNDLE": str(ca_file)}
-        )
-        assert store.requests == []
+    plain = await _upload(cli_env, store.url, tmp_path, {"HTTP_PROXY": proxy.url(wrong)})
+    tunnel = await _upload(
+        cli_env, front.url, tmp_path, {"HTTPS_PROXY": proxy.url(wrong), "AWS_CA_BUNDLE": str(ca_file)}
+    )
+    assert store.requests == []
     for run in (plain, tunnel):
         assert run.returncode == 1, run.stderr
         [line] = run.stderr_lines

@@ -5,7 +5,6 @@ certificate fails in seconds, is not retried, and says what to set."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +13,9 @@ import trustme
 
 from async_uploader import RetryConfig, ServiceConfig, Uploader
 from async_uploader.core.errors import CertificateError
-from async_uploader.emulator import LocalStore, StoreOptions
+from async_uploader.emulator import LocalStore
 from tests.conftest import run_cli_process
 from tests.helpers import TlsFront, fast_config, gzip_like, paired, upload_argv
-
-
-@pytest.fixture
-async def front(tmp_path: Path) -> AsyncIterator[tuple[TlsFront, Path, LocalStore]]:
-    """A TLS front (CA written to ca.pem) before a local store."""
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    async with LocalStore(StoreOptions()) as store, TlsFront(store.port, ca) as tls:
-        yield tls, ca_file, store
 
 
 async def _upload(url: str, tmp_path: Path, cli_env: dict[str, str], *extra: str, **env: str) -> Any:
@@ -36,9 +25,9 @@ async def _upload(url: str, tmp_path: Path, cli_env: dict[str, str], *extra: str
 
 
 async def test_an_untrusted_certificate_fails_in_seconds_saying_what_to_set(
-    front: tuple[TlsFront, Path, LocalStore], tmp_path: Path, cli_env: dict[str, str]
+    tls_store: tuple[TlsFront, Path, LocalStore], tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    tls, _ca, store = front
+    tls, _ca, store = tls_store
     run = await _upload(tls.url, tmp_path, cli_env)
     assert run.returncode == 1, run.stderr  # permanent: retrying cannot make the certificate trusted
     [line] = run.stderr_lines
@@ -47,9 +36,9 @@ async def test_an_untrusted_certificate_fails_in_seconds_saying_what_to_set(
 
 
 async def test_a_certificate_failure_is_not_retried_by_the_engine(
-    front: tuple[TlsFront, Path, LocalStore], tmp_path: Path, test_credentials: None
+    tls_store: tuple[TlsFront, Path, LocalStore], tmp_path: Path, test_credentials: None
 ) -> None:
-    tls, _ca, _store = front
+    tls, _ca, _store = tls_store
     config = fast_config(64 * 1024, retry=RetryConfig(max_attempts=10, base_delay=0.5, max_delay=1.0))
     started = time.monotonic()
     async with Uploader(config, service=ServiceConfig(endpoint_url=tls.url)) as uploader:
@@ -61,9 +50,9 @@ async def test_a_certificate_failure_is_not_retried_by_the_engine(
 
 @pytest.mark.parametrize("where", ["AWS_CA_BUNDLE", "profile ca_bundle", "--ca-bundle"])
 async def test_the_ca_bundle_is_taken_from_where_the_aws_cli_takes_it(
-    where: str, front: tuple[TlsFront, Path, LocalStore], tmp_path: Path, cli_env: dict[str, str]
+    where: str, tls_store: tuple[TlsFront, Path, LocalStore], tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    tls, ca_file, store = front
+    tls, ca_file, store = tls_store
     config = tmp_path / "config"
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))
@@ -79,9 +68,9 @@ async def test_the_ca_bundle_is_taken_from_where_the_aws_cli_takes_it(
 
 
 async def test_no_verify_ssl_works_and_warns(
-    front: tuple[TlsFront, Path, LocalStore], tmp_path: Path, cli_env: dict[str, str]
+    tls_store: tuple[TlsFront, Path, LocalStore], tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    tls, _ca, _store = front
+    tls, _ca, _store = tls_store
     run = await _upload(tls.url, tmp_path, cli_env, "--no-verify-ssl", "--quiet")
     assert run.returncode == 0, run.stderr
     [warning] = run.stderr_lines  # shown even with --quiet
@@ -89,9 +78,9 @@ async def test_no_verify_ssl_works_and_warns(
 
 
 async def test_a_missing_ca_bundle_is_one_line(
-    front: tuple[TlsFront, Path, LocalStore], tmp_path: Path, cli_env: dict[str, str]
+    tls_store: tuple[TlsFront, Path, LocalStore], tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    tls, _ca, _store = front
+    tls, _ca, _store = tls_store
     run = await _upload(tls.url, tmp_path, cli_env, "--ca-bundle", str(tmp_path / "nope.pem"))
     assert run.returncode == 2, run.stderr
     [line] = run.stderr_lines
