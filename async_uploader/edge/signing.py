@@ -77,6 +77,21 @@ def session_region(profile: str | None = None) -> str | None:
     return str(region) if region else None
 
 
+def _as_resolved(
+    credentials: botocore.credentials.Credentials,
+) -> botocore.credentials.ReadOnlyCredentials | None:
+    """The values refreshable credentials were resolved with, without asking botocore for them.
+
+    Asking (``get_frozen_credentials``) refreshes at once when they are within 15 minutes of expiry, running a
+    credential_process a second time right after the chain ran it; the snapshot botocore keeps is read instead.
+    None for deferred credentials (assume-role, SSO) not fetched yet.
+    """
+    held = getattr(credentials, "_frozen_credentials", None)
+    if isinstance(held, botocore.credentials.ReadOnlyCredentials) and held.access_key and held.secret_key:
+        return held
+    return None
+
+
 def _utc_now() -> datetime.datetime:
     """Now in UTC from botocore's own clock where it has one (botocore >= 1.35), so signing times agree."""
     current = getattr(botocore.auth, "get_current_datetime", None)
@@ -103,8 +118,8 @@ class CredentialSource:
         if credentials is None:
             credentials = self._resolve(profile)
         self._credentials = credentials
-        self._snapshot: botocore.credentials.ReadOnlyCredentials | None = None
         self._refreshable = isinstance(credentials, botocore.credentials.RefreshableCredentials)
+        self._snapshot = _as_resolved(credentials) if self._refreshable else None
         self._task: asyncio.Task[None] | None = None
         self._error: CredentialsError | None = None
         self._not_before = 0.0
@@ -115,8 +130,16 @@ class CredentialSource:
 
     @classmethod
     async def resolve(cls, profile: str | None = None) -> CredentialSource:
-        """Resolve the chain in a worker thread, so a slow provider never stalls the event loop."""
-        return await anyio.to_thread.run_sync(cls, profile, abandon_on_cancel=True)
+        """Resolve the chain (and fetch deferred credentials) in a worker thread: a slow provider never stalls
+        the event loop."""
+
+        def resolve() -> CredentialSource:
+            source = cls(profile)
+            if source._snapshot is None:
+                source.frozen()
+            return source
+
+        return await anyio.to_thread.run_sync(resolve, abandon_on_cancel=True)
 
     @classmethod
     def static(cls, access_key: str, secret_key: str, token: str | None = None) -> CredentialSource:
