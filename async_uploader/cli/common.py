@@ -150,7 +150,7 @@ def describe_error(exc: BaseException) -> str:
     """One line naming what went wrong and what to fix."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, ClockSkewError):
-        return f"{text} (the service refuses requests signed more than minutes off its clock)"
+        return f"{text} (NTP: timedatectl set-ntp true, or chronyc makestep)"
     if isinstance(exc, AccessDeniedError):
         return f"{text}; check the AWS credentials (AWS_PROFILE, --profile, environment) and permissions"
     if isinstance(exc, CredentialsError):

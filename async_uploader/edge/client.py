@@ -169,7 +169,7 @@ class OmicsClient:
         applied = self.signer.clock_offset
         what = describe_skew(offset)
         if applied and abs(offset - applied) < _SKEW_CORRECTED:
-            message = f"{what}, and a signature corrected for that was refused too: {error.message}; set the clock"
+            message = f"{what}, and a signature corrected for that was refused too ({error.message}); set the clock"
             return ClockSkewError(message, offset=offset, retryable=False, operation=error.operation)
         self.signer.clock_offset = offset
         log.warning("%s: signing with the service's time from now on (set the clock: NTP)", what)
