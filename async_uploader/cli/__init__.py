@@ -43,7 +43,7 @@ from .common import (
     service_config,
     upload_config,
 )
-from .parser import build_parser
+from .parser import EVENTS_ARGV, build_parser
 from .upload import _cmd_upload, read_set_from_args, run_upload
 
 __all__ = [
@@ -90,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script passes it to sys.exit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    EVENTS_ARGV[:] = argv
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     events = bool(getattr(args, "events", False))

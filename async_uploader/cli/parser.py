@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__
 from ..core.config import MAX_PART_SIZE, FileType, Source, check_store_id, parse_size
 from ..core.errors import ConfigError
+from ..core.events import log_event
 from ..emulator import cli as emulator_cli
 from .common import EXIT_USAGE, PROG, STOP_GRACE
 
@@ -36,11 +39,20 @@ environment (as botocore and the AWS CLI read them; README "Where users are"):
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr and exit code 2."""
+    """An ArgumentParser whose errors are one line on stderr and exit code 2 (a ``log`` event when the command
+    line asks for --events, so that stream stays JSON even when the arguments are wrong)."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+        line = f"{message} (see '{self.prog} --help')"
+        if "--events" in sys.argv[1:] or "--events" in EVENTS_ARGV:
+            sys.stderr.write(json.dumps(log_event("error", line, time.time()), separators=(",", ":")) + "\n")
+        else:
+            sys.stderr.write(f"{PROG}: error: {line}\n")
         raise SystemExit(EXIT_USAGE)
+
+
+EVENTS_ARGV: list[str] = []
+"""The argv being parsed, when it was given to ``main`` rather than taken from sys.argv."""
 
 
 def _store_id(text: str) -> str:

@@ -90,11 +90,11 @@ async def run_upload(
 
     def on_event(event: dict[str, object]) -> None:
         if event.get("event") == "retry":
+            part = f" {event['source']}#{event['partNumber']}" if event.get("source") else ""
             log.info(
-                "retrying %s %s#%s after %s (attempt %s)",
+                "retrying %s%s after %s (attempt %s)",
                 event.get("operation"),
-                event.get("source"),
-                event.get("partNumber"),
+                part,
                 event.get("error"),
                 event.get("attempt"),
             )
