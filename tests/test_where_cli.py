@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 
 from async_uploader.core.events import EVENT_SCHEMA
 from async_uploader.emulator import LocalStore, StoreOptions
@@ -53,16 +54,17 @@ async def test_quiet_prints_only_the_read_set_id(tmp_path: Path, cli_env: dict[s
     assert re.fullmatch(r"\d{10,36}\n", run.stdout), run.stdout
 
 
+@pytest.mark.slow
 async def test_verbose_and_debug_lines_have_timestamps_and_debug_has_one_line_per_request(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     secret = "debug-secret-must-not-appear"
     env = {**cli_env, "AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": "debug-token-must-not-appear"}
-    options = StoreOptions(secret_key=secret, faults=FaultOptions(seed=3, throttle_rate=0.3))
+    options = StoreOptions(secret_key=secret, faults=FaultOptions(seed=3, throttle_rate=0.4))
     async with LocalStore(options) as store:
-        verbose = await _upload(store.url, tmp_path, env, "-v", "--no-checkpoint")
+        verbose = await _upload(store.url, tmp_path, env, "-v", "--no-checkpoint", "--max-attempts", "30")
         before = len(store.requests)
-        debug = await _upload(store.url, tmp_path, env, "--debug", "--no-checkpoint")
+        debug = await _upload(store.url, tmp_path, env, "--debug", "--no-checkpoint", "--max-attempts", "30")
         sent = [e for e in store.requests[before:] if e["operation"] == "UploadReadSetPart"]
     assert verbose.returncode == 0 and debug.returncode == 0, verbose.stderr + debug.stderr
     retried = [line for line in verbose.stderr_lines if "retrying" in line]
