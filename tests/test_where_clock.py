@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import time
@@ -13,6 +14,11 @@ import pytest
 from aiohttp import web
 
 from async_uploader.core.clock import describe_skew, server_offset, skew_offset
+from async_uploader.core.config import ServiceConfig
+from async_uploader.core.errors import ClockSkewError
+from async_uploader.edge.client import OmicsClient
+from async_uploader.edge.signing import CredentialSource, Signer
+from async_uploader.edge.transport import MockTransport, Response, SentRequest
 from async_uploader.emulator import LocalStore, StoreOptions
 from tests.conftest import run_cli_process
 from tests.helpers import gzip_like, upload_argv
@@ -101,3 +107,27 @@ async def test_a_refusal_after_the_correction_says_which_way_the_clock_is_off(
     assert len(signed) == 2  # the first try, and one corrected try 20 minutes later; no more
     first, second = (time.mktime(time.strptime(d, "%Y%m%dT%H%M%SZ")) for d in signed)
     assert 1190 <= second - first <= 1230
+
+
+async def test_requests_signed_before_the_correction_are_retried_not_failed() -> None:
+    """Many requests in flight when the clock is found off: the first refusal corrects it, the others only retry."""
+    arrived = asyncio.Event()
+    seen: list[SentRequest] = []
+
+    async def refuse(request: SentRequest) -> Response:
+        seen.append(request)
+        if len(seen) == 3:
+            arrived.set()
+        await arrived.wait()  # all three are signed before any answer
+        body = json.dumps({"message": "Signature expired: too old"}).encode()
+        return Response(403, {"x-amzn-ErrorType": "InvalidSignatureException", **_date(-1200)}, body)
+
+    signer = Signer(CredentialSource.static("AKID", "secret"), "us-east-1")
+    client = OmicsClient(
+        ServiceConfig(endpoint_url="http://store.test"), transport=MockTransport(refuse), signer=signer
+    )
+    results = await asyncio.gather(*(client.list_uploads("1234567890") for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, ClockSkewError) and r.retryable for r in results), results
+    assert abs(signer.clock_offset + 1200) < 5
+    [again] = await asyncio.gather(client.list_uploads("1234567890"), return_exceptions=True)
+    assert isinstance(again, ClockSkewError) and not again.retryable  # signed corrected, refused anyway

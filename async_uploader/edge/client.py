@@ -131,11 +131,12 @@ class OmicsClient:
             unsigned_payload=body is not None,
             credentials=credentials,
         )
+        signed_with = self.signer.clock_offset
         size = body.length if body is not None else len(request.body)
         response = await self._timed(request.method, request.operation, url, headers, body or request.body, size)
         if not 200 <= response.status < 300:
             error = protocol.error_from_response(request.operation, response.status, response.headers, response.body)
-            raise self._skewed(error, response) or error
+            raise self._skewed(error, response, signed_with) or error
         return response
 
     async def _timed(
@@ -159,8 +160,12 @@ class OmicsClient:
                 "%s %s %s, %d bytes, %.3f s, attempt %d", method, operation, outcome, size, seconds, ATTEMPT.get()
             )
 
-    def _skewed(self, error: ServiceError, response: Response) -> ClockSkewError | None:
-        """A ClockSkewError when this refusal is a skewed clock's doing; corrects the signing clock once."""
+    def _skewed(self, error: ServiceError, response: Response, signed_with: float) -> ClockSkewError | None:
+        """A ClockSkewError when this refusal is a skewed clock's doing; corrects the signing clock once.
+
+        ``signed_with`` is the offset the refused request was signed with: a request signed before a correction
+        another request made is simply retryable; one signed with the correction and refused again is not.
+        """
         if not isinstance(error, AccessDeniedError):
             return None
         offset = skew_offset(error.code, error.message, response.headers, time.time())
@@ -168,6 +173,8 @@ class OmicsClient:
             return None
         applied = self.signer.clock_offset
         what = describe_skew(offset)
+        if signed_with != applied:  # corrected meanwhile, by another request's refusal
+            return ClockSkewError(f"{what}: {error.message}", offset=offset, retryable=True, operation=error.operation)
         if applied and abs(offset - applied) < _SKEW_CORRECTED:
             message = f"{what}, and a signature corrected for that was refused too ({error.message}); set the clock"
             return ClockSkewError(message, offset=offset, retryable=False, operation=error.operation)

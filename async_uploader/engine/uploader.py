@@ -162,8 +162,10 @@ class Uploader:
         proxy = client.proxy_for(where)
         if proxy is not None:
             hint = "check HTTPS_PROXY, HTTP_PROXY and NO_PROXY"
-        elif client.service.endpoint_url:
-            hint = "check the endpoint URL (--endpoint-url, AWS_ENDPOINT_URL...) and that the store is running"
+        elif self.service.endpoint_url:
+            hint = "check --endpoint-url and that the store is running"
+        elif client.service.endpoint_url:  # from the AWS configuration
+            hint = "check AWS_ENDPOINT_URL_OMICS, AWS_ENDPOINT_URL or the profile's endpoint_url"
         else:
             hint = "check --region and the network path to AWS"
         try:
