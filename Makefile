@@ -7,6 +7,14 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 DEMO_SIZE ?= 300MB
 BENCH_ARGS ?=
 
+# Clients of the local store that nobody here wrote, for its tests: the AWS CLI v1 in a venv of its own (it pins
+# an exact botocore that the main venv's boto3 and aiobotocore do not want), and the AWS SDK for JavaScript v3
+# where npm exists. Both live inside $(VENV), so they go with it.
+AWSCLI_VERSION ?= 1.46.2
+JS_SDK_VERSION ?= 3.1048.0
+AWSCLI_VENV := $(VENV)/awscli
+JS_SDK_DIR := $(VENV)/js-sdk
+
 .PHONY: demo test test-quick check lint imports floors bench bench-quick clean
 
 $(BIN)/python:
@@ -22,6 +30,16 @@ $(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
 $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[fast,test,bench]'
 	touch $@
+
+$(AWSCLI_VENV)/.stamp: Makefile | $(BIN)/python
+	$(PYTHON) -m venv $(AWSCLI_VENV)
+	$(AWSCLI_VENV)/bin/python -m pip --disable-pip-version-check -q install 'awscli==$(AWSCLI_VERSION)'
+	touch $@
+
+$(JS_SDK_DIR)/.stamp: Makefile | $(BIN)/python
+	@if ! command -v npm >/dev/null 2>&1; then echo "npm not found: the JavaScript SDK tests of the store are skipped"; \
+	elif npm install --silent --no-audit --no-fund --prefix $(JS_SDK_DIR) '@aws-sdk/client-omics@$(JS_SDK_VERSION)'; \
+	then touch $@; else echo "npm install failed: the JavaScript SDK tests of the store are skipped"; fi
 
 demo: $(VENV)/.stamp-base
 	$(BIN)/python -m async_uploader.cli.demo --size $(DEMO_SIZE)
@@ -48,11 +66,11 @@ floors: $(VENV_MIN)/.stamp
 	$(VENV_MIN)/bin/python -m pip check
 	$(VENV_MIN)/bin/python tests/floors.py smoke
 
-test: imports floors
+test: imports floors $(AWSCLI_VENV)/.stamp $(JS_SDK_DIR)/.stamp
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Everything but the tests marked slow (real clusters, crash-and-resume loops, peers' tools): a minute or two.
-test-quick: imports
+test-quick: imports $(AWSCLI_VENV)/.stamp $(JS_SDK_DIR)/.stamp
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 lint: $(VENV)/.stamp-test

@@ -2,9 +2,10 @@
 
 Starts ``python -m async_uploader.emulator`` as a subprocess (with and without ``--discard``), PUTs parts from
 a plain aiohttp client (1 MiB memoryview slices, explicit Content-Length, signed once per part with
-UNSIGNED-PAYLOAD) and reads the store's utime+stime from /proc/PID/stat.
+UNSIGNED-PAYLOAD) and reads the store's utime+stime from /proc/PID/stat. With ``--tls`` the discard mode is
+measured over HTTPS too (``serve --tls``, the client trusting the CA file the store prints).
 
-    .venv/bin/python benchmarks/store_throughput.py --gib 1
+    .venv/bin/python benchmarks/store_throughput.py --gib 1 --tls
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -55,9 +57,13 @@ async def run_mode(
     try:
         assert proc.stdout is not None
         url = (await proc.stdout.readline()).decode().strip()
+        context = None
+        if url.startswith("https://"):
+            ca_file = (await proc.stdout.readline()).decode().strip().removeprefix("ca-file: ")
+            context = ssl.create_default_context(cafile=ca_file)
         fields = {"sourceFileType": "FASTQ", "subjectId": "s", "sampleId": "s", "name": "bench"}
         body = json.dumps(fields).encode()
-        connector = aiohttp.TCPConnector(limit=concurrency)
+        connector = aiohttp.TCPConnector(limit=concurrency, ssl=context if context is not None else True)
         async with aiohttp.ClientSession(connector=connector) as session:
             create = f"{url}/sequencestore/{STORE_ID}/upload"
             async with session.post(create, data=body, headers=signed("POST", create, body)) as response:
@@ -105,11 +111,15 @@ async def main() -> None:
     parser.add_argument("--part-mib", type=int, default=100, help="part size in MiB (default 100)")
     parser.add_argument("--concurrency", type=int, default=2, help="parallel PUTs (default 2)")
     parser.add_argument("--data-dir", help="also measure keeping parts in this directory (e.g. a tmpfs)")
+    parser.add_argument("--tls", action="store_true", help="also measure --discard over HTTPS (serve --tls)")
     args = parser.parse_args()
     part_size = args.part_mib * MIB
     buffer = memoryview(os.urandom(part_size))
     total = int(args.gib * 1024 * MIB)
-    modes = {"discard": ["--discard"], "keep (temp dir)": []}
+    modes = {"discard": ["--discard"]}
+    if args.tls:
+        modes["discard, TLS"] = ["--discard", "--tls"]
+    modes["keep (temp dir)"] = []
     if args.data_dir:
         modes[f"keep ({args.data_dir})"] = ["--data-dir", args.data_dir]
     print(f"{'mode':<24} {'GB':>5} {'seconds':>8} {'MB/s':>6} {'store CPU s/GB':>15} {'client CPU s/GB':>16}")

@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 
 from async_uploader import FileType, RateLimits, ReadSet, RetryConfig, UploadConfig
+from async_uploader.core.errors import TransportError
 from async_uploader.edge.transport import Response, SentRequest
 
 HANG = object()
@@ -35,6 +36,10 @@ class Delay:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+
+
+class LostReply:
+    """An outcome: the store does what the request asks, and the connection breaks before its answer."""
 
 
 UPLOAD_ID = "1000000001"
@@ -81,6 +86,7 @@ class ScriptedStore:
         self.seen: list[SentRequest] = []
         self.counts: Counter[str] = Counter()
         self.parts: dict[tuple[str, int], bytes] = {}
+        self.completed: dict[str, dict[str, Any]] = {}  # read set id -> its ListReadSets/metadata answer
         self._script: dict[str, deque[object]] = {}
 
     def script(self, operation: str, *outcomes: object) -> None:
@@ -101,6 +107,9 @@ class ScriptedStore:
             if isinstance(outcome, Delay):
                 await anyio.sleep(outcome.seconds)
                 return self._answer(operation, request)
+            if isinstance(outcome, LostReply):
+                self._answer(operation, request)
+                raise TransportError(f"{request.method} {request.url_parts.host}: connection reset by peer")
             if isinstance(outcome, BaseException):
                 raise outcome
             if isinstance(outcome, Response):
@@ -117,9 +126,19 @@ class ScriptedStore:
             self.parts[key] = request.body
             return _ok({"checksum": f"c-{key[0]}-{key[1]}-{len(request.body)}"})
         if operation == "CompleteMultipartReadSetUpload":
+            if READ_SET_ID in self.completed:
+                return error(404, "ResourceNotFoundException", "no such upload")
+            files: dict[str, dict[str, int]] = {}
+            for (source, _), body in sorted(self.parts.items()):
+                entry = files.setdefault(f"source{source[-1]}", {"contentLength": 0, "totalParts": 0})
+                entry["contentLength"] += len(body)
+                entry["totalParts"] += 1
+            self.completed[READ_SET_ID] = {"id": READ_SET_ID, "status": "ACTIVE", "name": "read set", "files": files}
             return _ok({"readSetId": READ_SET_ID})
         if operation == "GetReadSetMetadata":
-            return _ok({"id": READ_SET_ID, "status": "ACTIVE"})
+            return _ok(self.completed.get(READ_SET_ID) or {"id": READ_SET_ID, "status": "ACTIVE"})
+        if operation == "ListReadSets":
+            return _ok({"readSets": list(self.completed.values())})
         if operation == "AbortMultipartReadSetUpload":
             return _ok({})
         if operation == "GET":

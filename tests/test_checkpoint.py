@@ -7,11 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from async_uploader.core.checkpoint import CheckpointHeader, PartRecord, Replay, replay, verify_resumable
+from async_uploader.core.checkpoint import (
+    CheckpointHeader,
+    PartRecord,
+    Replay,
+    legacy_checkpoint_name,
+    replay,
+    verify_resumable,
+)
 from async_uploader.core.config import FileType, ReadSet, Source
-from async_uploader.core.errors import CheckpointError, CheckpointMismatchError
+from async_uploader.core.errors import CheckpointBusyError, CheckpointError, CheckpointMismatchError, ConfigError
 from async_uploader.core.plan import make_plan
-from async_uploader.edge.journal import Journal, default_checkpoint_path, load_checkpoint
+from async_uploader.edge.journal import (
+    CheckpointLock,
+    Journal,
+    check_checkpoint_path,
+    default_checkpoint_path,
+    load_checkpoint,
+)
 from async_uploader.edge.sources import fingerprint_file, fingerprint_source
 
 S1, S2 = Source.SOURCE1, Source.SOURCE2
@@ -212,7 +225,7 @@ def test_20000_parts(tmp_path: Path, sources: dict[Source, Path]) -> None:
     assert next(plan.parts(done=loaded.parts), None) is None
 
 
-def verify(header: CheckpointHeader, files: dict[Source, Path], **overrides: object) -> None:
+def verify(header: CheckpointHeader, files: dict[Source, Path], **overrides: object) -> frozenset[Source]:
     arguments: dict[str, object] = {
         "store_id": "1234567890",
         "read_set": make_read_set(files),
@@ -220,14 +233,14 @@ def verify(header: CheckpointHeader, files: dict[Source, Path], **overrides: obj
         "part_size": header.part_size,
     }
     arguments.update(overrides)
-    verify_resumable(header, name="ck.jsonl", **arguments)  # type: ignore[arg-type]
+    return verify_resumable(header, name="ck.jsonl", **arguments)  # type: ignore[arg-type]
 
 
-def test_verify_resumable_accepts_unchanged(sources: dict[Source, Path]) -> None:
-    verify(make_header(sources), sources)
+def test_verify_resumable_accepts_unchanged_files_without_reading_them(sources: dict[Source, Path]) -> None:
+    assert verify(make_header(sources), sources) == frozenset()
 
 
-def test_verify_resumable_refuses_same_size_edit(sources: dict[Source, Path]) -> None:
+def test_an_edit_that_restores_the_mtime_still_marks_the_source_for_reading_again(sources: dict[Source, Path]) -> None:
     header = make_header(sources)
     path = sources[S1]
     before = path.stat()
@@ -235,14 +248,29 @@ def test_verify_resumable_refuses_same_size_edit(sources: dict[Source, Path]) ->
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # hide the edit from the mtime check
-    with pytest.raises(CheckpointMismatchError) as info:
-        verify(header, sources)
-    message = str(info.value)
-    assert f"SOURCE1 {path} changed since the checkpoint (contents changed)" in message
-    assert "--restart" in message
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
-    with pytest.raises(CheckpointMismatchError, match="modification time"):
-        verify(header, sources)
+    assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_ctime_ns != before.st_ctime_ns
+    assert verify(header, sources) == {S1}
+
+
+def test_another_path_to_the_same_file_is_read_again_not_refused(sources: dict[Source, Path], tmp_path: Path) -> None:
+    header = make_header(sources)
+    elsewhere = tmp_path / "work2"
+    elsewhere.mkdir()
+    linked = {s: elsewhere / p.name for s, p in sources.items()}
+    for source, link in linked.items():
+        link.symlink_to(sources[source])
+    assert verify(header, linked) == {S1, S2}  # same bytes through another path: proven by reading, not by name
+
+
+def test_a_version_1_checkpoint_is_read_and_its_sources_are_read_again(sources: dict[Source, Path]) -> None:
+    data = make_header(sources).to_json()
+    data["v"] = 1
+    for fingerprint in data["sources"]:
+        for key in ("ctime_ns", "inode", "device"):
+            del fingerprint[key]
+    old = CheckpointHeader.from_json(data)
+    assert old.sources[0].ctime_ns is None
+    assert verify(old, sources) == {S1, S2}
 
 
 def test_verify_resumable_refuses_size_change(sources: dict[Source, Path]) -> None:
@@ -295,14 +323,69 @@ def test_fingerprint_file_samples(tmp_path: Path) -> None:
 
 def test_default_checkpoint_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ASYNC_UPLOADER_HOME", str(tmp_path))
-    one = default_checkpoint_path("1234567890", ["a.fq", "b.fq"])
-    assert one.parent == tmp_path / "checkpoints"
-    assert one.name.startswith("1234567890-")
-    assert one == default_checkpoint_path("1234567890", [os.path.abspath("a.fq"), "b.fq"])
-    assert one != default_checkpoint_path("1234567899", ["a.fq", "b.fq"])
-    assert one != default_checkpoint_path("1234567890", ["b.fq", "a.fq"])
+    identity = ("FASTQ", "s", "x", "n")
+    one = default_checkpoint_path("1234567890", identity, [10, 20], ["a.fq", "b.fq"])
+    assert one.parent == tmp_path / "checkpoints" and one.name.startswith("1234567890-r")
+    # Named by the read set and its sizes, not by where the files are: a staged copy finds the same checkpoint.
+    assert one == default_checkpoint_path("1234567890", identity, [10, 20], ["/elsewhere/a.fq", "/x/b.fq"])
+    assert one != default_checkpoint_path("1234567899", identity, [10, 20], ["a.fq", "b.fq"])
+    assert one != default_checkpoint_path("1234567890", identity, [10, 21], ["a.fq", "b.fq"])
+    assert one != default_checkpoint_path("1234567890", ("FASTQ", "s", "x", "other"), [10, 20], ["a.fq", "b.fq"])
+    # A checkpoint an earlier version named from the paths is still found while it exists.
+    legacy = (
+        tmp_path
+        / "checkpoints"
+        / legacy_checkpoint_name("1234567890", [os.path.abspath("a.fq"), os.path.abspath("b.fq")], identity)
+    )
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(b"")
+    assert default_checkpoint_path("1234567890", identity, [10, 20], ["a.fq", "b.fq"]) == legacy
     monkeypatch.delenv("ASYNC_UPLOADER_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_checkpoint_path("1234567890", ["a.fq"]).parent == (
+    assert default_checkpoint_path("1234567890", identity, [1], ["a.fq"]).parent == (
         tmp_path / "home" / ".cache" / "async-uploader" / "checkpoints"
     )
+
+
+def test_a_home_that_is_a_file_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    home = tmp_path / "home-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("ASYNC_UPLOADER_HOME", str(home))
+    with pytest.raises(ConfigError, match=r"ASYNC_UPLOADER_HOME .* is a file, not a folder"):
+        default_checkpoint_path("1234567890", (), [1], ["a.fq"])
+
+
+def test_only_checkpoints_are_ever_replaced(tmp_path: Path, sources: dict[Source, Path]) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    with pytest.raises(ConfigError, match="is not a checkpoint of async-uploader; it is left as it is"):
+        check_checkpoint_path(notes, list(sources.values()))
+    assert notes.read_text() == "my notes\n"
+    with pytest.raises(ConfigError, match="is the source"):
+        check_checkpoint_path(sources[S1], list(sources.values()))
+    with pytest.raises(ConfigError, match="is a folder"):
+        check_checkpoint_path(tmp_path, [])
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        check_checkpoint_path(notes / "ck.jsonl", [])
+    assert check_checkpoint_path(tmp_path / "new.jsonl", []) is False
+    ours = tmp_path / "ours.jsonl"
+    Journal.create(ours, make_header(sources)).close()
+    assert check_checkpoint_path(ours, list(sources.values())) is True
+
+
+def test_one_owner_per_checkpoint(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "ck.jsonl"
+    first = CheckpointLock(checkpoint)
+    first.acquire()
+    with pytest.raises(CheckpointBusyError, match=rf"already being uploaded by PID {os.getpid()} on "):
+        CheckpointLock(checkpoint).acquire()
+    first.release()
+    assert not first.path.exists()
+    again = CheckpointLock(checkpoint)
+    again.acquire()
+    again.release()
+    foreign = tmp_path / "x.jsonl.lock"
+    foreign.write_text("somebody else's file")
+    with pytest.raises(ConfigError, match="is not a lock of async-uploader"):
+        CheckpointLock(tmp_path / "x.jsonl").acquire()
+    assert foreign.read_text() == "somebody else's file"

@@ -213,16 +213,17 @@ async def test_create_validation(local_store: LocalStore) -> None:
 async def test_source2_only_for_fastq(local_store: LocalStore) -> None:
     fields = {**FIELDS, "sourceFileType": "UBAM"}
     upload = str(local_store.state.create_upload(STORE_ID, fields)["uploadId"])
-    parts = []
-    for source in ("SOURCE1", "SOURCE2"):
-        status, _, body = await signed(
-            "PUT", part_url(local_store, upload, source), b"\x1f\x8b\x08\x04", payload_hash="UNSIGNED-PAYLOAD"
-        )
-        assert status == 200
-        parts.append({"partSource": source, "partNumber": 1, "checksum": json.loads(body)["checksum"]})
-    url = f"{local_store.url}/sequencestore/{STORE_ID}/upload/{upload}/complete"
-    reply = await signed("POST", url, json.dumps({"parts": parts}).encode())
+    reply = await signed(
+        "PUT", part_url(local_store, upload, "SOURCE1"), b"\x1f\x8b\x08\x04", payload_hash="UNSIGNED-PAYLOAD"
+    )
+    assert reply[0] == 200
+    # Refused at UploadReadSetPart already, not only at Complete; nothing is recorded.
+    reply = await signed(
+        "PUT", part_url(local_store, upload, "SOURCE2"), b"\x1f\x8b\x08\x04", payload_hash="UNSIGNED-PAYLOAD"
+    )
     assert_error(reply, 400, "ValidationException", "SOURCE2 is only allowed for FASTQ")
+    assert set(local_store.state.upload(STORE_ID, upload).parts) == {("SOURCE1", 1)}
+    assert not list(local_store.state.upload(STORE_ID, upload).directory.glob("*SOURCE2*"))
 
 
 async def test_discard_mode(make_store: MakeStore) -> None:

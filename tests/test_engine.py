@@ -228,8 +228,8 @@ async def test_wrong_credentials_fail_fast_without_retries(
     async with Uploader(config(4 * KIB), service=service(store)) as up:
         with pytest.raises(AccessDeniedError):
             await up.upload(read_set(paths), store_id=STORE_ID)
-    assert len(store.requests) == 1
-    assert store.requests[0]["status"] == 403
+    assert [r["operation"] for r in store.requests] == ["Unknown", "CreateMultipartReadSetUpload"]  # probe, Create
+    assert store.requests[1]["status"] == 403  # and no retry
 
 
 async def test_stop_leaves_a_resumable_upload(store: LocalStore, tmp_path: Path) -> None:

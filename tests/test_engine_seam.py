@@ -29,7 +29,18 @@ from async_uploader.core.config import Source
 from async_uploader.core.events import EVENT_SCHEMA
 from async_uploader.edge.transport import MockTransport
 from async_uploader.engine.parts import GroupCommit
-from tests.helpers import HANG, READ_SET_ID, Delay, ScriptedStore, error, fast_config, paired, throttled
+from tests.helpers import (
+    HANG,
+    READ_SET_ID,
+    Delay,
+    LostReply,
+    ScriptedStore,
+    error,
+    fast_config,
+    operation_of,
+    paired,
+    throttled,
+)
 
 pytestmark = pytest.mark.usefixtures("test_credentials")
 STORE_ID = "1234567890"
@@ -154,7 +165,8 @@ async def test_rerunning_a_finished_checkpoint_ends_done(tmp_path: Path) -> None
         handle = up.start(read_set, store_id=STORE_ID, checkpoint=checkpoint)
         result = await handle
         assert handle.statistics().state == "done"
-    assert [r.method for r in store.seen[before:]] == ["GET"]  # GetReadSetMetadata only
+    # The reachability probe, then GetReadSetMetadata: nothing is uploaded again.
+    assert [operation_of(r) for r in store.seen[before:]] == ["GET", "GetReadSetMetadata"]
     assert result.read_set_id == READ_SET_ID and result.resumed_parts == 4
 
 
@@ -207,3 +219,14 @@ async def test_a_failed_group_commit_fails_every_record_it_held_and_every_later_
     await record(6)
     assert len(failures) == 6 and journal.calls == 1  # one write was tried; nobody was told it succeeded
     assert all("No space left" in str(f) for f in failures)
+
+
+async def test_a_complete_whose_reply_was_lost_finds_its_read_set_instead_of_failing(tmp_path: Path) -> None:
+    """The first Complete did its work and the connection broke; the retry is answered 404 (the upload is gone):
+    the read set it made is found and reported, not a 404."""
+    store = ScriptedStore()
+    store.script("CompleteMultipartReadSetUpload", LostReply())
+    async with uploader(store) as up:
+        result = await up.upload(paired(tmp_path, 100 * KIB), store_id=STORE_ID, checkpoint=False)
+    assert result.read_set_id == READ_SET_ID and result.retries == 1
+    assert store.counts["CompleteMultipartReadSetUpload"] == 2 and store.counts["ListReadSets"] == 1

@@ -16,6 +16,7 @@ import pytest
 
 from async_uploader import cli
 from async_uploader.core.config import RateLimits
+from async_uploader.core.errors import ConfigError
 from async_uploader.core.ratelimit import Limiter, RequestKind
 from async_uploader.fleet.filebudget import FileBudgetLimiter, FileBudgetState, KindRecord
 
@@ -123,17 +124,27 @@ def test_without_adaptation_throttles_are_counted_but_change_nothing(tmp_path: P
     assert budget.state().kinds["control"].throttles == 1
 
 
-@pytest.mark.parametrize(
-    "content",
-    [b"", b'{"version": 1, "kinds": {"control": {"next_fr', b"[1, 2]", b"\x00\xff", b'{"version": 7}', b"NaN"],
-)
-def test_a_torn_or_foreign_file_is_a_fresh_budget(tmp_path: Path, content: bytes) -> None:
+@pytest.mark.parametrize("content", [b"", b'{"kinds": {"control": {"next_fr'])
+def test_an_empty_or_torn_budget_is_a_fresh_budget(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "budget"
     path.write_bytes(content)
     budget = limiter(path, FakeClock())
     assert budget.reserve(CONTROL) == 0.0
     assert budget.reserve(CONTROL) == pytest.approx(1.0)
     assert json.loads(path.read_bytes())["kinds"]["control"]["reserved"] == 2
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"version": 1, "kinds": {}}', b"[1, 2]", b"\x00\xff", b'{"version": 7}', b"NaN", b"my notes\n"]
+)
+def test_a_file_that_is_not_a_budget_is_never_overwritten(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "budget"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="is not a request budget of async-uploader; it is left as it is"):
+        limiter(path, FakeClock())
+    assert path.read_bytes() == content
+    with pytest.raises(ConfigError, match="is a folder"):
+        limiter(tmp_path, FakeClock())
 
 
 def test_non_finite_times_are_a_fresh_budget() -> None:

@@ -30,6 +30,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from tests.helpers import upload_argv
+
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -110,9 +112,15 @@ def checkpoint_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def checkpoint_parts(path: Path) -> int:
+def checkpoint_parts(path: Path | None) -> int:
     """How many parts the uploader's journal records as acknowledged."""
+    assert path is not None
     return sum(len(r["p"]) for r in checkpoint_records(path) if r.get("t") == "parts")
+
+
+def recorded_numbers(path: Path | None, source: str) -> set[int]:
+    assert path is not None
+    return {p[1] for r in checkpoint_records(path) if r.get("t") == "parts" for p in r["p"] if p[0] == source}
 
 
 @dataclass
@@ -137,7 +145,7 @@ class Harness:
         self.contents = {name: source_bytes(size, seed) for seed, (name, size) in enumerate(SIZES.items())}
         for name, path in self.sources.items():
             path.write_bytes(self.contents[name])
-        self.checkpoint = self.tmp / "ck" / "upload.ckpt"
+        self.checkpoint: Path | None = self.tmp / "ck" / "upload.ckpt"
 
     def start_store(self, *options: str) -> Store:
         log_path = self.tmp / "store.jsonl"
@@ -169,34 +177,13 @@ class Harness:
         return self.store
 
     def argv(self, *extra: str) -> list[str]:
+        """The upload command; ``checkpoint`` None leaves the checkpoint to its default path."""
         assert self.store is not None
-        return [
-            "upload",
-            str(self.sources["SOURCE1"]),
-            str(self.sources["SOURCE2"]),
-            "--store-id",
-            STORE_ID,
-            "--file-type",
-            "FASTQ",
-            "--subject-id",
-            "s",
-            "--sample-id",
-            "x",
-            "--name",
-            "n",
-            "--endpoint-url",
-            self.store.url,
-            "--region",
-            "us-east-1",
-            "--checkpoint",
-            str(self.checkpoint),
-            "--part-size",
-            "64KiB",
-            "--max-concurrency",
-            str(CONCURRENCY),
-            "--no-progress",
-            *extra,
-        ]
+        options = ["--region", "us-east-1", "--part-size", "64KiB", "--max-concurrency", str(CONCURRENCY)]
+        if self.checkpoint is not None:
+            options += ["--checkpoint", str(self.checkpoint)]
+        sources = [self.sources["SOURCE1"], self.sources["SOURCE2"]]
+        return upload_argv(self.store.url, *sources, extra=(*options, *extra))
 
     def command(self, *extra: str) -> list[str]:
         return [sys.executable, "-m", "async_uploader", *self.argv(*extra)]
@@ -453,32 +440,59 @@ def _single_error_line(err: str) -> str:
     return lines[0]
 
 
-def test_edited_source_is_refused_until_restart(harness: Harness) -> None:
+def _kill_a_third_of_the_way(harness: Harness) -> Store:
     store = harness.start_store(*SLOW)
     first = harness.start_upload()
     harness.wait_until(first, _acked(TOTAL_PARTS // 3), "a third of the parts to be acknowledged")
     first.kill()
     harness.wait_exit(first)
-    assert checkpoint_parts(harness.checkpoint) > 0
+    return store
+
+
+def _edit_in_place(harness: Harness, name: str, offset: int) -> None:
+    """Rewrite 16 bytes of a source in place and set its modification time back: only its ctime tells."""
+    path = harness.sources[name]
+    before = path.stat()
+    new = bytes(b ^ 0x5A for b in harness.contents[name][offset : offset + 16])
+    with path.open("r+b") as f:
+        f.seek(offset)
+        f.write(new)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    content = bytearray(harness.contents[name])
+    content[offset : offset + 16] = new
+    harness.contents[name] = bytes(content)
+
+
+SAMPLED = 64 * 1024  # the fingerprint samples the first, middle and last 64 KiB of a source
+
+
+@pytest.mark.parametrize("where", ["sent part, off the samples", "sent part, in a sample", "unsent part"])
+def test_an_in_place_edit_with_the_mtime_restored_is_uploaded_as_the_file_is_now(harness: Harness, where: str) -> None:
+    store = _kill_a_third_of_the_way(harness)
+    sent = recorded_numbers(harness.checkpoint, "SOURCE1")
+    size = SIZES["SOURCE1"]
+    middle = (size - SAMPLED) // 2
+    if where == "unsent part":
+        number = max(n for n in range(1, size // PART_SIZE) if n not in sent)
+    else:
+        number = min(sent) if where == "sent part, in a sample" else sorted(sent)[len(sent) // 2]
+    offset = (number - 1) * PART_SIZE + 1000
+    in_sample = offset < SAMPLED or middle <= offset < middle + SAMPLED or offset >= size - SAMPLED
+    assert in_sample == (where == "sent part, in a sample"), (number, offset)
+    _edit_in_place(harness, "SOURCE1", offset)
+
+    code, out, err = harness.run_upload()
+    # The read set holds the file as it is now, byte for byte (check_success reads it back): the edited part,
+    # recorded as sent, was read again, found changed and sent again; the others were kept.
+    harness.check_success(code, out, err)
+    times = Counter(r["part_number"] for r in store.log.ops(PART_OP) if r["source"] == "SOURCE1")
+    assert times[number] == (2 if number in sent else 1), (number, times)
+
+
+def test_a_source_of_another_size_needs_restart(harness: Harness) -> None:
+    store = _kill_a_third_of_the_way(harness)
     path = harness.sources["SOURCE1"]
-    stat = path.stat()
-
-    # Same size, same modification time, different bytes: the content fingerprint catches it.
-    harness.contents["SOURCE1"] = source_bytes(SIZES["SOURCE1"], 99)
-    path.write_bytes(harness.contents["SOURCE1"])
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    code, out, err = harness.run_upload()
-    assert code == 2, f"expected exit 2 for a changed source, got {code}:\n{out}\n{err}"
-    line = _single_error_line(err)
-    assert "--restart" in line and "SOURCE1" in line, line
-
-    # Same bytes with a new modification time: refused too.
-    path.touch()
-    code, out, err = harness.run_upload()
-    assert code == 2, f"expected exit 2 for a touched source, got {code}:\n{out}\n{err}"
-    assert "--restart" in _single_error_line(err)
-
-    # A different size.
     harness.contents["SOURCE1"] += b"more"
     path.write_bytes(harness.contents["SOURCE1"])
     code, out, err = harness.run_upload()
@@ -494,3 +508,23 @@ def test_edited_source_is_refused_until_restart(harness: Harness) -> None:
     assert len(set(created)) == 2, f"--restart did not make a new upload: {created}"
     aborted = [r["upload_id"] for r in store.log.ops("AbortMultipartReadSetUpload")]
     assert aborted == [created[0]], f"the old upload should be aborted once, got {aborted}"
+
+
+@pytest.mark.parametrize("checkpoint", ["named", "default"])
+def test_the_same_files_through_symlinks_elsewhere_resume_without_a_new_create(
+    harness: Harness, checkpoint: str
+) -> None:
+    """A workflow's retry stages its inputs as symlinks in a fresh work folder: the same upload resumes."""
+    if checkpoint == "default":
+        harness.checkpoint = None
+    store = _kill_a_third_of_the_way(harness)
+    work = harness.tmp / "work2" / "a1b2c3"
+    work.mkdir(parents=True)
+    for name, path in list(harness.sources.items()):
+        link = work / path.name
+        link.symlink_to(path)
+        harness.sources[name] = link
+    code, out, err = harness.run_upload()
+    harness.check_success(code, out, err, creates=1)
+    assert "parts kept from before" in err
+    assert store.log.resent_parts() == {} or len(store.log.resent_parts()) <= CONCURRENCY

@@ -100,7 +100,7 @@ async def test_events_are_json_lines_only_on_success_failure_and_bad_arguments(
         -1
     ] == "result"
     assert re.fullmatch(r"\d{10,36}\n", ok.stdout)  # stdout is unchanged: the read set id
-    [failure] = _events(down.stderr)
-    assert failure["level"] == "error" and "cannot reach" in failure["message"]
+    failure = _events(down.stderr)[-1]  # after the upload's state events, if any
+    assert failure["event"] == "log" and failure["level"] == "error" and "cannot reach" in failure["message"]
     [usage] = _events(bad.stderr)
     assert usage["level"] == "error" and "--part-size" in usage["message"]

@@ -14,9 +14,8 @@ from pathlib import Path
 from ..core.config import ServiceConfig, UploadConfig
 from ..core.errors import ConfigError, UsageError
 from ..core.events import progress_event
-from ..core.manifest import BatchSummary, ManifestRow, RowOutcome
-from ..edge.batchstate import BatchState
-from ..engine.batch import check_row_sources, default_batch_dir, read_manifest, run_batch
+from ..core.manifest import STATUSES, BatchSummary, ManifestRow, RowOutcome
+from ..engine.batch import default_batch_dir, read_manifest, run_batch
 from ..engine.monitor import Monitor, Tick
 from ..engine.uploader import Uploader, UploadHandle
 from .common import (
@@ -42,13 +41,9 @@ from .progress import BatchProgress, EventWriter
 
 async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     rows = read_manifest(args.manifest)
-    check_row_sources(rows, str(args.manifest))
     service = service_config(args)
     config = upload_config(args)
     directory = args.checkpoint_dir or default_batch_dir(args.manifest)
-    if len({row.key(args.store_id) for row in rows}) != len(rows):
-        log.warning("the manifest lists the same read set more than once; it is uploaded once")
-    todo = sum(1 for row in rows if row.key(args.store_id) not in BatchState(directory).done)
     handles: dict[int, UploadHandle] = {}
     labels: dict[int, str] = {}
     counts: dict[str, int] = {}
@@ -99,8 +94,6 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         summary = await _batch_on_dask(args, rows, config, service, directory, emit, progress)
         return _batch_summary(args, summary, argv)
     async with Uploader(config, service=service, limiter=limiter_for(args, config)) as uploader:
-        if todo:
-            await uploader.preflight()
         with (
             bar if bar is not None else contextlib.nullcontext(),
             Signals(on_signal),
@@ -159,12 +152,13 @@ async def _batch_on_dask(
 
 
 def _batch_summary(args: argparse.Namespace, summary: BatchSummary, argv: Sequence[str]) -> int:
+    """The summary: a JSON line on stdout (counts, and which rows had each outcome), one line on stderr."""
     sys.stdout.write(json.dumps(summary.as_json()) + "\n")
-    line = f"{PROG}: batch: {summary.count('done')} done, {summary.count('skipped')} skipped, "
-    line += f"{summary.count('failed')} failed"
-    if summary.count("interrupted"):
-        line += f", {summary.count('interrupted')} interrupted"
-    say(args, f"{line} in {summary.seconds:.1f} s")
+    counts = ", ".join(f"{summary.count(status)} {status}" for status in STATUSES if summary.count(status))
+    say(args, f"{PROG}: batch: {counts or 'no rows'} in {summary.seconds:.1f} s")
+    for status in ("failed", "interrupted"):
+        if summary.count(status):
+            say(args, f"{PROG}: rows {status}: {', '.join(map(str, summary.rows(status)))}")
     if summary.count("interrupted"):
         say(args, f"{PROG}: to resume, run:")
         say(args, f"  {resume_command(argv)}")

@@ -13,6 +13,7 @@ from .. import __version__
 from ..core.config import MAX_PART_SIZE, FileType, Source, check_store_id, parse_size
 from ..core.errors import ConfigError
 from ..core.events import log_event
+from ..core.fields import check_field
 from ..emulator import cli as emulator_cli
 from .common import EXIT_USAGE, PROG, STOP_GRACE
 
@@ -58,6 +59,13 @@ EVENTS_ARGV: list[str] = []
 def _store_id(text: str) -> str:
     try:
         return check_store_id(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _upload_id(text: str) -> str:
+    try:
+        return check_field("uploadId", text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -362,14 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     parts = commands.add_parser("parts", help="list the parts of an in-progress upload")
     parts.add_argument("--store-id", required=True, type=_store_id, metavar="ID")
-    parts.add_argument("--upload-id", required=True, type=_store_id, metavar="ID")
+    parts.add_argument("--upload-id", required=True, type=_upload_id, metavar="ID")
     parts.add_argument("--source", type=Source, choices=list(Source), help="one source only")
     parts.add_argument("--json", action="store_true", help="one JSON object per line")
     _add_service_options(parts)
 
     abort = commands.add_parser("abort", help="abort an in-progress upload and retire its checkpoint")
     abort.add_argument("--store-id", required=True, type=_store_id, metavar="ID")
-    abort.add_argument("--upload-id", required=True, type=_store_id, metavar="ID")
+    abort.add_argument("--upload-id", required=True, type=_upload_id, metavar="ID")
     abort.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="where to look for checkpoints")
     _add_service_options(abort)
     return parser

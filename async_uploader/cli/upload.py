@@ -105,7 +105,6 @@ async def run_upload(
         if uploader is None:
             limiter = limiter_for(args, config)
             uploader = await stack.enter_async_context(Uploader(config, service=service, limiter=limiter))
-            await uploader.preflight()
         handle = uploader.start(
             read_set,
             store_id=args.store_id,

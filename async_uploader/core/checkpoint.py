@@ -34,6 +34,8 @@ __all__ = [
     "checkpoint_name",
     "complete_line",
     "header_line",
+    "is_checkpoint",
+    "legacy_checkpoint_name",
     "parts_line",
     "read_set_identity",
     "replay",
@@ -41,18 +43,39 @@ __all__ = [
     "verify_resumable",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 added each source's ctime, inode and device; version 1 checkpoints are still read."""
+_READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True, slots=True)
 class SourceFingerprint:
-    """What identifies a source file: its absolute path, size, modification time and content fingerprint."""
+    """What identifies a source file: its absolute path, size, times, inode and device, and a content sample.
+
+    ``ctime_ns`` changes with every write to the file, also one whose modification time is set back afterwards;
+    ``inode``/``device`` change when the file is replaced or copied. None where the OS (or a version 1
+    checkpoint) has no such figure.
+    """
 
     source: Source
     path: str
     size: int
     mtime_ns: int
     fingerprint: str
+    ctime_ns: int | None = None
+    inode: int | None = None
+    device: int | None = None
+
+    def same_file(self, other: SourceFingerprint) -> bool:
+        """True when nothing observable distinguishes the two: same path, size, times, inode, device, sample."""
+        return (
+            self.path == other.path
+            and self.size == other.size
+            and self.mtime_ns == other.mtime_ns
+            and self.fingerprint == other.fingerprint
+            and None not in (self.ctime_ns, self.inode, self.device)
+            and (self.ctime_ns, self.inode, self.device) == (other.ctime_ns, other.inode, other.device)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,17 +139,32 @@ class CheckpointHeader:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CheckpointHeader:
-        if data.get("v") != FORMAT_VERSION:
-            raise ValueError(f"format version {data.get('v')!r} is not {FORMAT_VERSION}")
+        if data.get("v") not in _READABLE_VERSIONS:
+            raise ValueError(f"format version {data.get('v')!r} is not one of {_READABLE_VERSIONS}")
         fields = {k: v for k, v in data.items() if k not in ("t", "v")}
         fields["file_type"] = FileType(fields["file_type"])
         fields["sources"] = tuple(
             SourceFingerprint(
-                Source(s["source"]), str(s["path"]), int(s["size"]), int(s["mtime_ns"]), str(s["fingerprint"])
+                Source(s["source"]),
+                str(s["path"]),
+                int(s["size"]),
+                int(s["mtime_ns"]),
+                str(s["fingerprint"]),
+                _optional_int(s.get("ctime_ns")),
+                _optional_int(s.get("inode")),
+                _optional_int(s.get("device")),
             )
             for s in fields["sources"]
         )
         return cls(**fields)
+
+
+def _optional_int(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{value!r} is not an integer")
+    return value
 
 
 # -- encoding ---------------------------------------------------------------------------------------------------
@@ -204,6 +242,12 @@ class Replay:
             raise ValueError(f"unknown record type {kind!r}")
 
 
+def is_checkpoint(first_line: bytes) -> bool:
+    """True when ``first_line`` is a checkpoint header this version can read: how a file is known to be ours."""
+    record = _decode(first_line.rstrip(b"\n"))
+    return record is not None and record["t"] == "header" and record.get("v") in _READABLE_VERSIONS
+
+
 def replay(data: bytes, name: str = "checkpoint") -> Replay:
     """Replay a checkpoint's bytes; a torn last line is ignored, any other damage raises CheckpointError."""
     lines = data.split(b"\n")
@@ -268,8 +312,14 @@ def verify_resumable(
     sources: Sequence[SourceFingerprint],
     part_size: int,
     name: str = "checkpoint",
-) -> None:
-    """Raise CheckpointMismatchError unless the checkpoint ``header`` can resume this upload as it is now."""
+) -> frozenset[Source]:
+    """Check that the checkpoint ``header`` can resume this upload; return the sources whose parts must be re-read.
+
+    CheckpointMismatchError when it cannot: another store, other sources, a source of another size, another read
+    set's metadata, another part size. A source reached through another path (a symlink, a staged copy), or
+    whose times, inode, device or sampled bytes differ, can resume, but only once each part recorded for it has
+    been read again and found equal to what was sent: those sources are returned.
+    """
     if header.store_id != store_id:
         raise CheckpointMismatchError(
             f"checkpoint {name} is for store {header.store_id}, not {store_id}; use another --checkpoint or --restart"
@@ -283,19 +333,11 @@ def verify_resumable(
         )
     for source, old in recorded.items():
         new = current[source]
-        if new.path != old.path:
-            raise CheckpointMismatchError(
-                f"{source} is {new.path} but the checkpoint was written for {old.path}; {_RESTART}"
-            )
         if new.size != old.size:
-            what = f"size {old.size:,} → {new.size:,} bytes"
-        elif new.mtime_ns != old.mtime_ns:
-            what = "modification time changed"
-        elif new.fingerprint != old.fingerprint:
-            what = "contents changed"
-        else:
-            continue
-        raise CheckpointMismatchError(f"{source} {new.path} changed since the checkpoint ({what}); {_RESTART}")
+            raise CheckpointMismatchError(
+                f"{source} {new.path} is not the file the checkpoint was written for "
+                f"(size {old.size:,} → {new.size:,} bytes); {_RESTART}"
+            )
     if _identity(header) != read_set_identity(read_set):
         raise CheckpointMismatchError(
             f"checkpoint {name} is for another read set ({header.name!r}, sample {header.sample_id!r}); "
@@ -306,10 +348,19 @@ def verify_resumable(
             f"checkpoint {name} was written with {header.part_size}-byte parts, not {part_size}; "
             "drop --part-size to resume, or --restart"
         )
+    return frozenset(source for source, old in recorded.items() if not old.same_file(current[source]))
 
 
-def checkpoint_name(store_id: str, paths: Sequence[str], identity: Sequence[str] = ()) -> str:
-    """The file name of the default checkpoint: the store id and a hash of the source paths and ``identity``
-    (the read set's metadata, so the same files sent as another read set get their own upload)."""
+def checkpoint_name(store_id: str, identity: Sequence[str], sizes: Sequence[int]) -> str:
+    """The file name of the default checkpoint: the store id and a hash of the read set's metadata and its sources'
+    sizes. Not of their paths: the same read set reached through a symlink or a staged copy in a new folder (a
+    workflow's retry) finds the same checkpoint, and its parts are read again before they are trusted."""
+    text = "\0".join([store_id, *identity, *map(str, sizes)])
+    key = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{store_id}-r{key[:24]}.jsonl"
+
+
+def legacy_checkpoint_name(store_id: str, paths: Sequence[str], identity: Sequence[str] = ()) -> str:
+    """The default checkpoint's name before version 2 (a hash of the absolute source paths): still found."""
     key = hashlib.sha256("\0".join([store_id, *paths, *identity]).encode("utf-8", "surrogateescape")).hexdigest()
     return f"{store_id}-{key[:24]}.jsonl"

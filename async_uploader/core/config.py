@@ -12,8 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .fields import RULES, check_field, check_tags
 
 __all__ = [
     "DEFAULT_PART_SIZE",
@@ -61,29 +63,17 @@ class FileType(enum.StrEnum):
             raise ConfigError(f"file type {value!r} is not one of {', '.join(m.value for m in cls)}") from None
 
 
-_PRINTABLE = re.compile(r"^[\x20-\x7e\u00a0-\uffff]+$")
-_ARN = re.compile(r"^arn:.+$")
-_STORE_ID = re.compile(r"^[0-9]{10,36}$")
-
-
-def _check_text(label: str, value: str | None, maximum: int, *, required: bool) -> None:
+def _check_text(field: str, value: str | None, *, required: bool) -> None:
     if value is None:
         if required:
-            raise ConfigError(f"{label} is required")
+            raise ConfigError(f"{RULES[field].label} is required")
         return
-    if not value:
-        raise ConfigError(f"{label} must not be empty")
-    if len(value) > maximum:
-        raise ConfigError(f"{label} is {len(value)} characters long; the service allows at most {maximum}")
-    if not _PRINTABLE.match(value):
-        raise ConfigError(f"{label} must contain printable characters only")
+    check_field(field, value)
 
 
 def check_store_id(store_id: str) -> str:
     """Raise ConfigError unless ``store_id`` is 10-36 digits, as the service requires."""
-    if not _STORE_ID.match(store_id):
-        raise ConfigError(f"sequence store id {store_id!r} must be 10 to 36 digits")
-    return store_id
+    return check_field("sequenceStoreId", store_id)
 
 
 SourceInput = Path | BinaryIO
@@ -118,25 +108,18 @@ class ReadSet:
         file_type: object = self.file_type
         if not isinstance(file_type, FileType):
             object.__setattr__(self, "file_type", FileType.parse(str(file_type)))
-        _check_text("subject id", self.subject_id, 127, required=True)
-        _check_text("sample id", self.sample_id, 127, required=True)
-        _check_text("name", self.name, 127, required=True)
-        _check_text("generatedFrom", self.generated_from, 127, required=False)
-        _check_text("description", self.description, 255, required=False)
+        _check_text("subjectId", self.subject_id, required=True)
+        _check_text("sampleId", self.sample_id, required=True)
+        _check_text("name", self.name, required=True)
+        _check_text("generatedFrom", self.generated_from, required=False)
+        _check_text("description", self.description, required=False)
         if self.source2 is not None and self.file_type is not FileType.FASTQ:
             raise ConfigError(f"a second source is only allowed for paired FASTQ, not {self.file_type.value}")
         if self.file_type in (FileType.BAM, FileType.CRAM) and not self.reference_arn:
             raise ConfigError(f"{self.file_type.value} is aligned: a reference ARN is required")
-        if self.reference_arn is not None and (len(self.reference_arn) > 127 or not _ARN.match(self.reference_arn)):
-            raise ConfigError(f"reference ARN {self.reference_arn!r} must look like arn:... (1-127 characters)")
-        if len(self.tags) > 50:
-            raise ConfigError("at most 50 tags are allowed")
-        for key, value in self.tags.items():
-            if not 1 <= len(key) <= 128:
-                raise ConfigError(f"tag key {key!r} must be 1-128 characters")
-            if len(value) > 256:
-                raise ConfigError(f"tag {key!r} has a value longer than 256 characters")
+        _check_text("referenceArn", self.reference_arn, required=False)
         object.__setattr__(self, "tags", dict(self.tags))
+        check_tags(dict(self.tags))
 
     @property
     def sources(self) -> dict[Source, SourceInput]:
@@ -189,6 +172,22 @@ class RetryConfig:
             raise ConfigError("retry delays must satisfy 0 <= base_delay <= max_delay")
 
 
+def check_endpoint_url(url: str) -> str:
+    """Raise ConfigError unless ``url`` is an http(s) URL with a host and, if given, a port in 1-65535."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"endpoint URL {url!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(ch.isspace() for ch in url):
+        raise ConfigError(f"endpoint URL {url!r} must be http://HOST[:PORT] or https://HOST[:PORT]")
+    if port == 0:
+        raise ConfigError(f"endpoint URL {url!r}: port 0 is not a port one can connect to")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"endpoint URL {url!r} must have no query or fragment")
+    return url
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """Where requests go and how they are authenticated.
@@ -219,8 +218,8 @@ class ServiceConfig:
     operation_timeout: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.endpoint_url is not None and not re.match(r"^https?://[^/\s]+", self.endpoint_url):
-            raise ConfigError(f"endpoint URL {self.endpoint_url!r} must start with http:// or https://")
+        if self.endpoint_url is not None:
+            check_endpoint_url(self.endpoint_url)
         if min(self.connect_timeout, self.read_timeout, self.operation_timeout) <= 0:
             raise ConfigError("timeouts must be positive")
 
@@ -257,7 +256,7 @@ class UploadConfig:
             raise ConfigError("memory budget must be at least 1 MiB")
 
 
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?i?b?)?\s*", re.IGNORECASE)
 _UNITS = {
     "": 1,
     "b": 1,
@@ -282,7 +281,7 @@ _UNITS = {
 
 def parse_size(text: str) -> int:
     """Parse ``64MiB``, ``100MB``, ``1.5GiB`` or plain bytes into a whole number of bytes."""
-    match = _SIZE.match(text)
+    match = _SIZE.fullmatch(text)
     unit = (match.group(2) or "").lower() if match else ""
     if not match or unit not in _UNITS:
         raise ConfigError(f"size {text!r} is not a number of bytes or a size like 64MiB")

@@ -8,7 +8,8 @@ Single inheritance throughout; the CLI maps a class to an exit code by walking t
     │   ├── SourceError                a source is missing, empty, a directory, unreadable or changed while read
     │   ├── PlanError                  a source needs more than 10,000 parts of at most 100 MiB
     │   ├── CredentialsError           no AWS credentials could be found or refreshed
-    │   └── CheckpointMismatchError    a checkpoint belongs to other sources, or its sources changed since
+    │   ├── CheckpointMismatchError    a checkpoint belongs to other sources, or its sources changed since
+    │   └── CheckpointBusyError        another process is uploading with the same checkpoint now
     ├── CheckpointError                a checkpoint file cannot be read or written
     ├── TransportError                 no HTTP answer: connection refused or reset, timeout, a lost proxy (retryable)
     │   ├── CertificateError           the server's TLS certificate is not trusted (not retried)
@@ -34,6 +35,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "CertificateError",
+    "CheckpointBusyError",
     "CheckpointError",
     "CheckpointMismatchError",
     "ClockSkewError",
@@ -89,6 +91,10 @@ class CredentialsError(UsageError):
 
 class CheckpointMismatchError(UsageError):
     """A checkpoint does not match the read set given, or a source changed since it was written."""
+
+
+class CheckpointBusyError(UsageError):
+    """Another process holds the checkpoint's lock: it is uploading the same read set now."""
 
 
 class CheckpointError(UploaderError):

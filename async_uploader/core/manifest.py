@@ -17,7 +17,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,16 @@ from typing import Any
 from .config import FileType, ReadSet
 from .errors import ConfigError
 
-__all__ = ["BatchSummary", "ManifestError", "ManifestRow", "RowOutcome", "parse_manifest"]
+__all__ = [
+    "STATUSES",
+    "BatchPlan",
+    "BatchSummary",
+    "ManifestError",
+    "ManifestRow",
+    "RowOutcome",
+    "parse_manifest",
+    "plan_batch",
+]
 
 
 class ManifestError(ConfigError):
@@ -178,17 +187,24 @@ def parse_manifest(text: str, *, base_dir: Path, name: str = "manifest") -> list
 
 @dataclass(frozen=True)
 class RowOutcome:
-    """What happened to one row: status is done, skipped, failed or interrupted."""
+    """What happened to one row: ``status`` is one of ``STATUSES``.
+
+    ``duplicate``: the row names the same read set (same store, sources and metadata) as an earlier row, which
+    was uploaded once for both; its read set id is the earlier row's.
+    """
 
     row: ManifestRow
     status: str
     read_set_id: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    duplicate_of: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"row": self.row.row, "line": self.row.line, "name": self.row.read_set.name}
         data["status"] = self.status
+        if self.duplicate_of is not None:
+            data["duplicateOf"] = self.duplicate_of
         if self.read_set_id is not None:
             data["readSetId"] = self.read_set_id
         for key, value in self.result.items():
@@ -209,13 +225,61 @@ class BatchSummary:
     def count(self, status: str) -> int:
         return sum(1 for outcome in self.outcomes if outcome.status == status)
 
+    def rows(self, status: str) -> list[int]:
+        return [outcome.row.row for outcome in self.outcomes if outcome.status == status]
+
     def as_json(self) -> dict[str, Any]:
+        """The counts per status, and which rows had each (``"outcomes": {"failed": [3, 7], ...}``)."""
         return {
             "summary": True,
             "rows": len(self.outcomes),
-            "done": self.count("done"),
-            "skipped": self.count("skipped"),
-            "failed": self.count("failed"),
-            "interrupted": self.count("interrupted"),
+            **{status: self.count(status) for status in STATUSES},
+            "outcomes": {status: self.rows(status) for status in STATUSES if self.count(status)},
             "seconds": round(self.seconds, 3),
         }
+
+
+STATUSES = ("done", "skipped", "duplicate", "failed", "interrupted")
+"""What can become of a row."""
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What a batch has to do: rows already done, the rows to upload (one per read set), and the later rows that
+    name a read set an earlier row uploads."""
+
+    skipped: tuple[RowOutcome, ...]
+    to_upload: tuple[tuple[ManifestRow, str], ...]
+    duplicates: dict[str, tuple[ManifestRow, ...]]
+
+    def duplicate_outcomes(self, key: str, first: RowOutcome) -> list[RowOutcome]:
+        """The outcomes of the rows that repeat ``first``'s read set: the same read set, uploaded once."""
+        if first.status == "done":
+            return [
+                RowOutcome(row, "duplicate", read_set_id=first.read_set_id, duplicate_of=first.row.row)
+                for row in self.duplicates.get(key, ())
+            ]
+        why = f"the same read set as row {first.row.row}, which {first.status}"
+        return [
+            RowOutcome(row, first.status, error=why, duplicate_of=first.row.row) for row in self.duplicates.get(key, ())
+        ]
+
+
+def plan_batch(rows: Sequence[ManifestRow], store_id: str, done: Mapping[str, str]) -> BatchPlan:
+    """Split ``rows``: those ``done`` records (key -> read set id), the first row of each read set, its repeats."""
+    skipped: list[RowOutcome] = []
+    first: dict[str, ManifestRow] = {}
+    duplicates: dict[str, list[ManifestRow]] = {}
+    for row in rows:
+        key = row.key(store_id)
+        if key in done:
+            skipped.append(RowOutcome(row, "skipped", read_set_id=done[key]))
+        elif key in first:
+            duplicates.setdefault(key, []).append(row)
+        else:
+            first[key] = row
+    return BatchPlan(
+        tuple(skipped),
+        tuple((row, key) for key, row in first.items()),
+        {key: tuple(repeats) for key, repeats in duplicates.items()},
+    )

@@ -197,6 +197,15 @@ class UploadState:
         self._done_parts[record.source] += 1
         self._done_bytes[record.source] += record.length
 
+    def forget(self, keys: Iterable[tuple[Source, int]]) -> None:
+        """Count these parts as missing again (their source changed: they are sent again)."""
+        for key in keys:
+            record = self._acked.pop(key, None)
+            if record is not None:
+                self._done_parts[record.source] -= 1
+                self._done_bytes[record.source] -= record.length
+                self._sent[record.source] -= record.length
+
     def _replace_acked(self, records: Mapping[tuple[Source, int], PartRecord]) -> None:
         self._acked = {}
         self._done_parts = dict.fromkeys(self.sources, 0)

@@ -1,13 +1,21 @@
-"""The checkpoint file itself: created atomically, appended with one write and one fsync per record, replayed.
+"""The checkpoint file itself: locked, created atomically, appended with one write and one fsync per record.
 
 The record format and the replay rules are ``core.checkpoint``'s; this module only touches the file system. The
-file is mode 0600 in a 0700 folder. Every method blocks: the engine calls them from a worker thread.
+file is mode 0600 in a 0700 folder. One process at a time owns a checkpoint: ``CheckpointLock`` holds an
+exclusive ``flock`` on ``NAME.lock`` beside it for the whole upload (the kernel drops it with the process, even
+after kill -9). Nothing here removes or overwrites a file that is not one of the tool's own: a checkpoint is
+known by its header line, a lock by its first line. Every method blocks: the engine calls them from a worker
+thread.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +27,20 @@ from ..core.checkpoint import (
     checkpoint_name,
     complete_line,
     header_line,
+    is_checkpoint,
+    legacy_checkpoint_name,
     parts_line,
     replay,
     upload_line,
 )
-from ..core.errors import CheckpointError, UploaderError
+from ..core.errors import CheckpointBusyError, CheckpointError, ConfigError, UploaderError
 from ..core.plan import make_plan
 
 __all__ = [
+    "CheckpointLock",
     "CheckpointSummary",
     "Journal",
+    "check_checkpoint_path",
     "default_checkpoint_path",
     "find_checkpoints",
     "load_checkpoint",
@@ -39,14 +51,125 @@ __all__ = [
 def uploader_home() -> Path:
     """``$ASYNC_UPLOADER_HOME``, or ``~/.cache/async-uploader``: where checkpoints and batch records live."""
     home = os.environ.get("ASYNC_UPLOADER_HOME")
-    return Path(home) if home else Path.home() / ".cache" / "async-uploader"
+    path = Path(home) if home else Path.home() / ".cache" / "async-uploader"
+    if path.exists() and not path.is_dir():
+        where = "ASYNC_UPLOADER_HOME" if home else "the uploader home"
+        raise ConfigError(f"{where} {path} is a file, not a folder; point ASYNC_UPLOADER_HOME at a folder")
+    return path
 
 
-def default_checkpoint_path(store_id: str, paths: Sequence[str], identity: Sequence[str] = ()) -> Path:
-    """The checkpoint used when none is named: under the uploader home, named from the store, the absolute source
-    paths and the read set's metadata."""
-    absolute = [os.path.abspath(path) for path in paths]
-    return uploader_home() / "checkpoints" / checkpoint_name(store_id, absolute, identity)
+def default_checkpoint_path(store_id: str, identity: Sequence[str], sizes: Sequence[int], paths: Sequence[str]) -> Path:
+    """The checkpoint used when none is named: under the uploader home, named from the store, the read set's
+    metadata and its sources' sizes (``core.checkpoint.checkpoint_name``); one an earlier version named from the
+    source paths is used while it exists."""
+    folder = uploader_home() / "checkpoints"
+    legacy = folder / legacy_checkpoint_name(store_id, [os.path.abspath(path) for path in paths], identity)
+    current = folder / checkpoint_name(store_id, identity, sizes)
+    return legacy if legacy.exists() and not current.exists() else current
+
+
+def _first_line(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.readline(1 << 20)
+
+
+def check_checkpoint_path(path: Path, sources: Sequence[Path]) -> bool:
+    """Raise ConfigError unless ``path`` can be this upload's checkpoint; True when a checkpoint is there already.
+
+    Refused, with nothing changed: a folder; a path under a file; one of the sources; an existing file that is not
+    a checkpoint (its first line is no checkpoint header), whatever the flags, --restart included.
+    """
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"checkpoint {path}: {parent} is a file, not a folder")
+            break
+    if path.is_dir():
+        raise ConfigError(f"checkpoint {path} is a folder; name a file")
+    if not path.exists():
+        return False
+    for source in sources:
+        if source.exists() and path.samefile(source):
+            raise ConfigError(f"checkpoint {path} is the source {source} itself; name another file")
+    try:
+        ours = is_checkpoint(_first_line(path))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
+    if not ours:
+        raise ConfigError(
+            f"{path} exists and is not a checkpoint of async-uploader; it is left as it is: name another --checkpoint"
+        )
+    return True
+
+
+_LOCK_MAGIC = b"async-uploader checkpoint lock\n"
+
+
+class CheckpointLock:
+    """One owner per checkpoint: an exclusive ``flock`` on ``NAME.lock`` beside it, for as long as it is held.
+
+    ``acquire`` never waits: CheckpointBusyError names the process holding it. ``release`` removes the lock file
+    while still holding it; a process that locked a file just removed sees that it is no longer the path's and
+    tries again, so two processes never both believe they own one checkpoint.
+    """
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
+        self.path = checkpoint.with_name(checkpoint.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                held = self._try(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if held:
+                self._fd = fd
+                return
+            os.close(fd)
+        raise CheckpointError(f"cannot lock checkpoint {self.checkpoint}: its lock file keeps changing")
+
+    def _try(self, fd: int) -> bool:
+        head = os.pread(fd, 4096, 0)
+        if head and not head.startswith(_LOCK_MAGIC):
+            raise ConfigError(f"{self.path} exists and is not a lock of async-uploader; name another --checkpoint")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CheckpointBusyError(
+                f"{self.checkpoint} is already being uploaded by {self._holder(fd)}; wait for it to finish, "
+                "or stop it first"
+            ) from None
+        try:
+            if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                return False  # removed and made again since we opened it: ours is not the path's lock
+        except FileNotFoundError:
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _LOCK_MAGIC + f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        return True
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        """Who holds the lock, as its holder wrote it (a moment after taking it: read again for up to 0.2 s)."""
+        for _ in range(10):
+            holder = os.pread(fd, 4096, 0)[len(_LOCK_MAGIC) :].decode("utf-8", "replace").split()
+            if len(holder) >= 2:
+                return f"PID {holder[0]} on {holder[1]}"
+            time.sleep(0.02)
+        return "another process"
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def _fail(path: Path, what: str, exc: OSError) -> CheckpointError:
@@ -74,11 +197,15 @@ class Journal:
 
     @classmethod
     def create(cls, path: Path, header: CheckpointHeader) -> Journal:
-        """Write a new checkpoint holding only ``header``: a temporary file, fsynced, renamed into place."""
+        """Write a new checkpoint holding only ``header``: a temporary file, fsynced, renamed into place.
+
+        The caller holds the checkpoint's lock and has checked (``check_checkpoint_path``) that whatever is at
+        ``path`` is a checkpoint; the temporary file is a new one (never a file that was there).
+        """
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 _write_all(fd, header_line(header))
                 os.fsync(fd)

@@ -56,10 +56,37 @@ def fingerprint_file(path: str | os.PathLike[str], size: int) -> str:
 
 
 def fingerprint_source(source: Source, path: str | os.PathLike[str]) -> SourceFingerprint:
-    """Stat and fingerprint the file ``path`` as ``source``."""
+    """Stat and fingerprint the file ``path`` as ``source`` (a symlink is followed: the file is what counts)."""
     absolute = os.path.abspath(path)
     info = os.stat(absolute)
-    return SourceFingerprint(source, absolute, info.st_size, info.st_mtime_ns, fingerprint_file(absolute, info.st_size))
+    return SourceFingerprint(
+        source,
+        absolute,
+        info.st_size,
+        info.st_mtime_ns,
+        fingerprint_file(absolute, info.st_size),
+        ctime_ns=info.st_ctime_ns,
+        inode=info.st_ino,
+        device=info.st_dev,
+    )
+
+
+VERIFY_CHUNK = 8 * 1024 * 1024
+
+
+def part_digest(path: str | os.PathLike[str], offset: int, length: int) -> str | None:
+    """The xxh3-64 digest a part's body computes, of the file's bytes ``offset .. offset + length`` as they are
+    now; None when the file holds fewer bytes there. Blocking: call it from a worker thread."""
+    hasher = xxhash.xxh3_64()
+    with open(path, "rb", buffering=0) as f:
+        left = length
+        while left:
+            chunk = os.pread(f.fileno(), min(VERIFY_CHUNK, left), offset + length - left)
+            if not chunk:
+                return None
+            hasher.update(chunk)
+            left -= len(chunk)
+    return hasher.hexdigest()
 
 
 def check_source_path(path: Path) -> int:

@@ -6,34 +6,24 @@ import asyncio
 import concurrent.futures
 import email.utils
 import hashlib
-import json
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import xxhash
 from aiohttp import web
 
 from .auth import UNSIGNED_PAYLOAD, Verifier
-from .errors import ApiError, validation
+from .errors import ApiError, for_status, validation
 from .faults import QUOTA_KIND, Fault, Pacer, QuotaBucket, RequestKey, decide, reset_offset
+from .ingest import Cancelled, Job, Outcome, ingest
 from .options import StoreOptions
-from .store import (
-    State,
-    check_id,
-    check_part_number,
-    check_source,
-    iso,
-    page,
-    part_info_json,
-)
+from .parsing import check_id, check_part_number, check_source, json_object, page
+from .records import ReadSet, iso, part_info_json
+from .store import State
+from .transfer import CHUNK, Receiver, send_slice
+from .wire import LOG, error_response, read_bounded
 
-CHUNK = 4 * 1024 * 1024
-# A write that blocks longer than this (dirty-page throttling on a slow disk) moves later writes to a thread.
-SLOW_WRITE = 0.02
 MAX_JSON_BODY = 8 * 1024 * 1024  # Complete of 2 x 10,000 parts is about 2.2 MB
 STORE = "/sequencestore/{store}"
 # (method, path, operation): the requestUri of each operation in the service model.
@@ -53,12 +43,6 @@ FAULT_ERRORS = {
     Fault.ERROR_500: ("InternalServerException", "injected internal error"),
     Fault.ERROR_503: ("ServiceUnavailableException", "injected: service unavailable"),
 }
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class ConnectionDropped(Exception):
@@ -85,17 +69,8 @@ class Call:
 CALL = web.RequestKey("call", Call)
 
 
-def error_response(err: ApiError) -> web.Response:
-    return web.Response(
-        status=err.status,
-        body=json.dumps({"message": err.message}).encode(),
-        content_type="application/json",
-        headers={"x-amzn-ErrorType": err.code},
-    )
-
-
 class StoreApp:
-    """The aiohttp application around a :class:`State`: auth, quotas, faults, body streaming."""
+    """The aiohttp application around a :class:`State`: auth, quotas, faults, body streaming, processing."""
 
     def __init__(self, options: StoreOptions, state: State, record: Callable[[dict[str, Any]], None]):
         self.options = options
@@ -106,9 +81,9 @@ class StoreApp:
         self.quotas = {kind: QuotaBucket(rate) for kind, rate in (options.quotas or {}).items()}
         self.attempts: dict[RequestKey, int] = {}
         self.pacers: dict[object, Pacer] = {}
-        self.timers: set[asyncio.TimerHandle] = set()
-        self.threaded_writes = False
-        self.writer = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="store-write")
+        self.receiver = Receiver(options.body_timeout)
+        self.processing: dict[asyncio.Task[None], Job] = {}
+        self.ingesters = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-ingest")
         handlers: dict[str, Callable[[web.Request, Call], Awaitable[web.StreamResponse]]] = {
             "CreateMultipartReadSetUpload": self.create_upload,
             "UploadReadSetPart": self.upload_part,
@@ -122,6 +97,14 @@ class StoreApp:
         }
         self.handlers = handlers
 
+    @property
+    def threaded_writes(self) -> bool:
+        return self.receiver.threaded_writes
+
+    @threaded_writes.setter
+    def threaded_writes(self, value: bool) -> None:
+        self.receiver.threaded_writes = value
+
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self.middleware], client_max_size=MAX_JSON_BODY)
         for method, path, operation in ROUTES:
@@ -134,11 +117,14 @@ class StoreApp:
         """The Date header of a store whose clock is ``clock_offset`` seconds off."""
         response.headers["Date"] = email.utils.formatdate(time.time() + self.options.clock_offset, usegmt=True)
 
-    def close(self) -> None:
-        for timer in self.timers:
-            timer.cancel()
-        self.timers.clear()
-        self.writer.shutdown(wait=True)
+    async def close(self) -> None:
+        for task, job in self.processing.items():
+            job.cancelled.set()
+            task.cancel()
+        await asyncio.gather(*self.processing, return_exceptions=True)
+        self.processing.clear()
+        self.ingesters.shutdown(wait=True)
+        self.receiver.close()
 
     # --- the common path of every request
     @web.middleware
@@ -153,19 +139,32 @@ class StoreApp:
         try:
             if self.options.latency_ms > 0:
                 await asyncio.sleep(self.options.latency_ms / 1000.0)
-            if request.match_info.http_exception is not None:
-                raise ApiError("UnknownOperationException", f"no operation at {request.method} {request.path}", 404)
+            unmatched = request.match_info.http_exception
+            if unmatched is not None:
+                if unmatched.status == 405:
+                    raise ApiError("NotSupportedOperationException", f"{request.method} is not an operation here")
+                raise ApiError("UnknownOperationException", "no operation at this path", 404)
             response = await handler(request)
             status = response.status
             return response
         except ApiError as err:
             status, code = err.status, err.code
-            if not call.body_done and not call.reset:
-                await self.drain(request)
-            return error_response(err)
+            return error_response(err, close=not call.body_done and self.has_body(request))
+        except web.HTTPException as exc:  # a limit of aiohttp's, met while reading
+            limit = for_status(exc.status, exc.reason)
+            status, code = limit.status, limit.code
+            return error_response(limit, close=True)
         except ConnectionDropped:
             call.reset = True
             return web.Response(status=500)
+        except (ConnectionError, asyncio.CancelledError):
+            call.reset = True
+            raise
+        except Exception:
+            LOG.exception("unhandled error in %s", call.operation)
+            bug = ApiError("InternalServerException", "internal error of the local store")
+            status, code = bug.status, bug.code
+            return error_response(bug, close=True)
         finally:
             self.record(
                 {
@@ -183,46 +182,44 @@ class StoreApp:
                 }
             )
 
-    async def drain(self, request: web.Request) -> None:
-        try:
-            while await request.content.readany():
-                pass
-        except (OSError, asyncio.IncompleteReadError, web.HTTPException):
-            pass
+    @staticmethod
+    def has_body(request: web.Request) -> bool:
+        return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         call = request[CALL]
         info = request.match_info
-        call.store_id = info["store"]
-        call.upload_id = info.get("upload")
-        check_id(call.store_id, "sequenceStoreId")
-        if call.upload_id is not None:
-            check_id(call.upload_id, "uploadId")
+        content_hash = request.headers.get("x-amz-content-sha256")
+        # Authentication first, from the headers alone, before any body byte is read: a signature over
+        # x-amz-content-sha256 (UNSIGNED-PAYLOAD or a declared hash) is checked in full; one over the body
+        # itself in everything but that hash, and in full once the body is in.
+        if content_hash is None:
+            self.verifier.check_headers(request.headers, time.time() + self.options.clock_offset)
+        else:
+            self.verify(request, content_hash)
+        call.store_id = check_id(info["store"], "sequenceStoreId")
+        if "upload" in info:
+            call.upload_id = check_id(info["upload"], "uploadId")
         if "readset" in info:
             check_id(info["readset"], "id")
         if call.operation == "UploadReadSetPart":
             call.source = request.query.get("partSource")
             number = request.query.get("partNumber", "")
-            call.part_number = int(number) if number.isdigit() and len(number) < 9 else None
-            content_hash = request.headers.get("x-amz-content-sha256")
-            if content_hash is not None:
-                self.verify(request, content_hash)
+            call.part_number = int(number) if number.isascii() and number.isdigit() and len(number) < 9 else None
         else:
-            call.body = await self.read_json_body(request)
+            call.body = await self.read_json_body(request, content_hash)
         self.check_quota(call)
         self.inject_fault(request, call)
         return await self.handlers[call.operation](request, call)
 
-    async def read_json_body(self, request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > MAX_JSON_BODY:
-            raise validation("request body too large")
-        body = await request.read()
+    async def read_json_body(self, request: web.Request, sent: str | None) -> bytes:
+        body = await read_bounded(request, MAX_JSON_BODY, self.options.body_timeout)
         request[CALL].body_done = True
         digest = hashlib.sha256(body).hexdigest()
-        sent = request.headers.get("x-amz-content-sha256")
-        if sent is not None and sent not in (UNSIGNED_PAYLOAD, digest):
+        if sent is None:
+            self.verify(request, digest)
+        elif sent not in (UNSIGNED_PAYLOAD, digest):
             raise validation("x-amz-content-sha256 does not match the request body")
-        self.verify(request, digest if sent is None else sent)
         return body
 
     def verify(self, request: web.Request, payload_hash: str) -> None:
@@ -269,16 +266,7 @@ class StoreApp:
         raise ConnectionDropped()
 
     def json(self, request: web.Request) -> dict[str, Any]:
-        raw = request[CALL].body
-        if not raw:
-            return {}
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise ApiError("SerializationException", "request body is not valid JSON", 400) from None
-        if not isinstance(body, dict):
-            raise ApiError("SerializationException", "request body must be a JSON object", 400)
-        return body
+        return json_object(request[CALL].body)
 
     # --- operations
     async def create_upload(self, request: web.Request, call: Call) -> web.StreamResponse:
@@ -290,6 +278,9 @@ class StoreApp:
         upload = self.state.upload(request.match_info["store"], request.match_info["upload"])
         source = check_source(request.query.get("partSource"))
         number = check_part_number(request.query.get("partNumber", ""))
+        file_type = upload.fields["sourceFileType"]
+        if source == "SOURCE2" and file_type != "FASTQ":
+            raise validation(f"SOURCE2 is only allowed for FASTQ read sets, not {file_type}")
         if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
             raise validation("chunked transfer encoding is not supported: send Content-Length")
         length = request.content_length
@@ -302,7 +293,17 @@ class StoreApp:
         sent_hash = request.headers.get("x-amz-content-sha256")
         want_sha = sent_hash is None or sent_hash != UNSIGNED_PAYLOAD
         tmp = self.state.part_tmp_path(upload, source, number)
-        received, digest, sha = await self.receive(request, call, tmp, want_sha)
+
+        def drop(received: int) -> None:
+            call.nbytes = received
+            self.drop(request, call)
+
+        try:
+            received, digest, sha = await self.receiver.receive(
+                request, tmp, want_sha, self.pacer(request), call.reset_at, drop
+            )
+        finally:
+            call.body_done = True
         call.nbytes = received
         try:
             if received != length:
@@ -318,61 +319,6 @@ class StoreApp:
             raise
         return web.json_response({"checksum": checksum})
 
-    async def receive(
-        self, request: web.Request, call: Call, tmp: Path | None, want_sha: bool
-    ) -> tuple[int, bytes, str]:
-        """Stream the body: hash it, write it to ``tmp`` (unless discarding), pace it, maybe drop it."""
-        hasher = xxhash.xxh3_128()
-        sha = hashlib.sha256() if want_sha else None
-        reset_at = call.reset_at
-        pacer = self.pacer(request)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600) if tmp is not None else -1
-        # Page-cache writes are cheapest inline; once the disk proves slow they go to a thread, one at a
-        # time per part, overlapping the read of the next chunk so the loop keeps serving other requests.
-        writing: concurrent.futures.Future[None] | None = None
-        received = 0
-        try:
-            content = request.content
-            while True:
-                chunk = await content.read(CHUNK)
-                if not chunk:
-                    break
-                received += len(chunk)
-                if reset_at is not None and received >= reset_at:
-                    call.nbytes = received
-                    self.drop(request, call)
-                hasher.update(chunk)
-                if sha is not None:
-                    sha.update(chunk)
-                if fd >= 0:
-                    if writing is not None:
-                        await asyncio.wrap_future(writing)
-                        writing = None
-                    if self.threaded_writes:
-                        writing = self.writer.submit(write_all, fd, chunk)
-                    else:
-                        began = time.perf_counter()
-                        write_all(fd, chunk)
-                        self.threaded_writes = time.perf_counter() - began > SLOW_WRITE
-                if pacer is not None:
-                    delay = pacer.delay_after(len(chunk))
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-            if writing is not None:
-                await asyncio.wrap_future(writing)
-        except BaseException:
-            if tmp is not None:
-                os.unlink(tmp)
-            raise
-        finally:
-            call.body_done = True
-            if fd >= 0:
-                if writing is not None and not writing.done():
-                    writing.add_done_callback(lambda _: os.close(fd))
-                else:
-                    os.close(fd)
-        return received, hasher.digest(), sha.hexdigest() if sha is not None else ""
-
     def pacer(self, request: web.Request) -> Pacer | None:
         mbps = self.options.connection_mbps
         if mbps is None or request.transport is None:
@@ -387,16 +333,37 @@ class StoreApp:
 
     async def complete_upload(self, request: web.Request, call: Call) -> web.StreamResponse:
         info = request.match_info
-        read_set = self.state.complete(info["store"], info["upload"], self.json(request))
-        loop = asyncio.get_running_loop()
-
-        def finish() -> None:
-            self.timers.discard(timer)
-            self.state.finish_processing(read_set)
-
-        timer = loop.call_later(self.options.processing_delay, finish)
-        self.timers.add(timer)
+        read_set, fresh = self.state.complete(info["store"], info["upload"], self.json(request))
+        if fresh:
+            directory = None if self.state.discard else self.state.read_set_dir(read_set.store_id, read_set.read_set_id)
+            job = Job(
+                file_type=read_set.fields["sourceFileType"],
+                sources={
+                    name: [part.path for part in parts if part.path is not None]
+                    for name, parts in read_set.parts.items()
+                },
+                directory=directory,
+                family=self.options.etag_family,
+                corrupt_etag=self.options.faults.corrupt_etag,
+            )
+            task = asyncio.get_running_loop().create_task(self.process(read_set, job))
+            self.processing[task] = job
+            task.add_done_callback(lambda done: self.processing.pop(done, None))
         return web.json_response({"readSetId": read_set.read_set_id})
+
+    async def process(self, read_set: ReadSet, job: Job) -> None:
+        """PROCESSING_UPLOAD for at least ``processing_delay`` seconds, and until the worker thread is done."""
+        loop = asyncio.get_running_loop()
+        done_by = loop.time() + self.options.processing_delay
+        try:
+            outcome = await loop.run_in_executor(self.ingesters, ingest, job)
+        except Cancelled:
+            return
+        except OSError as exc:  # the disk under the store, not the read set
+            LOG.error("processing read set %s failed: %s", read_set.read_set_id, exc)
+            outcome = Outcome(problem=f"the local store could not store the read set: {exc.strerror or exc}")
+        await asyncio.sleep(max(0.0, done_by - loop.time()))
+        read_set.finish(outcome)
 
     async def abort_upload(self, request: web.Request, call: Call) -> web.StreamResponse:
         self.state.abort(request.match_info["store"], request.match_info["upload"])
@@ -436,19 +403,19 @@ class StoreApp:
 
     async def get_read_set(self, request: web.Request, call: Call) -> web.StreamResponse:
         read_set = self.state.read_set(request.match_info["store"], request.match_info["readset"])
-        source = check_source(request.query.get("file", "SOURCE1"), "file")
+        name = check_source(request.query.get("file", "SOURCE1"), "file", ("SOURCE1", "SOURCE2", "INDEX"))
         number = check_part_number(request.query.get("partNumber", ""))
-        call.source, call.part_number = source, number
+        call.source, call.part_number = name, number
         if read_set.status != "ACTIVE":
             raise validation(f"read set {read_set.read_set_id} is {read_set.status}, not ACTIVE")
-        part = self.state.part_file(read_set, source, number)
-        if part.path is None:
+        stored, offset, length = self.state.stored_file(read_set, name, number)
+        if stored.path is None:
             raise ApiError(
                 "ResourceNotFoundException",
                 "this store runs with --discard: it counted and hashed the bytes but kept none to return",
             )
-        call.nbytes = part.size
-        return web.FileResponse(part.path, headers={"Content-Type": "application/octet-stream"})
+        call.nbytes = length
+        return await send_slice(request, stored.path, offset, length)
 
 
-__all__ = ["ROUTES", "StoreApp", "iso"]
+__all__ = ["CHUNK", "ROUTES", "StoreApp", "iso"]

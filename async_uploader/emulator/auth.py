@@ -56,7 +56,7 @@ def parse_amz_date(value: str) -> float:
     try:
         return float(calendar.timegm(time.strptime(value, SIGV4_TIMESTAMP)))
     except ValueError:
-        raise denied(f"X-Amz-Date {value!r} is not in the form YYYYMMDDTHHMMSSZ") from None
+        raise denied(f"X-Amz-Date {value[:40]!r} is not in the form YYYYMMDDTHHMMSSZ") from None
 
 
 class Verifier:
@@ -65,6 +65,34 @@ class Verifier:
     def __init__(self, credentials: Mapping[str, str], skew_limit: float = 900.0) -> None:
         self._secrets = dict(credentials)
         self.skew_limit = skew_limit
+
+    def check_headers(self, headers: MultiMapping[str], now: float | None = None) -> Authorization:
+        """Everything about the signature that the headers alone decide: run before any body byte is read."""
+        header = headers.get("Authorization")
+        if not header:
+            raise ApiError("AccessDeniedException", "missing Authentication Token")
+        auth = parse_authorization(header)
+        if auth.access_key not in self._secrets:
+            raise denied("The security token included in the request is invalid.")
+        if auth.service != SERVICE:
+            raise denied(f"credential scope names service {auth.service[:40]!r}, expected {SERVICE!r}")
+        amz_date = headers.get("X-Amz-Date")
+        if amz_date is None:
+            raise denied("missing X-Amz-Date header")
+        signed_at = parse_amz_date(amz_date)
+        now = time.time() if now is None else now
+        if abs(now - signed_at) > self.skew_limit:
+            raise denied(f"Signature expired: {amz_date} is more than {int(self.skew_limit)} s from the server time.")
+        if auth.date != amz_date[:8]:
+            raise denied("credential scope date does not match X-Amz-Date")
+        if "host" not in auth.signed_headers:
+            raise denied("the host header must be signed")
+        for name in auth.signed_headers:
+            if name not in headers:
+                raise denied(f"signed header {name[:40]!r} is missing from the request")
+            if not all(value.isascii() for value in headers.getall(name)):
+                raise denied(f"signed header {name[:40]!r} is not ASCII text")
+        return auth
 
     def verify(
         self,
@@ -80,35 +108,27 @@ class Verifier:
         for the body in the canonical request (the ``x-amz-content-sha256`` header when signed, else
         the SHA-256 of the body).
         """
-        header = headers.get("Authorization")
-        if not header:
-            raise ApiError("AccessDeniedException", "missing Authentication Token")
-        auth = parse_authorization(header)
-        secret = self._secrets.get(auth.access_key)
-        if secret is None:
-            raise denied("The security token included in the request is invalid.")
-        if auth.service != SERVICE:
-            raise denied(f"credential scope names service {auth.service!r}, expected {SERVICE!r}")
-        amz_date = headers.get("X-Amz-Date")
-        if amz_date is None:
-            raise denied("missing X-Amz-Date header")
-        signed_at = parse_amz_date(amz_date)
-        now = time.time() if now is None else now
-        if abs(now - signed_at) > self.skew_limit:
-            raise denied(f"Signature expired: {amz_date} is more than {int(self.skew_limit)} s from the server time.")
-        if auth.date != amz_date[:8]:
-            raise denied("credential scope date does not match X-Amz-Date")
-        if "host" not in auth.signed_headers:
-            raise denied("the host header must be signed")
-        signed: dict[str, str] = {}
-        for name in auth.signed_headers:
-            values = headers.getall(name, [])
-            if not values:
-                raise denied(f"signed header {name!r} is missing from the request")
-            signed[name] = ",".join(values)
-        request = AWSRequest(method=method, url=f"http://{signed['host']}{raw_path}", headers=signed)
+        auth = self.check_headers(headers, now)
+        amz_date = headers["X-Amz-Date"]
+        signed = {name: ",".join(headers.getall(name)) for name in auth.signed_headers}
+        try:
+            expected = self._signature(
+                auth, method, f"http://{signed['host']}{raw_path}", signed, payload_hash, amz_date
+            )
+        except ValueError:  # a Host or path that makes no URL (``Host: [``), or text that is not ASCII
+            raise denied("the request's Host header and path do not form a URL that can be signed") from None
+        if not hmac.compare_digest(expected.encode(), auth.signature.encode("utf-8", "surrogateescape")):
+            raise denied(
+                "The request signature we calculated does not match the signature you provided. "
+                "Check your AWS Secret Access Key and signing method."
+            )
+
+    def _signature(
+        self, auth: Authorization, method: str, url: str, signed: dict[str, str], payload_hash: str, amz_date: str
+    ) -> str:
+        request = AWSRequest(method=method, url=url, headers=signed)
         request.context["timestamp"] = amz_date
-        signer = SigV4Auth(Credentials(auth.access_key, secret), SERVICE, auth.region)
+        signer = SigV4Auth(Credentials(auth.access_key, self._secrets[auth.access_key]), SERVICE, auth.region)
         computed_names = signer.signed_headers(signer.headers_to_sign(request))
         if computed_names != ";".join(auth.signed_headers):
             raise denied("SignedHeaders are not in canonical form")
@@ -118,9 +138,4 @@ class Verifier:
             head, _, last = canonical.rpartition("\n")
             assert last == EMPTY_SHA256_HASH
             canonical = f"{head}\n{payload_hash}"
-        expected = signer.signature(signer.string_to_sign(request, canonical), request)
-        if not hmac.compare_digest(expected, auth.signature):
-            raise denied(
-                "The request signature we calculated does not match the signature you provided. "
-                "Check your AWS Secret Access Key and signing method."
-            )
+        return signer.signature(signer.string_to_sign(request, canonical), request)

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .etag import FAMILIES
 from .faults import SERVICE_QUOTAS, FaultOptions
 from .options import DEFAULT_MAX_PART_SIZE, StoreOptions
 from .server import LocalStore
@@ -24,6 +25,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--discard", action="store_true", help="hash and count part bytes, keep none")
     parser.add_argument("--log", type=Path, help="append one JSON line per finished request to this file")
+    parser.add_argument(
+        "--etag-family",
+        choices=tuple(FAMILIES),
+        default="MD5up",
+        help="the ETag family of FASTQ read sets (default MD5up, as a sequence store made without one)",
+    )
+    parser.add_argument(
+        "--idle-timeout", type=float, default=30.0, help="close a connection idle (or sending headers) this long"
+    )
+    parser.add_argument(
+        "--body-timeout", type=float, default=30.0, help="answer 408 when no body byte arrives for this long"
+    )
+    tls = parser.add_argument_group("TLS")
+    tls.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS; without --tls-cert, with a certificate for 127.0.0.1, ::1 and localhost signed by a CA "
+        "made at start, whose PEM file is printed after the URL",
+    )
+    tls.add_argument("--tls-cert", type=Path, help="the server certificate chain (PEM); implies --tls")
+    tls.add_argument("--tls-key", type=Path, help="its private key (PEM)")
     faults = parser.add_argument_group("fault injection (deterministic per --seed)")
     faults.add_argument("--seed", type=int, default=0)
     faults.add_argument("--throttle-rate", type=float, default=0.0, help="share of requests answered 429")
@@ -39,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--quota-parts", type=float, help="UploadReadSetPart requests per second")
     faults.add_argument("--quota-listings", type=float, help="listing and metadata requests per second")
     faults.add_argument("--connection-mbps", type=float, help="cap each TCP connection at this many MB/s")
+    faults.add_argument("--corrupt-etag", action="store_true", help="report every FASTQ ETag with one digit wrong")
     faults.add_argument(
         "--clock-offset", type=float, default=0.0, metavar="S", help="run the store's clock S seconds off (Date, SigV4)"
     )
@@ -64,10 +87,17 @@ def options_from_args(args: argparse.Namespace) -> StoreOptions:
             throttle_rate=args.throttle_rate,
             error_rate=args.error_rate,
             reset_rate=args.reset_rate,
+            corrupt_etag=args.corrupt_etag,
         ),
         quotas=quotas or None,
         connection_mbps=args.connection_mbps,
         latency_ms=args.latency_ms,
+        etag_family=args.etag_family,
+        idle_timeout=args.idle_timeout,
+        body_timeout=args.body_timeout,
+        tls=args.tls or args.tls_cert is not None or args.tls_key is not None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         clock_offset=args.clock_offset,
     )
 
@@ -79,6 +109,8 @@ async def serve(options: StoreOptions) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with LocalStore(options) as store:
         print(store.url, flush=True)
+        if store.ca_path is not None:
+            print(f"ca-file: {store.ca_path}", flush=True)
         await stop.wait()
 
 
@@ -88,7 +120,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(options))
+    try:
+        asyncio.run(serve(options))
+    except ValueError as exc:  # TLS files that cannot be used
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the address is taken, the data dir cannot be written, ...
+        print(f"error: cannot serve on {options.host}:{options.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

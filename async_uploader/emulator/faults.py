@@ -22,6 +22,8 @@ class FaultOptions:
     throttle_rate: float = 0.0
     error_rate: float = 0.0
     reset_rate: float = 0.0
+    # Report every FASTQ ETag with one hex digit changed, so a client's end-to-end check can be seen to fail.
+    corrupt_etag: bool = False
 
     def __post_init__(self) -> None:
         for name in ("throttle_rate", "error_rate", "reset_rate"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .etag import FAMILIES
 from .faults import SERVICE_QUOTAS, FaultOptions
 
 DEFAULT_MAX_PART_SIZE = 104_857_600
@@ -32,8 +33,28 @@ class StoreOptions:
     clock_offset: float = 0.0
     clock_skew_limit: float = 900.0
     processing_delay: float = 0.05
+    # The ETag family the store computes FASTQ ETags with (MD5up, SHA256up or SHA512up).
+    etag_family: str = "MD5up"
+    # A connection with no request for this long is closed; so is one still sending its headers by then.
+    idle_timeout: float = 30.0
+    # A request body from which no byte arrives for this long is answered 408 and its connection closed.
+    body_timeout: float = 30.0
+    # Serve HTTPS: with ``tls_cert``/``tls_key`` (PEM files), else with a certificate for the loopback
+    # names signed by a CA made at start (its PEM is written where ``LocalStore.ca_path`` says).
+    tls: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.etag_family not in FAMILIES:
+            raise ValueError(f"etag_family must be one of {', '.join(FAMILIES)}, got {self.etag_family!r}")
+        for name in ("idle_timeout", "body_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_cert is not None and not self.tls:
+            raise ValueError("tls_cert and tls_key need tls=True")
         if self.max_part_size < 1:
             raise ValueError("max_part_size must be positive")
         if self.connection_mbps is not None and self.connection_mbps <= 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import ssl
 import tempfile
 from pathlib import Path
 from types import TracebackType
@@ -15,13 +16,20 @@ from aiohttp import web
 from .app import CHUNK, StoreApp
 from .options import StoreOptions
 from .store import State
+from .tls import client_context, server_context
+from .wire import StoreRunner
+
+# After an early refusal (a body left unread), what still arrives is discarded for at most this long before the
+# connection is closed, so the client gets to read the reply instead of a reset.
+LINGERING = 5.0
 
 
 class LocalStore:
     """An emulated HealthOmics sequence store listening on ``options.host:options.port``.
 
     ``async with LocalStore(StoreOptions()) as store:`` → ``store.url``, ``store.requests`` (one dict per
-    finished request, the same records as the JSON-lines log), ``store.data_dir``.
+    finished request, the same records as the JSON-lines log), ``store.data_dir``; with ``tls=True`` also
+    ``store.ca_path`` (the CA file of a made certificate) and ``store.client_ssl_context()``.
     """
 
     def __init__(self, options: StoreOptions | None = None) -> None:
@@ -39,6 +47,7 @@ class LocalStore:
         self._log: IO[str] | None = None
         self.url = ""
         self.port = 0
+        self.ca_path: Path | None = None
 
     def _record(self, entry: dict[str, Any]) -> None:
         self.requests.append(entry)
@@ -50,9 +59,19 @@ class LocalStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.options.log_path is not None:
             self._log = open(self.options.log_path, "a", encoding="utf-8")  # noqa: SIM115, ASYNC230
-        runner = web.AppRunner(self._app.application(), access_log=None, read_bufsize=CHUNK, handle_signals=False)
+        context: ssl.SSLContext | None = None
+        if self.options.tls:
+            context, self.ca_path = server_context(self.options.tls_cert, self.options.tls_key, self.data_dir)
+        runner = StoreRunner(
+            self._app.application(),
+            access_log=None,
+            read_bufsize=CHUNK,
+            handle_signals=False,
+            keepalive_timeout=self.options.idle_timeout,
+            lingering_time=LINGERING,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self.options.host, self.options.port, reuse_address=True)
+        site = web.TCPSite(runner, self.options.host, self.options.port, reuse_address=True, ssl_context=context)
         await site.start()
         self._runner = runner
         server = site._server
@@ -60,11 +79,17 @@ class LocalStore:
         self.port = int(server.sockets[0].getsockname()[1])
         host = self.options.host
         shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{self.port}"
+        self.url = f"{'https' if context else 'http'}://{shown}:{self.port}"
         return self
 
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client context trusting this store's made CA (for a given certificate, the system's CAs)."""
+        if self.ca_path is None:
+            return ssl.create_default_context()
+        return client_context(self.ca_path)
+
     async def close(self) -> None:
-        self._app.close()
+        await self._app.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

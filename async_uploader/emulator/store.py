@@ -6,59 +6,26 @@ the file named by :meth:`State.part_tmp_path` and then calls :meth:`State.put_pa
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import itertools
-import json
 import os
-import re
 import secrets
 import shutil
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import regex
+
 from .errors import ApiError, not_found, validation
+from .parsing import SOURCES, check_id, check_part_number, check_source
+from .records import Completed, PartInfo, ReadSet, SequenceStore, StoredFile, Upload, now_utc
 
-ID_RE = re.compile(r"[0-9]{10,36}")
 FILE_TYPES = ("FASTQ", "BAM", "CRAM", "UBAM")
-SOURCES = ("SOURCE1", "SOURCE2")
-MAX_PART_NUMBER = 10_000
-ARN_PREFIX = "arn:aws:omics:us-east-1:123456789012:sequenceStore/"
 TEXT_FIELDS = {"subjectId": 127, "sampleId": 127, "name": 127, "generatedFrom": 127, "description": 255}
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def check_id(value: str, what: str) -> str:
-    if not ID_RE.fullmatch(value):
-        raise validation(f"{what} {value!r} must be 10 to 36 digits")
-    return value
-
-
-def check_source(value: object, what: str = "partSource") -> str:
-    if value not in SOURCES:
-        raise validation(f"{what} must be one of SOURCE1, SOURCE2, got {value!r}")
-    assert isinstance(value, str)
-    return value
-
-
-def check_part_number(value: object) -> int:
-    if isinstance(value, str):
-        if not value.isdigit():
-            raise validation(f"partNumber must be an integer, got {value!r}")
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PART_NUMBER:
-        raise validation(f"partNumber must be between 1 and {MAX_PART_NUMBER}, got {value!r}")
-    return value
+# The model's pattern for these fields, [\p{L}||\p{M}||\p{Z}||\p{S}||\p{N}||\p{P}]+, matched against the whole value.
+TEXT = regex.compile(r"[\p{L}\p{M}\p{Z}\p{S}\p{N}\p{P}]+")
 
 
 def _text(body: dict[str, Any], name: str, required: bool) -> str | None:
@@ -68,125 +35,9 @@ def _text(body: dict[str, Any], name: str, required: bool) -> str | None:
             raise validation(f"{name} is required")
         return None
     limit = TEXT_FIELDS[name]
-    if not isinstance(value, str) or not 1 <= len(value) <= limit or not value.isprintable():
-        raise validation(f"{name} must be 1 to {limit} printable characters")
+    if not isinstance(value, str) or not 1 <= len(value) <= limit or TEXT.fullmatch(value) is None:
+        raise validation(f"{name} must be 1 to {limit} letters, marks, spaces, symbols, numbers or punctuation")
     return value
-
-
-@dataclass
-class PartInfo:
-    source: str
-    number: int
-    size: int
-    checksum: str
-    created: datetime
-    updated: datetime
-    path: Path | None
-
-
-@dataclass
-class Upload:
-    store_id: str
-    upload_id: str
-    fields: dict[str, Any]
-    created: datetime
-    directory: Path
-    parts: dict[tuple[str, int], PartInfo] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "sequenceStoreId": self.store_id,
-            "uploadId": self.upload_id,
-            **self.fields,
-            "creationTime": iso(self.created),
-        }
-
-
-@dataclass
-class ReadSet:
-    store_id: str
-    read_set_id: str
-    upload_id: str
-    fields: dict[str, Any]
-    created: datetime
-    files: dict[str, list[PartInfo]]
-    status: str = "PROCESSING_UPLOAD"
-    status_message: str | None = None
-
-    def metadata(self) -> dict[str, Any]:
-        files: dict[str, Any] = {}
-        for source, parts in self.files.items():
-            files[source.lower()] = {
-                "totalParts": len(parts),
-                "partSize": parts[0].size,
-                "contentLength": sum(p.size for p in parts),
-            }
-        reply: dict[str, Any] = {
-            "id": self.read_set_id,
-            "arn": f"{ARN_PREFIX}{self.store_id}/readSet/{self.read_set_id}",
-            "sequenceStoreId": self.store_id,
-            "status": self.status,
-            "fileType": self.fields["sourceFileType"],
-            "creationTime": iso(self.created),
-            "creationType": "UPLOAD",
-            "files": files,
-        }
-        for name in ("subjectId", "sampleId", "name", "description", "referenceArn"):
-            if name in self.fields:
-                reply[name] = self.fields[name]
-        if "generatedFrom" in self.fields:
-            reply["sequenceInformation"] = {"generatedFrom": self.fields["generatedFrom"]}
-        if self.status_message:
-            reply["statusMessage"] = self.status_message
-        return reply
-
-    def list_item(self) -> dict[str, Any]:
-        """The ListReadSets entry: the metadata less the per-file details."""
-        item = self.metadata()
-        item.pop("files", None)
-        return item
-
-
-@dataclass
-class SequenceStore:
-    store_id: str
-    uploads: dict[str, Upload] = field(default_factory=dict)
-    read_sets: dict[str, ReadSet] = field(default_factory=dict)
-    tokens: dict[str, str] = field(default_factory=dict)
-
-
-def page(items: list[Any], max_results: str | None, next_token: str | None) -> tuple[list[Any], str | None]:
-    """Slice ``items`` for one page; tokens are opaque offsets."""
-    size = 100
-    if max_results is not None:
-        if not max_results.isdigit() or not 1 <= int(max_results) <= 100:
-            raise validation(f"maxResults must be between 1 and 100, got {max_results!r}")
-        size = int(max_results)
-    start = 0
-    if next_token is not None:
-        try:
-            start = int(json.loads(base64.urlsafe_b64decode(next_token.encode()))["offset"])
-        except (ValueError, KeyError, TypeError):
-            raise validation("invalid nextToken") from None
-    chunk = items[start : start + size]
-    end = start + len(chunk)
-    token = None
-    if end < len(items):
-        token = base64.urlsafe_b64encode(json.dumps({"offset": end}).encode()).decode()
-    return chunk, token
-
-
-def format_problem(file_type: str, head: bytes, source: str) -> str | None:
-    """A light check of a source's first bytes; None when it looks right."""
-    if file_type == "FASTQ":
-        if head[:2] == b"\x1f\x8b" or head[:1] == b"@":
-            return None
-        return f"{source} is neither gzip-compressed nor plain FASTQ"
-    if file_type in ("BAM", "UBAM"):
-        return None if head[:2] == b"\x1f\x8b" else f"{source} is not a BGZF-compressed {file_type} file"
-    if file_type == "CRAM":
-        return None if head[:4] == b"CRAM" else f"{source} is not a CRAM file"
-    return f"unknown file type {file_type}"
 
 
 class State:
@@ -256,17 +107,24 @@ class State:
             if not isinstance(token, str) or not 1 <= len(token) <= 127:
                 raise validation("clientToken must be 1 to 127 characters")
             known = store.tokens.get(token)
-            if known is not None and known in store.uploads:
-                return store.uploads[known].summary()
+            if known is not None:
+                first_fields, first_reply = known
+                if first_fields != fields:
+                    raise validation(
+                        "clientToken was already used for an upload with other parameters; "
+                        "a new upload needs a new clientToken"
+                    )
+                return dict(first_reply)
         upload_id = self._new_id()
         directory = self.data_dir / store_id / upload_id
         if not self.discard:
             directory.mkdir(parents=True, exist_ok=True)
         upload = Upload(store_id, upload_id, fields, now_utc(), directory)
         store.uploads[upload_id] = upload
+        reply = upload.summary()
         if token is not None:
-            store.tokens[token] = upload_id
-        return upload.summary()
+            store.tokens[token] = (fields, reply)
+        return reply
 
     # --- UploadReadSetPart
     def part_tmp_path(self, upload: Upload, source: str, number: int) -> Path | None:
@@ -303,35 +161,36 @@ class State:
         shutil.rmtree(upload.directory, ignore_errors=True)
 
     # --- CompleteMultipartReadSetUpload
-    def complete(self, store_id: str, upload_id: str, body: dict[str, Any]) -> ReadSet:
+    def complete(self, store_id: str, upload_id: str, body: dict[str, Any]) -> tuple[ReadSet, bool]:
+        """Turn an upload into a read set (PROCESSING_UPLOAD); ``(read set, True)`` when it is new.
+
+        An identical Complete of an upload already completed (its reply lost) answers the same read set;
+        another parts list for it is refused.
+        """
+        store = self.store(store_id)
+        check_id(upload_id, "uploadId")
+        listed = _parts_list(body)
+        done = store.completed.get(upload_id)
+        if done is not None:
+            if frozenset((s, n, c) for (s, n), c in listed.items()) != done.parts:
+                raise validation(
+                    f"upload {upload_id} was already completed as read set {done.read_set_id} with another parts list"
+                )
+            return store.read_sets[done.read_set_id], False
         upload = self.upload(store_id, upload_id)
-        listed = body.get("parts")
-        if not isinstance(listed, list) or not listed:
-            raise validation("parts must list every uploaded part")
-        seen: set[tuple[str, int]] = set()
-        for item in listed:
-            if not isinstance(item, dict):
-                raise validation("each entry of parts needs partNumber, partSource and checksum")
-            source = check_source(item.get("partSource"))
-            number = check_part_number(item.get("partNumber"))
-            checksum = item.get("checksum")
-            if not isinstance(checksum, str):
-                raise validation(f"{source} part {number}: checksum is required")
-            if (source, number) in seen:
-                raise validation(f"{source} part {number} is listed more than once")
-            seen.add((source, number))
+        for (source, number), checksum in listed.items():
             stored = upload.parts.get((source, number))
             if stored is None:
                 raise validation(f"{source} part {number} was never uploaded")
-            if not hmac.compare_digest(stored.checksum, checksum):
+            if not hmac.compare_digest(stored.checksum.encode(), checksum.encode("utf-8", "surrogateescape")):
                 raise validation(f"{source} part {number}: checksum does not match the uploaded part")
-        missing = sorted(set(upload.parts) - seen)
+        missing = sorted(set(upload.parts) - set(listed))
         if missing:
             source, number = missing[0]
             raise validation(f"{source} part {number} was uploaded but is missing from the parts list")
         files: dict[str, list[PartInfo]] = {}
         for source in SOURCES:
-            numbers = sorted(n for s, n in seen if s == source)
+            numbers = sorted(n for s, n in listed if s == source)
             if numbers and numbers != list(range(1, len(numbers) + 1)):
                 gap = next(n for i, n in enumerate(numbers, 1) if n != i)
                 raise validation(f"{source} parts must be numbered 1..N without gaps (found {gap})")
@@ -344,7 +203,7 @@ class State:
             raise validation(f"SOURCE2 is only allowed for FASTQ read sets, not {file_type}")
         read_set_id = self._new_id()
         if not self.discard:
-            target = self.data_dir / store_id / "readsets" / read_set_id
+            target = self.read_set_dir(store_id, read_set_id)
             target.mkdir(parents=True)
             for parts in files.values():
                 for part in parts:
@@ -352,29 +211,15 @@ class State:
                     moved = target / part.path.name
                     os.replace(part.path, moved)
                     part.path = moved
-        store = self.stores[store_id]
         del store.uploads[upload_id]
         shutil.rmtree(upload.directory, ignore_errors=True)
         read_set = ReadSet(store_id, read_set_id, upload_id, upload.fields, now_utc(), files)
         store.read_sets[read_set_id] = read_set
-        return read_set
+        store.completed[upload_id] = Completed(frozenset((s, n, c) for (s, n), c in listed.items()), read_set_id)
+        return read_set, True
 
-    def finish_processing(self, read_set: ReadSet) -> None:
-        """The format check that turns PROCESSING_UPLOAD into ACTIVE or UPLOAD_FAILED."""
-        problem = None
-        if not self.discard:
-            for source, parts in read_set.files.items():
-                first = parts[0].path
-                assert first is not None
-                with first.open("rb") as handle:
-                    problem = format_problem(read_set.fields["sourceFileType"], handle.read(4), source)
-                if problem:
-                    break
-        if problem:
-            read_set.status = "UPLOAD_FAILED"
-            read_set.status_message = problem
-        else:
-            read_set.status = "ACTIVE"
+    def read_set_dir(self, store_id: str, read_set_id: str) -> Path:
+        return self.data_dir / store_id / "readsets" / read_set_id
 
     # --- listings
     def list_parts(self, upload: Upload, source: str, body: dict[str, Any]) -> list[PartInfo]:
@@ -421,33 +266,52 @@ class State:
     def list_uploads(self, store_id: str) -> list[Upload]:
         return sorted(self.store(store_id).uploads.values(), key=lambda u: (u.created, u.upload_id))
 
-    def part_file(self, read_set: ReadSet, source: str, number: int) -> PartInfo:
-        parts = read_set.files.get(source)
-        if parts is None:
-            raise not_found(f"read set {read_set.read_set_id} has no {source}")
-        if number > len(parts):
-            raise validation(f"{source} of read set {read_set.read_set_id} has only {len(parts)} parts")
-        return parts[number - 1]
+    def stored_file(self, read_set: ReadSet, name: str, number: int) -> tuple[StoredFile, int, int]:
+        """The file ``name`` of a read set and the (offset, length) of its part ``number``."""
+        stored = read_set.files.get(name)
+        if stored is None:
+            raise not_found(f"read set {read_set.read_set_id} has no {name}")
+        if number > stored.total_parts:
+            raise ApiError(
+                "RangeNotSatisfiableException",
+                f"{name} of read set {read_set.read_set_id} has only {stored.total_parts} parts",
+            )
+        offset = (number - 1) * stored.part_size
+        return stored, offset, min(stored.part_size, stored.length - offset)
+
+
+def _parts_list(body: dict[str, Any]) -> dict[tuple[str, int], str]:
+    """Complete's parts as {(source, number): checksum}, each entry well formed and listed once."""
+    listed = body.get("parts")
+    if not isinstance(listed, list) or not listed:
+        raise validation("parts must list every uploaded part")
+    parts: dict[tuple[str, int], str] = {}
+    for item in listed:
+        if not isinstance(item, dict):
+            raise validation("each entry of parts needs partNumber, partSource and checksum")
+        source = check_source(item.get("partSource"))
+        number = check_part_number(item.get("partNumber"))
+        checksum = item.get("checksum")
+        if not isinstance(checksum, str):
+            raise validation(f"{source} part {number}: checksum is required")
+        if (source, number) in parts:
+            raise validation(f"{source} part {number} is listed more than once")
+        parts[(source, number)] = checksum
+    return parts
 
 
 def _parse_time(value: object) -> datetime:
+    if isinstance(value, bool):
+        raise TypeError(value)
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError) as exc:
+            raise ValueError(value) from exc
     if not isinstance(value, str):
         raise TypeError(value)
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def part_info_json(part: PartInfo) -> dict[str, Any]:
-    return {
-        "partNumber": part.number,
-        "partSize": part.size,
-        "partSource": part.source,
-        "checksum": part.checksum,
-        "creationTime": iso(part.created),
-        "lastUpdatedTime": iso(part.updated),
-    }
 
 
 __all__ = ["ApiError", "State"]

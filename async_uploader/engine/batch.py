@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 
 from ..core.errors import UploadInterruptedError, UsageError
-from ..core.manifest import BatchSummary, ManifestError, ManifestRow, RowOutcome, parse_manifest
+from ..core.manifest import BatchSummary, ManifestError, ManifestRow, RowOutcome, parse_manifest, plan_batch
 from ..edge.batchstate import BatchState
 from ..edge.journal import uploader_home
 from ..edge.sources import check_source_path
@@ -73,60 +73,62 @@ async def run_batch(
 ) -> BatchSummary:
     """Upload ``rows`` at most ``max_parallel`` at a time through ``uploader``; never raises for one row.
 
+    A row whose files are missing fails alone (its upload does, before anything is created); rows naming the same
+    read set upload it once (``duplicate``).
     ``emit`` is called once per row as it finishes (skipped rows first). ``on_start``/``on_finish`` let the caller
     track the handles in flight (to show progress or to stop them on a signal); once ``stopping()`` is true, rows
     not yet started are reported as interrupted. ``on_event(row)`` gives the engine's event callback for a row.
     """
     started = time.monotonic()
     state = BatchState(directory)
+    plan = plan_batch(rows, store_id, state.done)
     outcomes: list[RowOutcome] = []
-    pending: list[tuple[ManifestRow, str]] = []
-    for row in rows:
-        key = row.key(store_id)
-        if key in state.done:
-            outcome = RowOutcome(row, "skipped", read_set_id=state.done[key])
+
+    def finish(*done: RowOutcome) -> None:
+        for outcome in done:
             outcomes.append(outcome)
             emit(outcome)
-        else:
-            pending.append((row, key))
+
+    finish(*plan.skipped)
     gate = anyio.Semaphore(max(1, max_parallel))
 
     async def one(row: ManifestRow, key: str) -> None:
-        async with gate:
-            if stopping():
-                outcome = RowOutcome(row, "interrupted", error="not started: the batch was stopped")
-                outcomes.append(outcome)
-                emit(outcome)
-                return
-            checkpoint: Path | bool = directory / "checkpoints" / f"{key}.jsonl" if use_checkpoints else False
+        try:
+            outcome = await upload(row, key)
+        finally:
+            gate.release()
+        finish(outcome, *plan.duplicate_outcomes(key, outcome))
+
+    async def upload(row: ManifestRow, key: str) -> RowOutcome:
+        if stopping():
+            return RowOutcome(row, "interrupted", error="not started: the batch was stopped")
+        checkpoint: Path | bool = directory / "checkpoints" / f"{key}.jsonl" if use_checkpoints else False
+        try:
+            handle = uploader.start(
+                row.read_set,
+                store_id=store_id,
+                checkpoint=checkpoint,
+                restart=restart,
+                keep_on_failure=keep_on_failure,
+                on_event=on_event(row) if on_event is not None else None,
+            )
+            if on_start is not None:
+                on_start(row, handle)
             try:
-                handle = uploader.start(
-                    row.read_set,
-                    store_id=store_id,
-                    checkpoint=checkpoint,
-                    restart=restart,
-                    keep_on_failure=keep_on_failure,
-                    on_event=on_event(row) if on_event is not None else None,
-                )
-                if on_start is not None:
-                    on_start(row, handle)
-                try:
-                    result = await handle
-                finally:
-                    if on_finish is not None:
-                        on_finish(row)
-            except UploadInterruptedError as exc:
-                outcome = RowOutcome(row, "interrupted", error=format_error(exc))
-            except Exception as exc:  # one row's failure never stops the others
-                outcome = RowOutcome(row, "failed", error=format_error(exc))
-            else:
-                await state.record(key, result.read_set_id, row)
-                outcome = RowOutcome(row, "done", read_set_id=result.read_set_id, result=result.as_json())
-            outcomes.append(outcome)
-            emit(outcome)
+                result = await handle
+            finally:
+                if on_finish is not None:
+                    on_finish(row)
+        except UploadInterruptedError as exc:
+            return RowOutcome(row, "interrupted", error=format_error(exc))
+        except Exception as exc:  # one row's failure never stops the others
+            return RowOutcome(row, "failed", error=format_error(exc))
+        await state.record(key, result.read_set_id, row)
+        return RowOutcome(row, "done", read_set_id=result.read_set_id, result=result.as_json())
 
     async with anyio.create_task_group() as group:
-        for row, key in pending:
+        for row, key in plan.to_upload:
+            await gate.acquire()  # a task per row only once it may start: a long manifest is not 10,000 tasks
             group.start_soon(one, row, key, name=f"batch-row-{row.row}")
     ordered = tuple(sorted(outcomes, key=lambda outcome: outcome.row.row))
     return BatchSummary(ordered, time.monotonic() - started)

@@ -19,9 +19,19 @@ from pathlib import Path
 
 import anyio
 
-from ..core.checkpoint import CheckpointHeader, Replay, read_set_identity, verify_resumable
+from ..core.checkpoint import (
+    CheckpointHeader,
+    PartRecord,
+    Replay,
+    SourceFingerprint,
+    read_set_identity,
+    verify_resumable,
+)
 from ..core.config import DEFAULT_PART_SIZE, MAX_PARTS, ReadSet, Source, UploadConfig
 from ..core.errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    ConfigError,
     PlanError,
     ResourceNotFoundError,
     SourceError,
@@ -35,17 +45,20 @@ from ..core.ratelimit import RequestKind
 from ..core.retry import Verdict
 from ..core.state import Event, Phase, UploadState, abort_on_failure, match_adoption, reconcile
 from ..core.stats import UploadResult, UploadStatistics
-from ..edge.journal import Journal, default_checkpoint_path, load_checkpoint
+from ..edge.journal import CheckpointLock, Journal, check_checkpoint_path, default_checkpoint_path, load_checkpoint
 from ..edge.sources import BufferPool, FileSource, StreamSource, fingerprint_source
 from .calls import Calls, RetryObserver
 from .parts import EventSink, GroupCommit, PartSender, first_error
+from .verify import changed_parts
 
-__all__ = ["ABORT_TIMEOUT", "Upload"]
+__all__ = ["ABORT_TIMEOUT", "CONFIRM_ROUNDS", "Upload"]
 
 log = logging.getLogger("async_uploader")
 
 ABORT_TIMEOUT = 10.0
 """The longest a failed or interrupted upload waits for its Abort."""
+CONFIRM_ROUNDS = 3
+"""How many times a source that changes while it is uploaded has its changed parts sent again before giving up."""
 
 
 class Upload:
@@ -74,6 +87,10 @@ class Upload:
         self.state = UploadState(list(read_set.sources), started=time.monotonic(), on_phase=self._entered)
         self.checkpoint_path: Path | None = None
         self._journal: Journal | None = None
+        self._lock: CheckpointLock | None = None
+        self._prints: dict[Source, SourceFingerprint] = {}
+        self._reread: frozenset[Source] = frozenset()
+        self._created_at = time.time()
         self._client_token: str | None = None
         self._stale_upload: str | None = None
         self._files: dict[Source, FileSource] = {}
@@ -164,20 +181,25 @@ class Upload:
     async def _phases(self) -> UploadResult | None:
         self._open_sources()
         plan = self._plan()
+        self._prints = await anyio.to_thread.run_sync(self._fingerprints)
         replayed = await self._open_checkpoint(plan)
+        # Everything local is checked (sources, plan, checkpoint, its lock): only now does a byte go out.
+        await self._calls.ensure_reachable(self._hint())
         if replayed is not None and replayed.read_set_id is not None:
+            assert plan is not None
+            await self._check_finished(plan, replayed, replayed.read_set_id)
             self.state.finished(replayed.read_set_id, replayed.parts, adopted=False)
         elif replayed is not None and replayed.upload_id is not None:
+            assert plan is not None
             self.state.fire(Event.RESUME)
-            await self._resume(replayed)
+            await self._resume(plan, replayed)
         else:
             self.state.fire(Event.CREATE)
             await self._create()
         if self.state.phase is Phase.UPLOADING:
             if self._stop_at is not None:
                 return None
-            await self._send_parts(plan)
-            if self._sender is not None and self._sender.stopped:
+            if not await self._send_until_confirmed(plan):
                 return None
             self.state.fire(Event.ALL_SENT)
             await self._complete()
@@ -192,6 +214,9 @@ class Upload:
             reader.close()
         if self._journal is not None:
             self._journal.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _grace_left(self) -> float:
         if self._stop_at is None:
@@ -230,8 +255,16 @@ class Upload:
             self.state.set_totals(source, reader.size, parts)
         return None
 
+    def _hint(self) -> str:
+        if self._calls.client.service.endpoint_url:
+            return "check --endpoint-url and that the store is running"
+        return "check --region and the network path to AWS"
+
+    def _fingerprints(self) -> dict[Source, SourceFingerprint]:
+        return {source: fingerprint_source(source, reader.path) for source, reader in self._files.items()}
+
     async def _open_checkpoint(self, plan: Plan | None) -> Replay | None:
-        """Open the checkpoint that resumes this upload, or create a new one; None when none is kept."""
+        """Lock and open the checkpoint that resumes this upload, or create a new one; None when none is kept."""
         arg = self._checkpoint_arg
         if arg is False:
             return None
@@ -239,18 +272,23 @@ class Upload:
             if isinstance(arg, Path):
                 raise SourceError("a stream cannot be resumed, so it cannot have a checkpoint")
             return None
-        prints = await anyio.to_thread.run_sync(
-            lambda: [fingerprint_source(source, reader.path) for source, reader in self._files.items()]
-        )
+        prints = list(self._prints.values())
         if isinstance(arg, Path):
             path = arg
         else:
-            path = default_checkpoint_path(self.store_id, [p.path for p in prints], read_set_identity(self.read_set))
+            identity = read_set_identity(self.read_set)
+            sizes = [p.size for p in prints]
+            path = await anyio.to_thread.run_sync(
+                default_checkpoint_path, self.store_id, identity, sizes, [p.path for p in prints]
+            )
         self.checkpoint_path = path
-        if path.exists() and not self._restart:
+        sources = [reader.path for reader in self._files.values()]
+        await anyio.to_thread.run_sync(check_checkpoint_path, path, sources)
+        self._lock = await anyio.to_thread.run_sync(_lock, path)
+        if await anyio.to_thread.run_sync(check_checkpoint_path, path, sources) and not self._restart:
             self._journal, replayed = await anyio.to_thread.run_sync(Journal.open, path)
             header = replayed.header
-            verify_resumable(
+            self._reread = verify_resumable(
                 header,
                 store_id=self.store_id,
                 read_set=self.read_set,
@@ -259,6 +297,7 @@ class Upload:
                 name=str(path),
             )
             self._client_token = header.client_token
+            self._created_at = header.created
             return replayed
         if path.exists():
             self._stale_upload = await anyio.to_thread.run_sync(_unfinished_upload, path)
@@ -268,6 +307,31 @@ class Upload:
         self._journal = await anyio.to_thread.run_sync(Journal.create, path, header)
         self._client_token = header.client_token
         return None
+
+    async def _changed(
+        self, plan: Plan, records: list[PartRecord], sources: frozenset[Source]
+    ) -> set[tuple[Source, int]]:
+        """The recorded parts of ``sources`` that no longer hold the bytes sent (each part read again)."""
+        if not sources or not records:
+            return set()
+        paths = {source: self._files[source].path for source in sources}
+        changed = await changed_parts(paths, plan.part_size, records)
+        checked = sum(1 for record in records if record.source in sources)
+        log.info("read %d recorded parts again: %d changed since they were sent", checked, len(changed))
+        return changed
+
+    async def _check_finished(self, plan: Plan, replayed: Replay, read_set_id: str) -> None:
+        """A checkpoint that records Complete proves nothing of files that are not those it was written for, unless
+        every part reads back as it was sent."""
+        if not self._reread:
+            return
+        records = list(replayed.parts.values())
+        changed = await self._changed(plan, records, self._reread)
+        if changed or len(records) != plan.total_parts:
+            raise CheckpointMismatchError(
+                f"{self.checkpoint_path} records read set {read_set_id}, made from other bytes than these files "
+                f"hold now ({len(changed)} part(s) differ); run again with --restart to upload them as a new read set"
+            )
 
     # -- Create, or resume an upload the checkpoint knows ---------------------------------------------------------
 
@@ -291,13 +355,14 @@ class Upload:
             except UploaderError as exc:
                 log.warning("could not abort the replaced upload %s: %s", self._stale_upload, exc)
 
-    async def _resume(self, replayed: Replay) -> None:
-        """Keep the parts the store holds with the recorded checksum and size; the rest are sent again."""
+    async def _resume(self, plan: Plan, replayed: Replay) -> None:
+        """Keep the parts the store holds with the recorded checksum and size, and (unless the files are provably
+        the same) the same bytes as the file holds now; the rest are sent again."""
         upload_id = replayed.upload_id
         assert upload_id is not None
         self.state.upload_id = upload_id
         client = self._calls.client
-        kept = {}
+        kept: dict[tuple[Source, int], PartRecord] = {}
         for source in self._files:
             try:
                 listed = await self._calls.call(
@@ -305,38 +370,40 @@ class Upload:
                     lambda source=source: client.list_parts(self.store_id, upload_id, source),  # type: ignore[misc]
                 )
             except ResourceNotFoundError as exc:
-                read_set_id = await self._find_completed(replayed)
-                if read_set_id is not None:
-                    if self._journal is not None:
-                        await anyio.to_thread.run_sync(self._journal.record_complete, read_set_id)
-                    self.state.finished(read_set_id, replayed.parts, adopted=True)
-                    return
-                raise ResourceNotFoundError(
-                    f"upload {upload_id} is no longer on the store (aborted or expired); "
-                    "run again with --restart to start a new upload",
-                    status=exc.status,
-                    operation=exc.operation,
-                ) from exc
+                read_set_id = await self._find_completed(len(replayed.parts))
+                if read_set_id is None:
+                    raise ResourceNotFoundError(
+                        f"upload {upload_id} is no longer on the store (aborted or expired); "
+                        "run again with --restart to start a new upload",
+                        status=exc.status,
+                        operation=exc.operation,
+                    ) from exc
+                await self._check_finished(plan, replayed, read_set_id)
+                if self._journal is not None:
+                    await anyio.to_thread.run_sync(self._journal.record_complete, read_set_id)
+                self.state.finished(read_set_id, replayed.parts, adopted=True)
+                return
             kept.update(reconcile(replayed.parts, listed))
+        for key in await self._changed(plan, list(kept.values()), self._reread):
+            del kept[key]
         self.state.reconciled(kept)
         log.info("resuming upload %s: %d parts already on the store", upload_id, len(kept))
 
-    async def _find_completed(self, replayed: Replay) -> str | None:
-        """The upload is gone but every part was recorded: Complete may have succeeded before an interruption.
+    async def _find_completed(self, parts_acknowledged: int) -> str | None:
+        """The upload is gone but every part was acknowledged: Complete may have succeeded, its reply lost.
 
-        Look for the read set it would have made (same name, sample and subject, created after the checkpoint);
+        Look for the read set it would have made (same name, sample and subject, created after the upload);
         adopt it only when exactly one has the same size and part count per source (``match_adoption``).
         """
         planned = sum(self.state.total_parts(source) or 0 for source in self.state.sources)
-        if len(replayed.parts) != planned:
+        if parts_acknowledged != planned:
             return None
-        header = replayed.header
         wanted = {
-            "name": header.name,
-            "sampleId": header.sample_id,
-            "subjectId": header.subject_id,
+            "name": self.read_set.name,
+            "sampleId": self.read_set.sample_id,
+            "subjectId": self.read_set.subject_id,
             "creationType": "UPLOAD",
-            "createdAfter": datetime.fromtimestamp(header.created - 60, tz=UTC).isoformat(),
+            "createdAfter": datetime.fromtimestamp(self._created_at - 60, tz=UTC).isoformat(),
         }
         client = self._calls.client
         found = await self._calls.call("ListReadSets", lambda: client.find_read_sets(self.store_id, wanted))
@@ -349,10 +416,30 @@ class Upload:
             candidates.append((candidate.id, metadata.files))
         read_set_id = match_adoption(self.state.shape(), candidates)
         if read_set_id is not None:
-            log.info("upload %s was completed before the interruption: read set %s", replayed.upload_id, read_set_id)
+            log.info("upload %s was completed already: read set %s", self.state.upload_id, read_set_id)
         return read_set_id
 
     # -- parts, Complete, ACTIVE --------------------------------------------------------------------------------
+
+    async def _send_until_confirmed(self, plan: Plan | None) -> bool:
+        """Send every missing part; then, before Complete, make sure no source changed while it was read: a source
+        that did has each part read again and the changed ones sent again. False when a stop came first."""
+        for _ in range(CONFIRM_ROUNDS + 1):
+            await self._send_parts(plan)
+            if self._sender is not None and self._sender.stopped:
+                return False
+            now = await anyio.to_thread.run_sync(self._fingerprints)
+            moved = frozenset(s for s, p in now.items() if not p.same_file(self._prints[s]))
+            if not moved:
+                return True
+            what = ", ".join(f"{s} {self._files[s].path}" for s in sorted(moved))
+            if plan is None or self._journal is None:
+                raise SourceError(f"{what} changed while it was uploaded; run again to upload it as it is now")
+            self._prints = now
+            changed = await self._changed(plan, list(self.state.acked.values()), moved)
+            log.warning("%s changed while it was uploaded: %d part(s) are sent again", what, len(changed))
+            self.state.forget(changed)
+        raise SourceError(f"{what} keeps changing while it is uploaded; run again once nothing writes to it")
 
     async def _send_parts(self, plan: Plan | None) -> None:
         upload_id = self.state.upload_id
@@ -376,11 +463,24 @@ class Upload:
         upload_id = self.state.upload_id or ""
         operation = "CompleteMultipartReadSetUpload"
         client = self._calls.client
-        read_set_id = await self._calls.call(
-            operation,
-            lambda: client.complete_upload(self.store_id, upload_id, parts),
-            on_retry=self._observer(operation),
-        )
+        try:
+            read_set_id = await self._calls.call(
+                operation,
+                lambda: client.complete_upload(self.store_id, upload_id, parts),
+                on_retry=self._observer(operation),
+            )
+        except ResourceNotFoundError as exc:
+            # An earlier try may have completed the upload with its reply lost: the upload is then gone and its
+            # read set exists.
+            found = await self._find_completed(len(parts))
+            if found is None:
+                raise ResourceNotFoundError(
+                    f"upload {upload_id} is no longer on the store and no read set made from it was found "
+                    "(aborted or expired before Complete); run again with --restart to start a new upload",
+                    status=exc.status,
+                    operation=exc.operation,
+                ) from exc
+            read_set_id = found
         self.state.completed(read_set_id)
         if self._journal is not None:
             await anyio.to_thread.run_sync(self._journal.record_complete, read_set_id)
@@ -446,6 +546,20 @@ class Upload:
             self._journal = None
             self.checkpoint_path.unlink(missing_ok=True)
         return True
+
+
+def _lock(path: Path) -> CheckpointLock:
+    """Take the checkpoint's lock, making its folder (mode 0700) if need be."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot make the checkpoint's folder {path.parent}: {exc.strerror or exc}") from None
+    lock = CheckpointLock(path)
+    try:
+        lock.acquire()
+    except OSError as exc:
+        raise CheckpointError(f"cannot lock checkpoint {path}: {exc.strerror or exc}") from exc
+    return lock
 
 
 def _unfinished_upload(path: Path) -> str | None:

@@ -16,7 +16,6 @@ from typing import Any
 import anyio
 
 from ..core.config import ReadSet, ServiceConfig, UploadConfig
-from ..core.errors import CertificateError, ProxyRefusedError, TransportError
 from ..core.ratelimit import Limiter
 from ..core.stats import UploadResult, UploadStatistics
 from ..edge.awsconfig import resolve_service
@@ -28,10 +27,7 @@ from .limiter import LocalLimiter
 from .parts import EventSink
 from .upload import Upload
 
-__all__ = ["PREFLIGHT_TIMEOUT", "UploadHandle", "Uploader", "upload_read_set"]
-
-PREFLIGHT_TIMEOUT = 10.0
-"""How long ``Uploader.preflight`` waits for any answer from the service."""
+__all__ = ["UploadHandle", "Uploader", "upload_read_set"]
 
 
 class Uploader:
@@ -149,34 +145,6 @@ class Uploader:
     def statistics(self) -> list[UploadStatistics]:
         """A snapshot of every upload this Uploader is running."""
         return [handle.statistics() for handle in self._handles]
-
-    async def preflight(self) -> None:
-        """Fail in seconds, not after minutes of retries, when the service cannot be reached at all.
-
-        One unsigned GET of the control endpoint, through the same connections (and proxy, and TLS settings) as
-        every request: any HTTP answer is enough. TransportError (or its subclasses for a certificate or a
-        proxy's refusal) names the endpoint, the proxy if one is used, and what to check.
-        """
-        client = self.client
-        where = client.base_url()
-        proxy = client.proxy_for(where)
-        if proxy is not None:
-            hint = "check HTTPS_PROXY, HTTP_PROXY and NO_PROXY"
-        elif self.service.endpoint_url:
-            hint = "check --endpoint-url and that the store is running"
-        elif client.service.endpoint_url:  # from the AWS configuration
-            hint = "check AWS_ENDPOINT_URL_OMICS, AWS_ENDPOINT_URL or the profile's endpoint_url"
-        else:
-            hint = "check --region and the network path to AWS"
-        try:
-            with anyio.fail_after(PREFLIGHT_TIMEOUT):
-                await client.probe()
-        except TimeoutError:
-            raise TransportError(f"no answer from {where} within {PREFLIGHT_TIMEOUT:g} s; {hint}") from None
-        except (CertificateError, ProxyRefusedError) as exc:
-            raise type(exc)(f"cannot reach {where}: {exc}") from None
-        except TransportError as exc:
-            raise TransportError(f"cannot reach {where}: {exc}; {hint}") from None
 
 
 class UploadHandle:

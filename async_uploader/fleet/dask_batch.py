@@ -43,7 +43,7 @@ import distributed
 from ..core.config import ServiceConfig, UploadConfig
 from ..core.errors import UploadInterruptedError
 from ..core.events import progress_event
-from ..core.manifest import BatchSummary, ManifestRow, RowOutcome
+from ..core.manifest import BatchSummary, ManifestRow, RowOutcome, plan_batch
 from ..edge.batchstate import BatchState
 from ..engine.monitor import Monitor, Tick
 from ..engine.uploader import Uploader
@@ -183,16 +183,12 @@ async def run_batch_on_dask(
     started = time.monotonic()
     checkpoint_dir = await anyio.to_thread.run_sync(checkpoint_dir.resolve)  # workers elsewhere need no relative path
     state = BatchState(checkpoint_dir)
+    plan = plan_batch(rows, store_id, state.done)
     outcomes: list[RowOutcome] = []
-    pending: dict[str, ManifestRow] = {}
-    for row in rows:
-        key = row.key(store_id)
-        if key in state.done:
-            outcome = RowOutcome(row, "skipped", read_set_id=state.done[key])
-            outcomes.append(outcome)
-            on_result(outcome)
-        elif key not in pending:
-            pending[key] = row
+    for outcome in plan.skipped:
+        outcomes.append(outcome)
+        on_result(outcome)
+    pending = {key: row for row, key in plan.to_upload}
     if pending:
         if restart:
             await anyio.to_thread.run_sync(_mark_restart, checkpoint_dir, list(pending))
@@ -224,8 +220,9 @@ async def run_batch_on_dask(
                 outcome = await _outcome(future, row)
                 if outcome.status == "done" and outcome.read_set_id is not None:
                     await state.record(key, outcome.read_set_id, row)
-                outcomes.append(outcome)
-                on_result(outcome)
+                for finished in (outcome, *plan.duplicate_outcomes(key, outcome)):
+                    outcomes.append(finished)
+                    on_result(finished)
     ordered = tuple(sorted(outcomes, key=lambda outcome: outcome.row.row))
     return BatchSummary(ordered, time.monotonic() - started)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import anyio
 
 from ..core.config import RateLimits
+from ..core.errors import ConfigError
 from ..core.ratelimit import AdaptiveRate, AdaptiveState, Clock, RequestKind
 from .budget import budget_rates
 
@@ -61,6 +62,12 @@ class FileBudgetState:
     """The decoded budget file: a KindRecord per request kind. Pure: every time comes in as an argument."""
 
     VERSION = 1
+    _PREFIX = b'{"kinds":'  # what every state this class encodes starts with (its keys are sorted)
+
+    @classmethod
+    def is_ours(cls, raw: bytes) -> bool:
+        """True for an empty file or one this class wrote (even torn): never overwrite anyone else's file."""
+        return not raw or raw.startswith(cls._PREFIX)
 
     def __init__(self, kinds: Mapping[str, KindRecord] | None = None) -> None:
         self.kinds: dict[str, KindRecord] = dict(kinds or {})
@@ -152,6 +159,25 @@ class FileBudgetLimiter:
         self._rates_now: dict[str, float] = dict(self.rates)
         self._one_at_a_time = anyio.CapacityLimiter(1)
         self.reservations = 0
+        self._check_path()
+
+    def _check_path(self) -> None:
+        """ConfigError unless the path can hold the budget: not a folder, not under a file, not another file."""
+        for parent in self.path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ConfigError(f"--shared-budget {self.path}: {parent} is a file, not a folder")
+                break
+        if self.path.is_dir():
+            raise ConfigError(f"--shared-budget {self.path} is a folder; name a file (it is made if need be)")
+        if self.path.exists():
+            with self.path.open("rb") as f:
+                head = f.read(64)
+            if not FileBudgetState.is_ours(head):
+                raise ConfigError(
+                    f"--shared-budget {self.path} exists and is not a request budget of async-uploader; "
+                    "it is left as it is: name another file"
+                )
 
     def _transact(self, kind: str, top: float, successes: int, throttled_at: tuple[float, ...]) -> tuple[float, float]:
         """Lock the file, read it, reserve, write it back, unlock (closing the descriptor releases the lock)."""
@@ -161,6 +187,8 @@ class FileBudgetLimiter:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             raw = os.pread(fd, 1 << 16, 0)
+            if not FileBudgetState.is_ours(raw):
+                raise ConfigError(f"--shared-budget {self.path} is not a request budget of async-uploader any more")
             state = FileBudgetState.decode(raw)
             result = state.reserve(
                 kind,

@@ -1,0 +1,118 @@
+"""Validation equals the service model's: the rules table against botocore's omics model, and every verdict against
+the model's own pattern (run by the ``regex`` module, which speaks ``\\p{..}``), generatively."""
+
+from __future__ import annotations
+
+import botocore.session
+import pytest
+import regex
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from async_uploader import ConfigError, FileType, ReadSet
+from async_uploader.core.fields import MAX_TAGS, RULES, check_field, check_tags
+
+MODEL = botocore.session.get_session().get_service_model("omics")
+CREATE = MODEL.operation_model("CreateMultipartReadSetUpload").input_shape
+INPUT_FIELDS = {
+    "sequenceStoreId": CREATE.members["sequenceStoreId"],
+    "uploadId": MODEL.operation_model("UploadReadSetPart").input_shape.members["uploadId"],
+    "readSetId": MODEL.operation_model("GetReadSetMetadata").input_shape.members["id"],
+    "subjectId": CREATE.members["subjectId"],
+    "sampleId": CREATE.members["sampleId"],
+    "name": CREATE.members["name"],
+    "generatedFrom": CREATE.members["generatedFrom"],
+    "description": CREATE.members["description"],
+    "referenceArn": CREATE.members["referenceArn"],
+    "clientToken": CREATE.members["clientToken"],
+    "tagKey": CREATE.members["tags"].key,
+    "tagValue": CREATE.members["tags"].value,
+}
+# Characters validation is easy to get wrong on: controls, format characters, private use, separators, symbols,
+# astral planes, combining marks, a final newline.
+TRICKY = "a\n\r\t\x00\x7f\u0085\u00a0\u200b\u200d\u2028\u2029\ue000\U000f0000\ufeff\u0301é😀🧬²٣|'\"\\ "
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def model_accepts(field: str, value: str) -> bool:
+    """The service model's verdict: the length bounds and the whole value matching its (Java) pattern."""
+    metadata = INPUT_FIELDS[field].metadata
+    if not metadata.get("min", 0) <= len(value) <= metadata.get("max", 10**9):
+        return False
+    pattern = metadata.get("pattern")
+    # Java's '.' stops at its line terminators; regex's '.' only at '\n' unless told otherwise.
+    pattern = pattern and pattern.replace(".", "[^\\n\\r\\u0085\\u2028\\u2029]")
+    return pattern is None or regex.fullmatch(pattern, value) is not None
+
+
+def ours_accepts(field: str, value: str) -> bool:
+    try:
+        check_field(field, value)
+    except ConfigError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("field", sorted(RULES))
+def test_the_rules_table_is_the_models(field: str) -> None:
+    rule, shape = RULES[field], INPUT_FIELDS[field]
+    assert rule.shape == shape.name
+    assert (rule.minimum, rule.maximum) == (shape.metadata.get("min", 0), shape.metadata["max"])
+    assert rule.pattern.model == shape.metadata.get("pattern")
+
+
+def test_the_tag_count_is_the_tag_maps() -> None:
+    tag_map = MODEL.operation_model("TagResource").input_shape.members["tags"]
+    assert tag_map.metadata["max"] == MAX_TAGS
+
+
+@pytest.mark.parametrize("field", sorted(RULES))
+@SETTINGS
+@given(value=st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(TRICKY), max_size=300))
+@example(value="1234567890\n")
+@example(value="subject\u200b")
+@example(value="\ue000")
+@example(value="🧬 sample")
+@example(value="no\u00a0break")
+@example(value="arn:aws:omics:us-east-1:123456789012:referenceStore/1\n")
+def test_every_verdict_is_the_models(field: str, value: str) -> None:
+    assert ours_accepts(field, value) == model_accepts(field, value), (field, value)
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("1234567890\n", False),  # Python's $ would have let this through
+        ("12345abcde", False),
+        ("１２３４５６７８９０", False),  # fullwidth digits are digits, but not 0-9
+        ("1234567890", True),
+    ],
+)
+def test_store_ids(value: str, accepted: bool) -> None:
+    assert ours_accepts("sequenceStoreId", value) is accepted
+
+
+@pytest.mark.parametrize(
+    ("subject", "accepted"),
+    [("a\nb", False), ("a\u200bb", False), ("\ue000", False), ("😀", True), ("no\u00a0break", True), ("tab\t", False)],
+)
+def test_read_set_metadata_is_checked_on_creation(subject: str, accepted: bool) -> None:
+    def make() -> ReadSet:
+        return ReadSet("r1.fq.gz", FileType.FASTQ, subject, "sample", "name")  # type: ignore[arg-type]
+
+    if accepted:
+        assert make().subject_id == subject
+    else:
+        with pytest.raises(ConfigError, match=r"subject id .* must be letters, marks, spaces") as info:
+            make()
+        assert "\n" not in str(info.value)  # one line, whatever the input
+
+
+def test_tags_count_and_bounds() -> None:
+    check_tags({f"k{n}": "" for n in range(MAX_TAGS)})
+    with pytest.raises(ConfigError, match=r"51 tags given; the service allows at most 50"):
+        check_tags({f"k{n}": "v" for n in range(MAX_TAGS + 1)})
+    with pytest.raises(ConfigError, match="tag key"):
+        check_tags({"": "v"})
+    with pytest.raises(ConfigError, match="tag 'k': tag value is 257 characters long"):
+        check_tags({"k": "v" * 257})
