@@ -15,7 +15,7 @@ JS_SDK_VERSION ?= 3.1048.0
 AWSCLI_VENV := $(VENV)/awscli
 JS_SDK_DIR := $(VENV)/js-sdk
 
-.PHONY: demo test test-quick check lint imports bench bench-quick clean
+.PHONY: demo test test-quick check lint imports floors bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,11 +44,29 @@ $(JS_SDK_DIR)/.stamp: Makefile | $(BIN)/python
 demo: $(VENV)/.stamp-base
 	$(BIN)/python -m async_uploader.cli.demo --size $(DEMO_SIZE)
 
-# The layers and the acyclic import graph are contracts in pyproject.toml ([tool.importlinter]).
+# The layers and the acyclic import graph are contracts in pyproject.toml ([tool.importlinter]); the test venv's
+# requirements must agree with each other (pip check).
 imports: $(VENV)/.stamp-test
+	$(BIN)/python -m pip check
 	$(BIN)/lint-imports --no-cache
 
-test: imports $(AWSCLI_VENV)/.stamp $(JS_SDK_DIR)/.stamp
+# The declared floors are true: .venv-min holds exactly the lowest version of each runtime dependency that
+# pyproject.toml allows (name==floor, resolved by pip with their own dependencies), and the package imports, prints
+# its version and uploads into the local store there (tests/floors.py).
+VENV_MIN := .venv-min
+$(VENV_MIN)/.stamp: pyproject.toml tests/floors.py
+	rm -rf $(VENV_MIN)
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip --disable-pip-version-check -q install -U pip
+	$(VENV_MIN)/bin/python -m pip --disable-pip-version-check -q install $$($(PYTHON) tests/floors.py requirements)
+	$(VENV_MIN)/bin/python -m pip --disable-pip-version-check -q install --no-deps -e .
+	touch $@
+
+floors: $(VENV_MIN)/.stamp
+	$(VENV_MIN)/bin/python -m pip check
+	$(VENV_MIN)/bin/python tests/floors.py smoke
+
+test: imports floors $(AWSCLI_VENV)/.stamp $(JS_SDK_DIR)/.stamp
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Everything but the tests marked slow (real clusters, crash-and-resume loops, peers' tools): a minute or two.
@@ -69,4 +87,4 @@ bench-quick: $(VENV)/.stamp-test
 	$(BIN)/python benchmarks/run.py --quick $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_MIN) build *.egg-info .mypy_cache .ruff_cache

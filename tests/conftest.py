@@ -43,6 +43,21 @@ REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
+async def tls_store(tmp_path: Any) -> AsyncIterator[tuple[Any, Any, LocalStore]]:
+    """(front, ca_file, store): a local store behind a TLS front whose certificate a fresh trustme CA signed,
+    that CA's PEM in ``ca_file``. ``front.url`` is https://localhost:PORT."""
+    import trustme  # noqa: PLC0415 (only the TLS tests need it)
+
+    from tests.helpers import TlsFront  # noqa: PLC0415 (helpers import the package under test)
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    async with LocalStore(StoreOptions()) as store, TlsFront(store.port, ca) as front:
+        yield front, ca_file, store
+
+
+@pytest.fixture
 def test_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     """The local store's test keys in this process's environment, no real AWS config, a private checkpoint home.
 

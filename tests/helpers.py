@@ -9,9 +9,15 @@ exception to raise, or ``HANG`` (never answer). Every request is kept in ``store
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import random
+import socket
+import ssl
+import subprocess
+import sys
+import time
 import zlib
 from collections import Counter, deque
 from pathlib import Path
@@ -274,3 +280,124 @@ def upload_argv(
         *([] if progress else ["--no-progress"]),
         *extra,
     ]
+
+
+# --- real processes and endpoints around the local store: a TLS front, an HTTP proxy ---------------------------
+
+
+class TlsFront:
+    """An HTTPS endpoint for a plain-HTTP server on 127.0.0.1: terminates TLS with a certificate for ``localhost``
+    and 127.0.0.1 issued by ``ca`` (a trustme CA) and relays the bytes both ways. ``url`` is https://localhost:PORT.
+    """
+
+    def __init__(self, target_port: int, ca: Any) -> None:
+        self.target_port = target_port
+        self.ca = ca
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.url = ""
+
+    async def __aenter__(self) -> TlsFront:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=context)
+        self.url = f"https://localhost:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            self._tasks.discard(task)
+            return
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            for stream in (writer, up_writer):
+                stream.close()
+            self._tasks.discard(task)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(256 * 1024):
+            writer.write(chunk)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (OSError, ssl.SSLError):
+        pass
+
+
+class HttpProxy:
+    """A real forward proxy (proxy.py) on 127.0.0.1, port 0, in its own process; ``access_lines()`` is its log.
+
+    ``auth`` is ``USER:PASSWORD`` to require Proxy-Authorization. ``with HttpProxy(dir) as proxy:`` starts it
+    and stops it again (a plain context manager, so a module-scoped fixture can share one).
+    """
+
+    def __init__(self, directory: Path, auth: str | None = None) -> None:
+        self.directory = directory
+        self.auth = auth
+        self.log = directory / "proxy.log"
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> HttpProxy:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        port_file = self.directory / "proxy.port"
+        argv = [sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", "0"]
+        argv += ["--port-file", str(port_file), "--log-file", str(self.log), "--log-level", "INFO"]
+        argv += ["--num-workers", "1", "--num-acceptors", "1"]
+        if self.auth:
+            argv += ["--basic-auth", self.auth]
+        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self._process.poll() is None:
+            text = port_file.read_text() if port_file.exists() else ""
+            if text.strip().isdigit() and self._accepts(int(text)):
+                self.port = int(text)
+                return self
+            time.sleep(0.1)
+        self.__exit__()
+        raise AssertionError("proxy.py did not start listening within 30 s")
+
+    @staticmethod
+    def _accepts(port: int) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def url(self, credentials: str | None = None) -> str:
+        return f"http://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}"
+
+    def access_lines(self) -> list[str]:
+        """The proxy's access log: one line per request it handled (``GET host:port/path``, ``CONNECT host:port``)."""
+        if not self.log.exists():
+            return []
+        return [line for line in self.log.read_text(errors="replace").splitlines() if "access_log" in line]

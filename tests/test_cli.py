@@ -156,7 +156,7 @@ async def test_bad_input_fails_fast_with_one_line_and_creates_nothing(
         "non-digit store id": ([*base[:3], "12345abcde", *base[4:]], 2, {}),
         "unreadable file": (upload_args(store, str(unreadable)), 2, {"wrapper": wrapper}),
         "wrong credentials": (base, 2, {"env": {"AWS_SECRET_ACCESS_KEY": "wrong"}}),
-        "unreachable endpoint": ([*base[:-1], f"http://127.0.0.1:{closed_port()}"], 1, {}),
+        "unreachable endpoint": ([*base[:-1], f"http://127.0.0.1:{closed_port()}"], 75, {}),
         "malformed manifest row": (
             ["batch", str(manifest), "--store-id", STORE, "--endpoint-url", store.url],
             2,
@@ -223,7 +223,7 @@ async def test_sigint_prints_the_resume_command_and_uploads_parts_abort_work(
     code, out, err = await _interrupt(argv, cli_env)
     assert code == 75, err
     assert out == ""
-    lines = err.splitlines()
+    lines = [json.loads(line)["message"] for line in err.splitlines() if '"event":"log"' in line]  # --events: JSON
     resume = lines[lines.index(next(line for line in lines if "To resume, run:" in line)) + 1].strip()
     resume_argv = shlex.split(resume)
     assert resume_argv[:3] == [sys.executable, "-m", "async_uploader"]

@@ -72,6 +72,7 @@ async def test_no_escape_codes_when_stderr_is_a_file(
     assert "\x1b[" not in text
     events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     kinds = {event["event"] for event in events}
-    assert {"part", "progress"} <= kinds
-    assert events[-1]["event"] == "progress" and events[-1]["fraction"] == 1.0
+    assert {"part", "progress", "result"} <= kinds
+    progress = [event for event in events if event["event"] == "progress"]
+    assert events[-1]["event"] == "result" and progress[-1]["fraction"] == 1.0
     assert out.decode().strip().isdigit()

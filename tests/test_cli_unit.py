@@ -15,13 +15,18 @@ from async_uploader.cli.common import Signals
 from async_uploader.core.config import FileType, RateLimits
 from async_uploader.core.errors import (
     AccessDeniedError,
+    CertificateError,
     CheckpointMismatchError,
+    ClockSkewError,
     ConfigError,
     InternalServerError,
+    ProxyRefusedError,
     RetryExhaustedError,
     SourceError,
+    ThrottlingError,
     TransportError,
     UploadInterruptedError,
+    ValidationError,
 )
 
 BASE = ["upload", "r1.fq.gz", "--store-id", "1234567890", "--file-type", "fastq", "--subject-id", "s"]
@@ -104,8 +109,15 @@ def test_exit_codes_follow_the_error_tree() -> None:
     assert cli.exit_code_for(CheckpointMismatchError("x")) == 2
     assert cli.exit_code_for(AccessDeniedError("denied", status=403)) == 2
     assert cli.exit_code_for(UploadInterruptedError("x")) == 75
-    assert cli.exit_code_for(InternalServerError("boom", status=500)) == 1
-    assert cli.exit_code_for(TransportError("reset")) == 1
+    # sysexits: what may work later is 75 (EX_TEMPFAIL), whatever raised it; a permanent failure is 1
+    assert cli.exit_code_for(InternalServerError("boom", status=500)) == 75
+    assert cli.exit_code_for(ThrottlingError("slow down", status=429)) == 75
+    assert cli.exit_code_for(TransportError("reset")) == 75
+    assert cli.exit_code_for(RetryExhaustedError("failed 10 times")) == 75
+    assert cli.exit_code_for(CertificateError("untrusted")) == 1
+    assert cli.exit_code_for(ProxyRefusedError("407")) == 1
+    assert cli.exit_code_for(ValidationError("bad", status=400)) == 1
+    assert cli.exit_code_for(ClockSkewError("clock", offset=1200.0, retryable=False)) == 2
     assert cli.exit_code_for(ValueError("bug")) == 1
 
 

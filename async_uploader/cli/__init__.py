@@ -5,15 +5,15 @@ This module parses, dispatches and turns exceptions into exit codes; the command
 progress output), ``upload``, ``batch`` and ``admin`` (uploads, parts, abort), ``progress`` (the bar and the JSON
 lines) and ``demo`` (``make demo``).
 
-Exit codes: 0 done; 1 another failure; 2 bad usage or input (including wrong credentials); 75 interrupted and
-resumable (run the same command again). Every error is one line on stderr, ``async-uploader: error: ...``; a
-traceback only with --debug.
+Exit codes (sysexits): 0 done; 1 a permanent failure; 2 bad usage or input (including the AWS configuration,
+wrong credentials or clock); 75 temporary: interrupted, or a transient failure that outlasted every retry (run the
+same command again). Every error is one line on stderr, ``async-uploader: error: ...`` (a ``log`` event under
+--events); a traceback only with --debug.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -27,9 +27,11 @@ from .common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TEMPFAIL,
     EXIT_USAGE,
     PROG,
     STOP_GRACE,
+    configure_logging,
     describe_error,
     exit_code_for,
     is_loopback,
@@ -41,13 +43,14 @@ from .common import (
     service_config,
     upload_config,
 )
-from .parser import build_parser
+from .parser import EVENTS_ARGV, build_parser
 from .upload import _cmd_upload, read_set_from_args, run_upload
 
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TEMPFAIL",
     "EXIT_USAGE",
     "PROG",
     "STOP_GRACE",
@@ -77,17 +80,6 @@ except ImportError:  # the fast extra is optional
 # -- entry point ------------------------------------------------------------------------------------------------
 
 
-def _configure_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format=f"{PROG}: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if debug:
-        for noisy in ("botocore", "urllib3", "asyncio"):
-            logging.getLogger(noisy).setLevel(logging.INFO)
-
-
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on uvloop when it is installed (the ``fast`` extra), else on asyncio's own loop."""
     with asyncio.Runner(loop_factory=_new_loop) as runner:
@@ -98,9 +90,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script passes it to sys.exit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    EVENTS_ARGV[:] = argv
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
-    _configure_logging(debug)
+    events = bool(getattr(args, "events", False))
+    configure_logging(args)
+    if getattr(args, "no_verify_ssl", False):
+        log.warning(
+            "TLS certificates are not verified (--no-verify-ssl): anyone on the network path can read and change "
+            "what is sent; use --ca-bundle or AWS_CA_BUNDLE instead",
+            extra={"always": True},
+        )
     started = time.monotonic()
     try:
         if args.command == "serve":
@@ -118,12 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown command {args.command!r}")
     except UploadInterruptedError as exc:
         if exc.checkpoint is None:  # nothing to resume: say what happened (with a checkpoint, stderr already has)
-            report_error(exc, debug)
+            report_error(exc, debug, events=events)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130
     except Exception as exc:
-        return report_error(exc, debug)
+        return report_error(exc, debug, events=events)
     finally:
         log.debug("finished in %.2f s", time.monotonic() - started)

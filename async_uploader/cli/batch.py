@@ -30,6 +30,7 @@ from .common import (
     progress_console,
     progress_logging,
     resume_command,
+    say,
     service_config,
     upload_config,
 )
@@ -55,7 +56,7 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
         sys.stdout.write(json.dumps(outcome.as_json()) + "\n")
         sys.stdout.flush()
         if outcome.status == "failed":
-            sys.stderr.write(f"{PROG}: {args.manifest} {outcome.row.where} failed: {outcome.error}\n")
+            say(args, f"{PROG}: {args.manifest} {outcome.row.where} failed: {outcome.error}")
 
     def on_signal(signum: int, count: int) -> None:
         nonlocal stopping
@@ -91,7 +92,7 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.dask:
         progress = events.write if events is not None else None
         summary = await _batch_on_dask(args, rows, config, service, directory, emit, progress)
-        return _batch_summary(summary, argv)
+        return _batch_summary(args, summary, argv)
     async with Uploader(config, service=service, limiter=limiter_for(args, config)) as uploader:
         with (
             bar if bar is not None else contextlib.nullcontext(),
@@ -117,7 +118,7 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
                     stopping=lambda: stopping,
                     format_error=describe_error,
                 )
-    return _batch_summary(summary, argv)
+    return _batch_summary(args, summary, argv)
 
 
 async def _batch_on_dask(
@@ -150,15 +151,16 @@ async def _batch_on_dask(
     )
 
 
-def _batch_summary(summary: BatchSummary, argv: Sequence[str]) -> int:
+def _batch_summary(args: argparse.Namespace, summary: BatchSummary, argv: Sequence[str]) -> int:
     """The summary: a JSON line on stdout (counts, and which rows had each outcome), one line on stderr."""
     sys.stdout.write(json.dumps(summary.as_json()) + "\n")
     counts = ", ".join(f"{summary.count(status)} {status}" for status in STATUSES if summary.count(status))
-    sys.stderr.write(f"{PROG}: batch: {counts or 'no rows'} in {summary.seconds:.1f} s\n")
+    say(args, f"{PROG}: batch: {counts or 'no rows'} in {summary.seconds:.1f} s")
     for status in ("failed", "interrupted"):
         if summary.count(status):
-            sys.stderr.write(f"{PROG}: rows {status}: {', '.join(map(str, summary.rows(status)))}\n")
+            say(args, f"{PROG}: rows {status}: {', '.join(map(str, summary.rows(status)))}")
     if summary.count("interrupted"):
-        sys.stderr.write(f"{PROG}: to resume, run:\n  {resume_command(argv)}\n")
+        say(args, f"{PROG}: to resume, run:")
+        say(args, f"  {resume_command(argv)}")
         return EXIT_INTERRUPTED
     return EXIT_FAILURE if summary.count("failed") else EXIT_OK

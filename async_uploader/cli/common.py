@@ -1,4 +1,4 @@
-"""What every command shares: exit codes, error lines, settings from arguments, signals and progress output."""
+"""What every command shares: exit codes, error lines, settings from arguments, logging, signals, progress."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import logging
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -21,20 +22,28 @@ from rich.logging import RichHandler
 from ..core.config import RateLimits, ServiceConfig, UploadConfig
 from ..core.errors import (
     AccessDeniedError,
+    ClockSkewError,
     CredentialsError,
     ResourceNotFoundError,
+    RetryExhaustedError,
     UploaderError,
     UploadInterruptedError,
     UsageError,
 )
+from ..core.events import log_event
 from ..core.ratelimit import Limiter
+from ..core.retry import aws_retry
+from ..edge.awsconfig import AwsSettings, aws_settings
 from ..fleet.filebudget import FileBudgetLimiter
+from .progress import EventWriter
 
 PROG = "async-uploader"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: try again later; the same command resumes
+EXIT_TEMPFAIL = EXIT_INTERRUPTED
+"""Transient failures after every retry exit 75 too: a pipeline retries on it."""
 STOP_GRACE = 10.0
 """Seconds parts in flight get to finish after the first SIGINT/SIGTERM."""
 
@@ -57,11 +66,27 @@ def is_loopback(url: str | None) -> bool:
         return False
 
 
+def settings_for(args: argparse.Namespace) -> AwsSettings:
+    """What botocore's configuration says for this profile (read once per command)."""
+    cached: AwsSettings | None = getattr(args, "aws_settings", None)
+    if cached is None:
+        cached = aws_settings(getattr(args, "profile", None))
+        args.aws_settings = cached
+    return cached
+
+
+def endpoint_for(args: argparse.Namespace) -> str | None:
+    """The custom endpoint: --endpoint-url, else the one botocore's configuration names."""
+    return getattr(args, "endpoint_url", None) or settings_for(args).endpoint_url
+
+
 def service_config(args: argparse.Namespace) -> ServiceConfig:
     return ServiceConfig(
         region=args.region,
         endpoint_url=args.endpoint_url,
         profile=args.profile,
+        verify_tls=not args.no_verify_ssl,
+        ca_bundle=args.ca_bundle,
         connect_timeout=args.connect_timeout,
         read_timeout=args.read_timeout,
         operation_timeout=args.operation_timeout,
@@ -74,7 +99,7 @@ def rate_limits(args: argparse.Namespace) -> RateLimits:
     With --shared-budget the defaults are the service quotas even against a loopback endpoint: a budget shared
     by processes exists to hold them to the quotas (--max-rate still sets the part rate).
     """
-    local = is_loopback(args.endpoint_url) and getattr(args, "shared_budget", None) is None
+    local = is_loopback(endpoint_for(args)) and getattr(args, "shared_budget", None) is None
     base = RateLimits.unlimited() if local else RateLimits()
     if hasattr(args, "max_rate"):
         return RateLimits(parts=args.max_rate, control=base.control, listings=base.listings)
@@ -87,8 +112,16 @@ def upload_config(args: argparse.Namespace) -> UploadConfig:
         extra["memory_budget"] = args.memory_budget
     if args.verify is not None:
         extra["verify"] = args.verify
+    settings = settings_for(args)
+    attempts = args.max_attempts if args.max_attempts is not None else settings.max_attempts
+    retry = aws_retry(attempts, settings.retry_mode)
     return UploadConfig(
-        part_size=args.part_size, max_concurrency=args.max_concurrency, rates=rate_limits(args), **extra
+        part_size=args.part_size,
+        max_concurrency=args.max_concurrency,
+        rates=rate_limits(args),
+        retry=retry.retry,
+        adaptive=retry.adaptive,
+        **extra,
     )
 
 
@@ -104,16 +137,22 @@ def limiter_for(args: argparse.Namespace, config: UploadConfig) -> Limiter | Non
 
 
 def exit_code_for(exc: BaseException) -> int:
-    if isinstance(exc, UploadInterruptedError):
-        return EXIT_INTERRUPTED
+    """sysexits: 75 for what may work later (interrupted; retryable failures that outlasted the retries), 2 for
+    bad usage or input (arguments, sources, configuration, credentials, the clock), 1 for any other failure."""
+    if isinstance(exc, UploadInterruptedError | RetryExhaustedError):
+        return EXIT_TEMPFAIL
     if isinstance(exc, UsageError | AccessDeniedError):
         return EXIT_USAGE
+    if isinstance(exc, UploaderError) and exc.retryable:
+        return EXIT_TEMPFAIL
     return EXIT_FAILURE
 
 
 def describe_error(exc: BaseException) -> str:
     """One line naming what went wrong and what to fix."""
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, ClockSkewError):
+        return f"{text} (NTP: timedatectl set-ntp true, or chronyc makestep)"
     if isinstance(exc, AccessDeniedError):
         return f"{text}; check the AWS credentials (AWS_PROFILE, --profile, environment) and permissions"
     if isinstance(exc, CredentialsError):
@@ -128,12 +167,71 @@ def describe_error(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {text} (run with --debug for details)"
 
 
-def report_error(exc: BaseException, debug: bool) -> int:
+def report_error(exc: BaseException, debug: bool, *, events: bool = False) -> int:
+    """The error as one line on stderr (a ``log`` event of level error under --events); returns the exit code."""
     if debug:
         log.error("failed", exc_info=exc)
-    sys.stderr.write(f"{PROG}: error: {describe_error(exc)}\n")
-    sys.stderr.flush()
+    if events:
+        EventWriter(sys.stderr).write(log_event("error", describe_error(exc), time.time()))
+    else:
+        sys.stderr.write(f"{PROG}: error: {describe_error(exc)}\n")
+        sys.stderr.flush()
     return exit_code_for(exc)
+
+
+def say(args: argparse.Namespace, message: str, stream: IO[str] | None = None) -> None:
+    """A line for people on stderr: a ``log`` event (info) under --events, nothing under --quiet."""
+    stream = stream or sys.stderr
+    if getattr(args, "events", False):
+        EventWriter(stream).write(log_event("info", message, time.time()))
+    elif not getattr(args, "quiet", False):
+        stream.write(message + "\n")
+        stream.flush()
+
+
+# -- logging ---------------------------------------------------------------------------------------------------
+
+_EVENT_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+
+
+class EventLogHandler(logging.Handler):
+    """Log records as ``log`` events (JSON lines), so an --events stream stays JSON throughout."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self._writer = EventWriter(stream)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                message = f"{message}: {describe_error(record.exc_info[1])}"
+            level = _EVENT_LEVELS.get(record.levelno, "error")
+            self._writer.write(log_event(level, f"{record.name}: {message}", record.created))
+        except Exception:  # a log line must never break the upload
+            self.handleError(record)
+
+
+def configure_logging(args: argparse.Namespace | None, stream: IO[str] | None = None) -> None:
+    """Warnings and errors by default; -v adds info, --debug a line per request, each with a timestamp;
+    --quiet only errors; under --events every line is a ``log`` event. Records marked ``always`` pass --quiet."""
+    stream = stream or sys.stderr
+    debug, verbose, quiet = (bool(getattr(args, name, False)) for name in ("debug", "verbose", "quiet"))
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
+    handler: logging.Handler
+    if getattr(args, "events", False):
+        handler = EventLogHandler(stream)
+    else:
+        handler = logging.StreamHandler(stream)
+        stamp = "%(asctime)s.%(msecs)03d " if debug or verbose else ""
+        handler.setFormatter(logging.Formatter(f"{stamp}{PROG}: %(levelname)s: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    handler.addFilter(lambda record: record.levelno >= level or bool(getattr(record, "always", False)))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(min(level, logging.WARNING))
+    if debug:
+        for noisy in ("botocore", "urllib3", "asyncio"):
+            logging.getLogger(noisy).setLevel(logging.INFO)
 
 
 def resume_command(argv: Sequence[str]) -> str:

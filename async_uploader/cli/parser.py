@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__
 from ..core.config import MAX_PART_SIZE, FileType, Source, check_store_id, parse_size
 from ..core.errors import ConfigError
+from ..core.events import log_event
 from ..core.fields import check_field
 from ..emulator import cli as emulator_cli
 from .common import EXIT_USAGE, PROG, STOP_GRACE
 
 EXIT_CODES_HELP = """\
-exit codes:
+exit codes (sysexits):
   0   done (upload: the read set id is the last line of stdout)
-  1   another failure (service error, network, retries exhausted, a batch row failed)
-  2   bad usage or input: arguments, sources, manifest, checkpoint mismatch, wrong credentials
-  75  interrupted (SIGINT/SIGTERM) but resumable: run the same command again
+  1   a permanent failure: the service refused (validation, quota, not found), an untrusted TLS
+      certificate, a proxy refusing, the read set failed its checks, a batch row failed
+  2   bad usage or input: arguments, sources, manifest, checkpoint mismatch, AWS configuration,
+      wrong credentials or clock
+  75  temporary (EX_TEMPFAIL), run the same command again later: interrupted (SIGINT/SIGTERM), or
+      network, proxy, timeouts, throttling or 5xx still failing after every retry
 
-environment:
-  AWS_REGION, AWS_PROFILE and the rest of botocore's credential chain are respected.
+environment (as botocore and the AWS CLI read them; README "Where users are"):
+  AWS_PROFILE, AWS_REGION/AWS_DEFAULT_REGION, the credential chain (incl. credential_process, SSO)
+  AWS_ENDPOINT_URL_OMICS, AWS_ENDPOINT_URL, a profile's endpoint_url or services section
+  AWS_CA_BUNDLE or a profile's ca_bundle; HTTPS_PROXY, HTTP_PROXY, NO_PROXY (user:pass@ allowed)
+  AWS_MAX_ATTEMPTS, AWS_RETRY_MODE or the profile's max_attempts, retry_mode
   ASYNC_UPLOADER_HOME moves the checkpoint folder (default ~/.cache/async-uploader).
 """
 
@@ -31,11 +40,20 @@ environment:
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr and exit code 2."""
+    """An ArgumentParser whose errors are one line on stderr and exit code 2 (a ``log`` event when the command
+    line asks for --events, so that stream stays JSON even when the arguments are wrong)."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+        line = f"{message} (see '{self.prog} --help')"
+        if "--events" in sys.argv[1:] or "--events" in EVENTS_ARGV:
+            sys.stderr.write(json.dumps(log_event("error", line, time.time()), separators=(",", ":")) + "\n")
+        else:
+            sys.stderr.write(f"{PROG}: error: {line}\n")
         raise SystemExit(EXIT_USAGE)
+
+
+EVENTS_ARGV: list[str] = []
+"""The argv being parsed, when it was given to ``main`` rather than taken from sys.argv."""
 
 
 def _store_id(text: str) -> str:
@@ -154,7 +172,36 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         help="every request but parts (Create, Complete, Abort, listings) gives up after S seconds, retries "
         "included (default 120)",
     )
-    group.add_argument("--debug", action="store_true", help="log requests and retries; tracebacks on errors")
+    group.add_argument(
+        "--ca-bundle",
+        metavar="PEM",
+        help="trust the CAs in this PEM file instead of the system's (default: AWS_CA_BUNDLE, the profile's "
+        "ca_bundle): a private CA, or a proxy that inspects TLS",
+    )
+    group.add_argument(
+        "--no-verify-ssl",
+        action="store_true",
+        help="do not verify TLS certificates (testing only; a warning is printed)",
+    )
+    group.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        metavar="N",
+        help="tries per request, the first included (default: AWS_MAX_ATTEMPTS, the profile's max_attempts, else 10)",
+    )
+    verbosity = group.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-v", "--verbose", action="store_true", help="log what happens (retries, refreshes), with timestamps"
+    )
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the result and errors: no summary, no warnings"
+    )
+    verbosity.add_argument(
+        "--debug",
+        action="store_true",
+        help="one timestamped line per request (method, operation, status, bytes, seconds, attempt; never a "
+        "credential) and every retry; tracebacks on errors",
+    )
 
 
 def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
@@ -235,7 +282,10 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--json", action="store_true", help="print the result as one JSON object")
     group.add_argument("--no-progress", action="store_true", help="no progress bar (shown only on a terminal)")
     group.add_argument(
-        "--events", action="store_true", help="write JSON lines to stderr: progress each second, parts, retries"
+        "--events",
+        action="store_true",
+        help="stderr becomes JSON lines only (core.events): states, parts, retries, progress each second, log "
+        "lines and the result; stdout is unchanged",
     )
 
 
@@ -271,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     meta.add_argument("--description", metavar="D")
     meta.add_argument("--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     _add_transfer_options(upload)
+    upload.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (parts per source, part size, requests, time at the service's quotas) and exit: "
+        "no request is made, nothing is created",
+    )
     checkpoint = upload.add_argument_group("checkpoint")
     checkpoint.add_argument(
         "--checkpoint", type=Path, metavar="PATH", help="checkpoint file (default: one per store and sources)"

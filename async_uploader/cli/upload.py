@@ -14,7 +14,7 @@ from typing import IO, BinaryIO
 
 from ..core.config import FileType, ReadSet
 from ..core.errors import ConfigError, SourceError, UploadInterruptedError
-from ..core.events import progress_event
+from ..core.events import progress_event, result_event
 from ..core.stats import UploadResult
 from ..edge.sources import check_source_path
 from ..engine.monitor import Monitor, Tick
@@ -28,9 +28,11 @@ from .common import (
     progress_console,
     progress_logging,
     resume_command,
+    say,
     service_config,
     upload_config,
 )
+from .dryrun import dry_run
 from .progress import EventWriter, ProgressBar
 
 
@@ -88,11 +90,11 @@ async def run_upload(
 
     def on_event(event: dict[str, object]) -> None:
         if event.get("event") == "retry":
+            part = f" {event['source']}#{event['partNumber']}" if event.get("source") else ""
             log.info(
-                "retrying %s %s#%s after %s (attempt %s)",
+                "retrying %s%s after %s (attempt %s)",
                 event.get("operation"),
-                event.get("source"),
-                event.get("partNumber"),
+                part,
                 event.get("error"),
                 event.get("attempt"),
             )
@@ -133,9 +135,8 @@ async def run_upload(
                     result = await handle
             except UploadInterruptedError as exc:
                 if exc.checkpoint is not None:
-                    stderr.write(f"{PROG}: interrupted; the upload is kept open. To resume, run:\n")
-                    stderr.write(f"  {resume_command(argv)}\n")
-                    stderr.flush()
+                    say(args, f"{PROG}: interrupted; the upload is kept open. To resume, run:", stderr)
+                    say(args, f"  {resume_command(argv)}", stderr)
                 raise
     return result
 
@@ -153,13 +154,18 @@ def _summary_line(result: UploadResult) -> str:
 
 
 async def _cmd_upload(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.dry_run:
+        return dry_run(args, read_set_from_args(args))
     result = await run_upload(args, argv)
+    if args.events:
+        EventWriter(sys.stderr).write(result_event(result, time.time()))
     if args.json:
         print(json.dumps(result.as_json()))
     else:
-        sys.stderr.write(_summary_line(result) + "\n")
-        verification = result.verification
-        line = verification.line() if verification is not None else "not verified: verification was switched off"
-        sys.stderr.write(f"{PROG}: {line}\n")
+        if not args.events:
+            say(args, _summary_line(result))
+            verification = result.verification
+            line = verification.line() if verification is not None else "not verified: verification was switched off"
+            say(args, f"{PROG}: {line}")
         print(result.read_set_id)
     return EXIT_OK

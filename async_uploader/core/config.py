@@ -201,12 +201,18 @@ class ServiceConfig:
     attempt fails when no bytes move, either way, for that long), so a large part on a slow link is never cut
     short; ``operation_timeout`` bounds every request that carries no bulk data (Create, Complete, Abort,
     listings, metadata), retries included.
+
+    TLS: ``verify_tls`` False skips certificate checks (testing only); ``ca_bundle`` is a PEM file of the CAs to
+    trust instead of the system's (a private CA, a TLS-inspecting proxy); ``proxy_ca_bundle`` one trusted too for
+    an ``https://`` proxy. Unset fields are filled from botocore's configuration (``edge.awsconfig``).
     """
 
     region: str | None = None
     endpoint_url: str | None = None
     profile: str | None = None
     verify_tls: bool = True
+    ca_bundle: str | None = None
+    proxy_ca_bundle: str | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     operation_timeout: float = 120.0

@@ -11,11 +11,14 @@ Single inheritance throughout; the CLI maps a class to an exit code by walking t
     │   ├── CheckpointMismatchError    a checkpoint belongs to other sources, or its sources changed since
     │   └── CheckpointBusyError        another process is uploading with the same checkpoint now
     ├── CheckpointError                a checkpoint file cannot be read or written
-    ├── TransportError                 no HTTP answer: connection refused or reset, timeout, TLS failure (retryable)
+    ├── TransportError                 no HTTP answer: connection refused or reset, timeout, a lost proxy (retryable)
+    │   ├── CertificateError           the server's TLS certificate is not trusted (not retried)
+    │   └── ProxyRefusedError          the proxy refused the request: 407 or 403 (not retried)
     ├── ServiceError                   the service answered with an error (code, status, message)
     │   ├── ValidationError            400 ValidationException
     │   ├── ServiceQuotaExceededError  402 ServiceQuotaExceededException
     │   ├── AccessDeniedError          403 AccessDeniedException
+    │   │   └── ClockSkewError         403 because this machine's clock is off (retried once, corrected)
     │   ├── ResourceNotFoundError      404 ResourceNotFoundException
     │   ├── NotSupportedOperationError 405 NotSupportedOperationException
     │   ├── RequestTimeoutError        408 RequestTimeoutException (retryable)
@@ -32,14 +35,17 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDeniedError",
+    "CertificateError",
     "CheckpointBusyError",
     "CheckpointError",
     "CheckpointMismatchError",
+    "ClockSkewError",
     "ConfigError",
     "CredentialsError",
     "InternalServerError",
     "NotSupportedOperationError",
     "PlanError",
+    "ProxyRefusedError",
     "RequestTimeoutError",
     "ResourceNotFoundError",
     "RetryExhaustedError",
@@ -103,6 +109,18 @@ class TransportError(UploaderError):
     retryable = True
 
 
+class CertificateError(TransportError):
+    """The server's TLS certificate could not be verified; retrying cannot help, a CA bundle can."""
+
+    retryable = False
+
+
+class ProxyRefusedError(TransportError):
+    """The proxy answered 407 (authentication) or 403 (policy): a setting to fix, not retried."""
+
+    retryable = False
+
+
 class ServiceError(UploaderError):
     """The service answered with an error. ``code`` is the x-amzn-ErrorType, ``status`` the HTTP status."""
 
@@ -137,6 +155,19 @@ class AccessDeniedError(ServiceError):
     """403 AccessDeniedException: wrong credentials, a bad signature, or no permission."""
 
     code = "AccessDeniedException"
+
+
+class ClockSkewError(AccessDeniedError):
+    """The service refused a signature as expired and its Date says this machine's clock is off.
+
+    ``offset`` is the service's clock minus this machine's, in seconds. Retryable when the signing clock has
+    just been corrected by that offset; not once a corrected signature was refused too.
+    """
+
+    def __init__(self, message: str, *, offset: float, retryable: bool, status: int = 403, operation: str = "") -> None:
+        super().__init__(message, status=status, code="ClockSkew", operation=operation)
+        self.offset = offset
+        self.retryable = retryable
 
 
 class ResourceNotFoundError(ServiceError):

@@ -41,6 +41,7 @@ def _numpy() -> Any:
         return None
     return numpy
 
+
 __all__ = [
     "ALGORITHMS",
     "FAMILIES",

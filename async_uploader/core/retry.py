@@ -11,9 +11,9 @@ import enum
 from dataclasses import dataclass, replace
 
 from .config import RetryConfig
-from .errors import RetryExhaustedError, ThrottlingError, UploaderError
+from .errors import ConfigError, RetryExhaustedError, ThrottlingError, UploaderError
 
-__all__ = ["THROTTLE_BASE_FACTOR", "RetryState", "Verdict", "classify"]
+__all__ = ["RETRY_MODES", "THROTTLE_BASE_FACTOR", "AwsRetry", "RetryState", "Verdict", "aws_retry", "classify"]
 
 THROTTLE_BASE_FACTOR = 4.0
 """A throttle backs off from ``base_delay × 4``: the quota is shared, so waiting longer helps everyone."""
@@ -87,3 +87,33 @@ class RetryState:
         tries = f"{self.attempts + 1} attempt{'s' if self.attempts else ''}"
         last = f"; the last error was: {exc}" if exc is not None else ""
         return RetryExhaustedError(f"{operation}: no answer within {seconds:g} s ({tries}){last}")
+
+
+RETRY_MODES = ("legacy", "standard", "adaptive")
+"""botocore's retry modes (AWS_RETRY_MODE, a profile's retry_mode)."""
+
+
+@dataclass(frozen=True)
+class AwsRetry:
+    """The engine's retry policy and rate adaptation for botocore's retry settings (``aws_retry``)."""
+
+    retry: RetryConfig
+    adaptive: bool
+
+
+def aws_retry(max_attempts: int | None, mode: str | None, default: RetryConfig | None = None) -> AwsRetry:
+    """Map botocore's retry settings onto the engine's (README "Retries").
+
+    ``max_attempts`` counts every try, the first included, as botocore's ``max_attempts`` does; unset, the
+    engine's default (10: a lost 100 MiB part costs more than a later retry). The backoff is always the
+    engine's full jitter (base 0.25 s, at most 20 s: standard mode's ceiling). ``adaptive`` (and no mode at all)
+    lowers the request rate on throttles and recovers gradually, as botocore's adaptive mode does;
+    ``standard`` and ``legacy`` keep the rate at the quota and only back off.
+    """
+    base = default or RetryConfig()
+    if max_attempts is not None and max_attempts < 1:
+        raise ConfigError(f"max attempts {max_attempts} must be at least 1")
+    if mode is not None and mode not in RETRY_MODES:
+        raise ConfigError(f"retry mode {mode!r} is not one of {', '.join(RETRY_MODES)}")
+    retry = replace(base, max_attempts=max_attempts) if max_attempts is not None else base
+    return AwsRetry(retry=retry, adaptive=mode in (None, "adaptive"))

@@ -2,15 +2,26 @@
 
 No retries here: each method makes one request (listings one per page) and raises the ``ServiceError``
 subclass the service named, or ``TransportError``; the engine decides what to retry.
+
+A signature refused as expired while the service's Date is minutes away from this machine's clock is
+``ClockSkewError``: the signer's clock is corrected by the measured offset once (a warning says by how much) and
+the error is retryable; refused again after that, it is not. With ``--debug`` every request is one log line:
+method, operation, status, bytes sent and received, seconds, attempt (never a header, so never a credential).
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import time
 from collections.abc import Mapping, Sequence
 
+import anyio
+
 from ..core import protocol
+from ..core.clock import describe_skew, skew_offset
 from ..core.config import ReadSet, ServiceConfig, Source, env_region
-from ..core.errors import ConfigError, UnavailableError
+from ..core.errors import AccessDeniedError, ClockSkewError, ConfigError, ServiceError, UnavailableError, UploaderError
 from ..core.protocol import (
     CompletedPart,
     CreatedUpload,
@@ -20,10 +31,18 @@ from ..core.protocol import (
     ReadSetMetadata,
     UploadSummary,
 )
+from .awsconfig import resolve_service
 from .signing import CredentialSource, Signer, session_region
 from .transport import AiohttpTransport, BodySource, Response, Transport
 
-__all__ = ["DEFAULT_LOCAL_REGION", "OmicsClient", "resolve_region"]
+__all__ = ["ATTEMPT", "DEFAULT_LOCAL_REGION", "OmicsClient", "resolve_region"]
+
+log = logging.getLogger("async_uploader")
+
+ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("async_uploader_attempt", default=1)
+"""The try of the request being sent (set by the engine's retry loop), for the debug lines."""
+_SKEW_CORRECTED = 60.0
+"""A measured offset within this many seconds of the one already applied means the correction did not help."""
 
 DEFAULT_LOCAL_REGION = "us-east-1"
 """The region signed for when a local endpoint is used and no region is configured."""
@@ -59,16 +78,32 @@ class OmicsClient:
 
     @classmethod
     def from_config(cls, service: ServiceConfig, limit: int = 100) -> OmicsClient:
-        """A client with an aiohttp transport of ``limit`` connections and credentials from botocore's chain."""
-        region = resolve_region(service)
-        signer = Signer(CredentialSource(service.profile), region)
+        """A client with an aiohttp transport of ``limit`` connections and credentials from botocore's chain.
+
+        Unset settings come from botocore's configuration (``edge.awsconfig``). Resolving credentials may
+        block (a credential_process): on an event loop use ``await OmicsClient.open(...)``.
+        """
+        service = resolve_service(service)
+        return cls._build(service, CredentialSource(service.profile), limit)
+
+    @classmethod
+    async def open(cls, service: ServiceConfig, limit: int = 100) -> OmicsClient:
+        """``from_config`` with the configuration and the credential chain resolved in a worker thread."""
+        service = await anyio.to_thread.run_sync(resolve_service, service, abandon_on_cancel=True)
+        credentials = await CredentialSource.resolve(service.profile)
+        return cls._build(service, credentials, limit)
+
+    @classmethod
+    def _build(cls, service: ServiceConfig, credentials: CredentialSource, limit: int) -> OmicsClient:
         transport = AiohttpTransport(
             limit=limit,
             connect_timeout=service.connect_timeout,
             read_timeout=service.read_timeout,
             verify_tls=service.verify_tls,
+            ca_bundle=service.ca_bundle,
+            proxy_ca_bundle=service.proxy_ca_bundle,
         )
-        return cls(service, transport=transport, signer=signer)
+        return cls(service, transport=transport, signer=Signer(credentials, resolve_region(service)))
 
     @property
     def region(self) -> str:
@@ -87,20 +122,79 @@ class OmicsClient:
 
     async def _send(self, request: HttpRequest, body: BodySource | None = None) -> Response:
         url = self.url_for(request)
+        credentials = await self.signer.credentials.fresh()
         headers = self.signer.sign(
-            request.method, url, dict(request.headers), request.body, unsigned_payload=body is not None
+            request.method,
+            url,
+            dict(request.headers),
+            request.body,
+            unsigned_payload=body is not None,
+            credentials=credentials,
         )
-        response = await self.transport.send(request.method, url, headers, body if body is not None else request.body)
+        signed_with = self.signer.clock_offset
+        size = body.length if body is not None else len(request.body)
+        response = await self._timed(request.method, request.operation, url, headers, body or request.body, size)
         if not 200 <= response.status < 300:
-            raise protocol.error_from_response(request.operation, response.status, response.headers, response.body)
+            error = protocol.error_from_response(request.operation, response.status, response.headers, response.body)
+            raise self._skewed(error, response, signed_with) or error
         return response
+
+    async def _timed(
+        self, method: str, operation: str, url: str, headers: Mapping[str, str], body: bytes | BodySource, size: int
+    ) -> Response:
+        """Send one request; with debug logging on, one line about it (whatever its outcome)."""
+        if not log.isEnabledFor(logging.DEBUG):
+            return await self.transport.send(method, url, headers, body)
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            response = await self.transport.send(method, url, headers, body)
+            outcome = f"{response.status}, {len(response.body)} bytes back"
+            return response
+        except UploaderError as exc:
+            outcome = f"failed: {type(exc).__name__}"
+            raise
+        finally:
+            seconds = time.monotonic() - started
+            log.debug(
+                "%s %s %s, %d bytes, %.3f s, attempt %d", method, operation, outcome, size, seconds, ATTEMPT.get()
+            )
+
+    def _skewed(self, error: ServiceError, response: Response, signed_with: float) -> ClockSkewError | None:
+        """A ClockSkewError when this refusal is a skewed clock's doing; corrects the signing clock once.
+
+        ``signed_with`` is the offset the refused request was signed with: a request signed before a correction
+        another request made is simply retryable; one signed with the correction and refused again is not.
+        """
+        if not isinstance(error, AccessDeniedError):
+            return None
+        offset = skew_offset(error.code, error.message, response.headers, time.time())
+        if offset is None:
+            return None
+        applied = self.signer.clock_offset
+        what = describe_skew(offset)
+        if signed_with != applied:  # corrected meanwhile, by another request's refusal
+            return ClockSkewError(f"{what}: {error.message}", offset=offset, retryable=True, operation=error.operation)
+        if applied and abs(offset - applied) < _SKEW_CORRECTED:
+            message = f"{what}, and a signature corrected for that was refused too ({error.message}); set the clock"
+            return ClockSkewError(message, offset=offset, retryable=False, operation=error.operation)
+        self.signer.clock_offset = offset
+        log.warning("%s: signing with the service's time from now on (set the clock: NTP)", what)
+        return ClockSkewError(f"{what}: {error.message}", offset=offset, retryable=True, operation=error.operation)
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy (shown without its password) that requests to ``url`` take, if the transport knows one."""
+        chooser = getattr(self.transport, "proxy_for", None)
+        proxy = chooser(url) if chooser is not None else None
+        return str(proxy.shown) if proxy is not None else None
 
     async def probe(self) -> int:
         """An unsigned GET of the control endpoint's root: any HTTP answer (its status) proves it is reachable."""
-        response = await self.transport.send("GET", self.base_url() + "/", {}, b"")
+        response = await self._timed("GET", "probe", self.base_url() + "/", {}, b"", 0)
         return response.status
 
     async def aclose(self) -> None:
+        await self.signer.credentials.aclose()
         await self.transport.aclose()
 
     async def __aenter__(self) -> OmicsClient:

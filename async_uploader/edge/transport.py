@@ -11,6 +11,12 @@ Timeouts are about progress, never about size: ``connect_timeout`` bounds openin
 slice of the body, or no byte of the answer arrives, for that long. How long a whole operation may take is the
 engine's decision (a cancel scope around the call).
 
+Proxies and TLS are as botocore has them: the proxy of each URL is chosen from the environment by
+``core.proxy.proxy_for`` (HTTPS_PROXY, HTTP_PROXY, NO_PROXY, credentials in the proxy URL sent as
+Proxy-Authorization, CONNECT for https targets); certificates are verified against the system's CAs, or
+``ca_bundle``. A certificate that cannot be verified is ``CertificateError`` and a proxy's 407 or 403 is
+``ProxyRefusedError``: neither is retried. Failures to reach a proxy name it, its password redacted.
+
 ``MockTransport`` is the test seam: it hands each request, body collected, to a handler function.
 """
 
@@ -19,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import io
+import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -30,7 +38,8 @@ import aiohttp.payload
 import anyio
 from yarl import URL
 
-from ..core.errors import TransportError, UploaderError
+from ..core.errors import CertificateError, ConfigError, ProxyRefusedError, TransportError, UploaderError
+from ..core.proxy import Proxy, proxy_for
 
 __all__ = [
     "AiohttpTransport",
@@ -40,7 +49,14 @@ __all__ = [
     "SentRequest",
     "Transport",
     "collect_body",
+    "tls_context",
 ]
+
+CA_HINT = (
+    "if a proxy or firewall inspects TLS, or the endpoint has a private CA, set AWS_CA_BUNDLE, a profile's "
+    "ca_bundle or --ca-bundle to its CA certificate (PEM)"
+)
+"""What to set when a certificate cannot be verified."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +196,45 @@ def _where(url: URL) -> str:
     return f"{url.host}:{url.port}" if url.port is not None else str(url.host)
 
 
+def _certificate_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    cert_error = exc.certificate_error
+    reason = getattr(cert_error, "verify_message", None) or getattr(cert_error, "reason", None) or str(cert_error)
+    return f"the TLS certificate cannot be verified ({reason})"
+
+
+def _proxy_failure(exc: BaseException, proxy: Proxy, timeouts: _Timeouts) -> TransportError | None:
+    """The error for a failure at the proxy itself (unreachable, or refusing), None for any other failure."""
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        text = f"the proxy {proxy.shown} answered {exc.status} {exc.message}".rstrip()
+        if exc.status in (403, 407):
+            hint = "check the user and password in HTTPS_PROXY/HTTP_PROXY" if exc.status == 407 else "ask its admin"
+            return ProxyRefusedError(f"{text}; {hint}")
+        return TransportError(text)
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return TransportError(f"cannot reach the proxy {proxy.shown}: {_describe(exc, timeouts)}")
+    return None
+
+
+def tls_context(
+    ca_bundle: str | None = None, verify: bool = True, proxy_ca_bundle: str | None = None
+) -> ssl.SSLContext:
+    """The TLS settings of every connection: the system's CAs, or those of ``ca_bundle`` (plus a proxy's)."""
+    if not verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        context = ssl.create_default_context(cafile=ca_bundle)
+        if proxy_ca_bundle:
+            context.load_verify_locations(cafile=proxy_ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        which = ", ".join(path for path in (ca_bundle, proxy_ca_bundle) if path)
+        reason = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+        raise ConfigError(f"cannot load the CA bundle {which}: {reason}") from None
+    return context
+
+
 class AiohttpTransport:
     """One aiohttp session with at most ``limit`` connections, kept alive between requests.
 
@@ -194,12 +249,18 @@ class AiohttpTransport:
         verify_tls: bool = True,
         *,
         keepalive_timeout: float = 30.0,
+        ca_bundle: str | None = None,
+        proxy_ca_bundle: str | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.limit = limit
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.verify_tls = verify_tls
         self.keepalive_timeout = keepalive_timeout
+        self.ssl = tls_context(ca_bundle, verify_tls, proxy_ca_bundle)
+        self.environ = dict(os.environ if environ is None else environ)
+        """The environment proxies are chosen from (a copy taken when the transport is made)."""
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -214,7 +275,7 @@ class AiohttpTransport:
                 limit=self.limit,
                 ttl_dns_cache=300,
                 keepalive_timeout=self.keepalive_timeout,
-                ssl=self.verify_tls,
+                ssl=self.ssl,
                 **extra,
             )
             self._session = aiohttp.ClientSession(
@@ -226,9 +287,20 @@ class AiohttpTransport:
             )
         return self._session
 
+    def proxy_for(self, url: str) -> Proxy | None:
+        """The proxy requests to ``url`` go through, None for a direct connection."""
+        return proxy_for(url, self.environ)
+
     async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | BodySource) -> Response:
         session = self._open()
         target = URL(url, encoded=True)  # already percent-encoded exactly as signed
+        proxy = self.proxy_for(url)
+        via: dict[str, Any] = {}
+        if proxy is not None and target.scheme == "https":  # CONNECT: the proxy sees only the tunnel's request
+            via = {"proxy": proxy.url, "proxy_headers": proxy.headers()}
+        elif proxy is not None:  # forwarded: the proxy reads (and removes) Proxy-Authorization from the request
+            via = {"proxy": proxy.url}
+            headers = {**headers, **proxy.headers()}
         data: Any
         if isinstance(body, bytes | bytearray | memoryview):
             # aiohttp warns that a large bytes body may stall the loop; a file-like payload is written in pieces.
@@ -242,8 +314,14 @@ class AiohttpTransport:
                 headers=dict(headers),
                 data=data,
                 allow_redirects=False,
+                **via,
             ) as response:
                 content = await response.read()
+                if proxy is not None and response.status == 407:  # a forwarding proxy's refusal
+                    raise ProxyRefusedError(
+                        f"{method} {_where(target)}: the proxy {proxy.shown} answered 407 {response.reason or ''}"
+                        "; check the user and password in HTTPS_PROXY/HTTP_PROXY"
+                    )
                 return Response(response.status, dict(response.headers), content)
         except asyncio.CancelledError:
             raise
@@ -252,7 +330,13 @@ class AiohttpTransport:
             if own is not None:  # e.g. a SourceError raised while the body was read
                 raise own from None
             timeouts = _Timeouts(self.connect_timeout, self.read_timeout)
-            raise TransportError(f"{method} {_where(target)}: {_describe(exc, timeouts)}") from exc
+            if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+                raise CertificateError(f"{method} {_where(target)}: {_certificate_reason(exc)}; {CA_HINT}") from exc
+            failure = _proxy_failure(exc, proxy, timeouts) if proxy is not None else None
+            if failure is not None:
+                raise type(failure)(f"{method} {_where(target)}: {failure}") from exc
+            where = f"{_where(target)} through the proxy {proxy.shown}" if proxy is not None else _where(target)
+            raise TransportError(f"{method} {where}: {_describe(exc, timeouts)}") from exc
 
     async def aclose(self) -> None:
         self._closed = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import email.utils
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -76,7 +77,8 @@ class StoreApp:
         self.options = options
         self.state = state
         self.record = record
-        self.verifier = Verifier({options.access_key: options.secret_key}, options.clock_skew_limit)
+        keys = {**options.extra_keys, options.access_key: options.secret_key}
+        self.verifier = Verifier(keys, options.clock_skew_limit)
         self.quotas = {kind: QuotaBucket(rate) for kind, rate in (options.quotas or {}).items()}
         self.attempts: dict[RequestKey, int] = {}
         self.pacers: dict[object, Pacer] = {}
@@ -109,7 +111,13 @@ class StoreApp:
         app = web.Application(middlewares=[self.middleware], client_max_size=MAX_JSON_BODY)
         for method, path, operation in ROUTES:
             app.router.add_route(method, path, self.dispatch, name=operation)
+        if self.options.clock_offset:
+            app.on_response_prepare.append(self.shifted_date)
         return app
+
+    async def shifted_date(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The Date header of a store whose clock is ``clock_offset`` seconds off."""
+        response.headers["Date"] = email.utils.formatdate(time.time() + self.options.clock_offset, usegmt=True)
 
     async def close(self) -> None:
         for task, job in self.processing.items():
@@ -188,7 +196,7 @@ class StoreApp:
         # x-amz-content-sha256 (UNSIGNED-PAYLOAD or a declared hash) is checked in full; one over the body
         # itself in everything but that hash, and in full once the body is in.
         if content_hash is None:
-            self.verifier.check_headers(request.headers)
+            self.verifier.check_headers(request.headers, time.time() + self.options.clock_offset)
         else:
             self.verify(request, content_hash)
         call.store_id = check_id(info["store"], "sequenceStoreId")
@@ -217,7 +225,8 @@ class StoreApp:
         return body
 
     def verify(self, request: web.Request, payload_hash: str) -> None:
-        self.verifier.verify(request.method, request.raw_path, request.headers, payload_hash)
+        now = time.time() + self.options.clock_offset
+        self.verifier.verify(request.method, request.raw_path, request.headers, payload_hash, now=now)
 
     def check_quota(self, call: Call) -> None:
         kind = QUOTA_KIND.get(call.operation)

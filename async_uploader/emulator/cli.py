@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--quota-listings", type=float, help="listing and metadata requests per second")
     faults.add_argument("--connection-mbps", type=float, help="cap each TCP connection at this many MB/s")
     faults.add_argument("--corrupt-etag", action="store_true", help="report every FASTQ ETag with one digit wrong")
+    faults.add_argument(
+        "--clock-offset", type=float, default=0.0, metavar="S", help="run the store's clock S seconds off (Date, SigV4)"
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> StoreOptions:
@@ -95,6 +98,7 @@ def options_from_args(args: argparse.Namespace) -> StoreOptions:
         tls=args.tls or args.tls_cert is not None or args.tls_key is not None,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        clock_offset=args.clock_offset,
     )
 
 

@@ -20,6 +20,8 @@ class StoreOptions:
     data_dir: Path | None = None
     access_key: str = "test"
     secret_key: str = "test"
+    # More access key -> secret key pairs the store accepts (rotating credentials).
+    extra_keys: dict[str, str] = field(default_factory=dict)
     max_part_size: int = DEFAULT_MAX_PART_SIZE
     discard: bool = False
     log_path: Path | None = None
@@ -27,6 +29,8 @@ class StoreOptions:
     quotas: dict[str, float] | None = None
     connection_mbps: float | None = None
     latency_ms: float = 0.0
+    # Seconds the store's clock is off from this machine's: the Date it sends and the time signatures are judged by.
+    clock_offset: float = 0.0
     clock_skew_limit: float = 900.0
     processing_delay: float = 0.05
     # The ETag family the store computes FASTQ ETags with (MD5up, SHA256up or SHA512up).

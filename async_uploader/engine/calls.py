@@ -18,11 +18,11 @@ from typing import TypeVar
 import anyio
 
 from ..core.config import RetryConfig
-from ..core.errors import TransportError, UploaderError
+from ..core.errors import CertificateError, ProxyRefusedError, TransportError, UploaderError
 from ..core.protocol import OPERATIONS
 from ..core.ratelimit import Limiter
 from ..core.retry import RetryState, Verdict, classify
-from ..edge.client import OmicsClient
+from ..edge.client import ATTEMPT, OmicsClient
 
 __all__ = ["PREFLIGHT_TIMEOUT", "Calls", "RetryObserver"]
 
@@ -68,18 +68,23 @@ class Calls:
     async def ensure_reachable(self, hint: str) -> None:
         """Once per Calls, before the first request: one unsigned GET of the endpoint, through the same connections
         (proxy, TLS) as every request; any HTTP answer will do. TransportError in seconds, naming the endpoint and
-        ``hint``, when there is none: not minutes of retries."""
+        ``hint`` (the proxy variables when a proxy is used), when there is none: not minutes of retries; an
+        untrusted certificate or a proxy's refusal keeps its own class and hint."""
         if self._reachable.is_set():
             return
         async with self._probing:
             if self._reachable.is_set():
                 return
             where = self.client.base_url()
+            if self.client.proxy_for(where) is not None:  # the failure names the proxy; say where it was chosen
+                hint = "check HTTPS_PROXY, HTTP_PROXY and NO_PROXY"
             try:
                 with anyio.fail_after(PREFLIGHT_TIMEOUT):
                     await self.client.probe()
             except TimeoutError:
                 raise TransportError(f"no answer from {where} within {PREFLIGHT_TIMEOUT:g} s; {hint}") from None
+            except (CertificateError, ProxyRefusedError) as exc:  # they say what to set; neither is retried
+                raise type(exc)(f"cannot reach {where}: {exc}") from None
             except TransportError as exc:
                 raise TransportError(f"cannot reach {where}: {exc}; {hint}") from None
             self._reachable.set()
@@ -103,6 +108,7 @@ class Calls:
         kind = OPERATIONS[operation].kind
         while True:
             await self.limiter.acquire(kind)
+            ATTEMPT.set(tries.state.attempts + 1)
             try:
                 result = await send()
             except UploaderError as exc:

@@ -13,9 +13,12 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from ..core.config import ReadSet, ServiceConfig, UploadConfig
 from ..core.ratelimit import Limiter
 from ..core.stats import UploadResult, UploadStatistics
+from ..edge.awsconfig import resolve_service
 from ..edge.client import OmicsClient, resolve_region
 from ..edge.signing import CredentialSource, Signer
 from ..edge.transport import Transport
@@ -65,10 +68,11 @@ class Uploader:
     async def __aenter__(self) -> Uploader:
         client = self._client
         if client is None and self._transport is not None:
-            signer = Signer(CredentialSource(self.service.profile), resolve_region(self.service))
-            client = OmicsClient(self.service, transport=self._transport, signer=signer)
+            service = await anyio.to_thread.run_sync(resolve_service, self.service, abandon_on_cancel=True)
+            signer = Signer(await CredentialSource.resolve(service.profile), resolve_region(service))
+            client = OmicsClient(service, transport=self._transport, signer=signer)
         elif client is None:
-            client = OmicsClient.from_config(self.service, limit=self.config.max_concurrency + 4)
+            client = await OmicsClient.open(self.service, limit=self.config.max_concurrency + 4)
         self._calls = Calls(
             client,
             self.limiter,
