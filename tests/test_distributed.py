@@ -197,7 +197,7 @@ async def test_killed_worker_resumes_without_a_second_create(
     async with LocalStore(options) as store:
 
         async def kill_a_worker_mid_upload() -> None:
-            """Once a read set has parts on the store, kill the worker process holding its lease."""
+            """Once a read set has parts on the store and in its checkpoint, kill the worker process holding its lease."""
             folder = batch_dir / "checkpoints"
             while not killed:
                 await asyncio.sleep(0.05)
@@ -209,7 +209,8 @@ async def test_killed_worker_resumes_without_a_second_create(
                         continue
                     checkpoint = load_checkpoint(checkpoint_path)
                     upload_id, done = checkpoint.upload_id, checkpoint.read_set_id
-                    if upload_id in with_parts and done is None:
+                    # a part the checkpoint holds (not only one the store saw): the retry must resume it
+                    if upload_id in with_parts and done is None and checkpoint.parts:
                         pid = int(lease.holder.rpartition(":")[2])
                         os.kill(pid, signal.SIGKILL)
                         killed.append(pid)

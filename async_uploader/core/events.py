@@ -141,6 +141,23 @@ _PROGRESS = {
     },
 }
 _BY_SOURCE = {"type": "object", "propertyNames": _SOURCE, "additionalProperties": _INT}
+_DIGESTS = {"type": "object", "propertyNames": _SOURCE, "additionalProperties": {"type": "string"}}
+_VERIFICATION = {
+    "type": "object",
+    "properties": {
+        "verified": {"type": "boolean"},
+        "algorithm": {"type": ["string", "null"]},
+        "local": _DIGESTS,
+        "remote": _DIGESTS,
+        "reads": _INT,
+        "bases": _INT,
+        "remoteReads": _INT_OR_NULL,
+        "remoteBases": _INT_OR_NULL,
+        "reason": {"type": "string"},
+    },
+    "required": ["verified", "algorithm", "local", "remote"],
+    "additionalProperties": False,
+}
 _RESULT = {
     "readSetId": {"type": "string"},
     "uploadId": {"type": "string"},
@@ -152,6 +169,8 @@ _RESULT = {
     "throttles": _INT,
     "resumedParts": _INT,
     "status": {"type": "string"},
+    "verified": {"type": "boolean"},
+    "verification": _VERIFICATION,
 }
 
 EVENT_SCHEMA: dict[str, Any] = {

@@ -18,12 +18,12 @@ import anyio.from_thread
 from anyio.abc import TaskGroup
 
 from ..core.config import FileType, Source
-from ..core.errors import AccessDeniedError, NotSupportedOperationError, ResourceNotFoundError, ValidationError
+from ..core.errors import ClockSkewError, RetryExhaustedError, ServiceError, TransportError
 from ..core.fastq import ALGORITHMS, FastqSummary, FastqSummer, NotFastqError
 from ..core.protocol import ReadSetMetadata
 from ..core.stats import Verification
 from ..edge.sources import summarize_file
-from .calls import Calls
+from .calls import Calls, RetryObserver
 
 __all__ = ["DEFAULT_FAMILY", "Verifier"]
 
@@ -51,14 +51,19 @@ class Verifier:
         self._files: dict[Source, Path] = {}
         self._streams: dict[Source, FastqSummer] = {}
 
-    async def learn_family(self) -> None:
+    async def learn_family(self, on_retry: RetryObserver | None = None) -> None:
         """Ask the store which ETag family it uses (GetSequenceStore); MD5up, the default, when it cannot say."""
         if not self.applies:
             return
         client = self._calls.client
         try:
-            family = await self._calls.call("GetSequenceStore", lambda: client.get_etag_family(self._store_id))
-        except (AccessDeniedError, NotSupportedOperationError, ResourceNotFoundError, ValidationError) as exc:
+            family = await self._calls.call(
+                "GetSequenceStore", lambda: client.get_etag_family(self._store_id), on_retry=on_retry
+            )
+        except ClockSkewError:
+            raise  # every request would be refused alike
+        except (ServiceError, RetryExhaustedError, TransportError) as exc:
+            # only a guess to hash once instead of twice: the read set's own ETag names its algorithm at the end
             log.info("the store's ETag family is not known (%s): hashing with %s", exc, DEFAULT_FAMILY)
             return
         if family in ("MD5up", "SHA256up", "SHA512up"):

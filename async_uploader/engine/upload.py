@@ -194,7 +194,7 @@ class Upload:
         await self._calls.ensure_reachable(self._hint())
         verifier = self._verifier
         if verifier is not None:
-            await verifier.learn_family()
+            await verifier.learn_family(self._observer("GetSequenceStore"))
             for source, stream in self._streams.items():
                 stream.summer = verifier.stream_summer(source)
         async with anyio.create_task_group() as hashing:
