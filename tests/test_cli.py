@@ -156,7 +156,13 @@ async def test_bad_input_fails_fast_with_one_line_and_creates_nothing(
         "non-digit store id": ([*base[:3], "12345abcde", *base[4:]], 2, {}),
         "unreadable file": (upload_args(store, str(unreadable)), 2, {"wrapper": wrapper}),
         "wrong credentials": (base, 2, {"env": {"AWS_SECRET_ACCESS_KEY": "wrong"}}),
-        "unreachable endpoint": ([*base[:-1], f"http://127.0.0.1:{closed_port()}"], 75, {}),
+        # the read set of the case above, at the same time: its own home, or one of the two would find the other
+        # holding the checkpoint (exit 2, as any second process on one checkpoint must)
+        "unreachable endpoint": (
+            [*base[:-1], f"http://127.0.0.1:{closed_port()}"],
+            75,
+            {"env": {"ASYNC_UPLOADER_HOME": str(tmp_path / "home-unreachable")}},
+        ),
         "malformed manifest row": (
             ["batch", str(manifest), "--store-id", STORE, "--endpoint-url", store.url],
             2,

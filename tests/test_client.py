@@ -13,7 +13,7 @@ from async_uploader.core import errors
 from async_uploader.core.config import FileType, ReadSet, ServiceConfig, Source
 from async_uploader.edge.client import OmicsClient, resolve_region
 from async_uploader.edge.signing import CredentialSource, Signer
-from async_uploader.edge.transport import AiohttpTransport, MockTransport, Response, SentRequest
+from async_uploader.edge.transport import HttpTransport, MockTransport, Response, SentRequest
 
 STORE = "1234567890"
 UPLOAD = "9876543210"
@@ -229,7 +229,7 @@ def test_region_resolution(aws_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
 async def test_from_config_builds_an_aiohttp_transport(aws_env: pytest.MonkeyPatch) -> None:
     service = ServiceConfig(region="us-west-2", connect_timeout=3, read_timeout=7, verify_tls=False)
     client = OmicsClient.from_config(service, limit=12)
-    assert isinstance(client.transport, AiohttpTransport)
+    assert isinstance(client.transport, HttpTransport)
     assert (client.transport.limit, client.transport.connect_timeout, client.transport.read_timeout) == (12, 3, 7)
     assert client.transport.verify_tls is False
     assert client.region == "us-west-2"

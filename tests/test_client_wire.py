@@ -13,7 +13,7 @@ from async_uploader.core import errors
 from async_uploader.core.config import FileType, ReadSet, ServiceConfig, Source
 from async_uploader.edge.client import OmicsClient
 from async_uploader.edge.signing import CredentialSource, Signer
-from async_uploader.edge.transport import AiohttpTransport
+from async_uploader.edge.transport import HttpTransport
 from async_uploader.emulator import LocalStore
 
 STORE = "1234567890"
@@ -48,7 +48,7 @@ def fastq(size: int, seed: int) -> bytes:
 def client_for(store: LocalStore, secret: str = "test") -> OmicsClient:
     service = ServiceConfig(endpoint_url=store.url, connect_timeout=5, read_timeout=30)
     signer = Signer(CredentialSource.static("test", secret), "us-east-1")
-    return OmicsClient(service, transport=AiohttpTransport(limit=8), signer=signer)
+    return OmicsClient(service, transport=HttpTransport(limit=8), signer=signer)
 
 
 def paired() -> ReadSet:

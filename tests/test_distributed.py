@@ -197,7 +197,7 @@ async def test_killed_worker_resumes_without_a_second_create(
     async with LocalStore(options) as store:
 
         async def kill_a_worker_mid_upload() -> None:
-            """Once a read set has parts on the store and in its checkpoint, kill the worker process holding its lease."""
+            """Once a read set has parts on the store and in its checkpoint, kill the worker holding its lease."""
             folder = batch_dir / "checkpoints"
             while not killed:
                 await asyncio.sleep(0.05)

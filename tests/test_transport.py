@@ -1,20 +1,27 @@
-"""transport.py against a real aiohttp server on 127.0.0.1 (port 0), and the mock transport."""
+"""transport.py against a real aiohttp server on 127.0.0.1 (port 0), over plain HTTP and TLS, and the mock transport.
+
+Every case that sends a part body runs twice (the ``path`` fixture): through aiohttp (``direct_from=None``) and
+over the sockets of ``edge.http11`` (``direct_from=0``): both must frame, fail and time out alike."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from async_uploader.core import errors
+from async_uploader.edge.messages import ProgressCall, ScratchBody
 from async_uploader.edge.transport import (
-    AiohttpTransport,
     BodySource,
+    HttpTransport,
     MockTransport,
     Response,
     SentRequest,
@@ -77,12 +84,29 @@ class SliceBody:
         for start in range(0, len(view), self.size):
             yield view[start : start + self.size]
 
+    async def views(self, scratch: memoryview, call: ProgressCall | None = None) -> AsyncGenerator[memoryview, None]:
+        async for piece in self.slices():  # through the scratch buffer, as a file's part is read
+            for start in range(0, len(piece), len(scratch)):
+                chunk = piece[start : start + len(scratch)]
+                scratch[: len(chunk)] = chunk
+                yield scratch[: len(chunk)]
 
-def test_slice_body_is_a_body_source() -> None:
-    assert isinstance(SliceBody(b"x"), BodySource)
+
+Make = Callable[..., HttpTransport]
 
 
-async def test_body_source_sent_with_content_length_not_chunked() -> None:
+@pytest.fixture(params=["aiohttp", "direct"])
+def path(request: pytest.FixtureRequest) -> Make:
+    """An HttpTransport factory sending part bodies through aiohttp, or over edge.http11's sockets."""
+    direct_from = None if request.param == "aiohttp" else 0
+    return functools.partial(HttpTransport, direct_from=direct_from)
+
+
+def test_slice_body_is_a_scratch_body() -> None:
+    assert isinstance(SliceBody(b"x"), BodySource) and isinstance(SliceBody(b"x"), ScratchBody)
+
+
+async def test_body_source_sent_with_content_length_not_chunked(path: Make) -> None:
     seen: dict[str, Any] = {}
 
     async def handler(request: web.Request) -> web.Response:
@@ -93,7 +117,7 @@ async def test_body_source_sent_with_content_length_not_chunked() -> None:
 
     data = bytes(range(256)) * (3 * 4096 + 7)  # about 3 MiB, not a multiple of the slice size
     body = SliceBody(data)
-    async with serve(handler) as base, AiohttpTransport(limit=4) as transport:
+    async with serve(handler) as base, path(limit=4) as transport:
         url = f"{base}/sequencestore/1/upload/2/part?partSource=SOURCE1&partNumber=3"
         response = await transport.send("PUT", url, {"Authorization": "x", "X-Amz-Date": "y"}, body)
         assert response.status == 200 and response.body == b'{"checksum": "ok"}'
@@ -118,7 +142,7 @@ async def test_encoded_url_and_headers_arrive_unchanged() -> None:
         return web.Response(status=200, body=b"{}", headers={"x-amzn-RequestId": "r1"})
 
     path = "/sequencestore/1/uploads?maxResults=5&nextToken=a%2Fb%2Bc%3Dd%20e%26f"
-    async with serve(handler) as base, AiohttpTransport() as transport:
+    async with serve(handler) as base, HttpTransport() as transport:
         response = await transport.send(
             "POST", base + path, {"Content-Type": "application/json", "X-Amz-Date": "20240101T000000Z"}, b'{"a":1}'
         )
@@ -134,7 +158,7 @@ async def test_encoded_url_and_headers_arrive_unchanged() -> None:
         assert "Transfer-Encoding" not in seen["headers"]
 
 
-async def test_slices_are_written_as_they_are_read() -> None:
+async def test_slices_are_written_as_they_are_read(path: Make) -> None:
     """The second slice is only produced after the server has received the first: nothing is buffered whole."""
     first_arrived = asyncio.Event()
     received = bytearray()
@@ -154,26 +178,30 @@ async def test_slices_are_written_as_they_are_read() -> None:
             await first_arrived.wait()
             yield memoryview(b"b" * MIB)
 
-    async with serve(handler) as base, AiohttpTransport() as transport:
+        async def views(self, scratch: memoryview, call: ProgressCall | None = None) -> AsyncGenerator[memoryview]:
+            async for piece in self.slices():
+                yield memoryview(piece)
+
+    async with serve(handler) as base, path() as transport:
         response = await asyncio.wait_for(transport.send("PUT", base + "/p", {}, WaitingBody()), 30)
     assert response.status == 200
     assert bytes(received) == b"a" * MIB + b"b" * MIB
 
 
-async def test_error_status_is_returned_not_raised() -> None:
+async def test_error_status_is_returned_not_raised(path: Make) -> None:
     async def handler(request: web.Request) -> web.Response:
         await request.read()
         return web.json_response(
             {"message": "slow down"}, status=429, headers={"x-amzn-ErrorType": "ThrottlingException"}
         )
 
-    async with serve(handler) as base, AiohttpTransport() as transport:
+    async with serve(handler) as base, path() as transport:
         response = await transport.send("PUT", base + "/p", {}, SliceBody(b"x" * 100))
     assert response.status == 429
     assert response.headers["x-amzn-ErrorType"] == "ThrottlingException"
 
 
-async def test_early_answer_while_body_is_sent() -> None:
+async def test_early_answer_while_body_is_sent(path: Make) -> None:
     """The server refuses without reading a large body: the client sees the 403, or a TransportError."""
 
     async def handler(request: web.Request) -> web.Response:
@@ -181,7 +209,7 @@ async def test_early_answer_while_body_is_sent() -> None:
             {"message": "bad signature"}, status=403, headers={"x-amzn-ErrorType": "AccessDeniedException"}
         )
 
-    async with serve(handler, lingering_time=0) as base, AiohttpTransport() as transport:
+    async with serve(handler, lingering_time=0) as base, path() as transport:
         try:
             response = await asyncio.wait_for(transport.send("PUT", base + "/p", {}, SliceBody(b"z" * 16 * MIB)), 60)
         except errors.TransportError as exc:
@@ -190,41 +218,46 @@ async def test_early_answer_while_body_is_sent() -> None:
             assert response.status == 403
 
 
-async def test_connection_refused_is_transport_error() -> None:
+async def test_connection_refused_is_transport_error(path: Make) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    async with AiohttpTransport(connect_timeout=5) as transport:
-        with pytest.raises(errors.TransportError, match=f"127.0.0.1:{port}: cannot connect") as caught:
-            await transport.send("GET", f"http://127.0.0.1:{port}/x", {}, b"")
-    assert caught.value.retryable
-    assert caught.value.__cause__ is not None
+    async with path(connect_timeout=5) as transport:
+        for body in (b"", SliceBody(b"x" * 100)):
+            with pytest.raises(errors.TransportError, match=f"127.0.0.1:{port}: cannot connect") as caught:
+                await transport.send("PUT", f"http://127.0.0.1:{port}/x", {}, body)
+            assert caught.value.retryable
+            assert caught.value.__cause__ is not None
 
 
-async def test_server_disconnect_is_transport_error() -> None:
+async def test_server_disconnect_is_transport_error(path: Make) -> None:
     async def slam(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.close()
 
-    async with raw_server(slam) as base, AiohttpTransport() as transport:
+    async with raw_server(slam) as base, path() as transport:
         with pytest.raises(errors.TransportError, match=r"127\.0\.0\.1"):
             await transport.send("GET", base + "/x", {}, b"")
+        with pytest.raises(errors.TransportError, match=r"PUT 127\.0\.0\.1:\d+: "):
+            await transport.send("PUT", base + "/x", {}, SliceBody(b"x" * 100))
 
 
-async def test_read_timeout_is_transport_error() -> None:
+async def test_read_timeout_is_transport_error(path: Make) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):
             await reader.read()  # never answers; returns when the client gives up
         writer.close()
 
-    async with raw_server(silent) as base, AiohttpTransport(read_timeout=0.2) as transport:
+    async with raw_server(silent) as base, path(read_timeout=0.2) as transport:
         with pytest.raises(errors.TransportError, match=r"no bytes of the answer arrived for 0\.2 s"):
             await transport.send("GET", base + "/x", {}, b"")
         with pytest.raises(errors.TransportError, match=r"no bytes of the answer arrived for 0\.2 s"):
             await transport.send("PUT", base + "/x", {}, b"abc")
+        with pytest.raises(errors.TransportError, match=r"no bytes of the answer arrived for 0\.2 s"):
+            await transport.send("PUT", base + "/x", {}, SliceBody(b"x" * 100))
 
 
-async def test_a_body_the_peer_stops_reading_fails_at_the_progress_deadline() -> None:
+async def test_a_body_the_peer_stops_reading_fails_at_the_progress_deadline(path: Make) -> None:
     """The read timeout is a progress deadline on the body too: a peer that takes the headers and then reads
     nothing stalls the upload once the socket buffers are full, and the attempt fails, not hangs."""
     headers_read = asyncio.Event()
@@ -236,14 +269,14 @@ async def test_a_body_the_peer_stops_reading_fails_at_the_progress_deadline() ->
 
     body = SliceBody(bytes(64 * MIB), size=MIB)
     started = asyncio.get_running_loop().time()
-    async with raw_server(stalls) as base, AiohttpTransport(read_timeout=0.3) as transport:
+    async with raw_server(stalls) as base, path(read_timeout=0.3) as transport:
         with pytest.raises(errors.TransportError, match=r"no bytes of the body were accepted for 0\.3 s"):
             await transport.send("PUT", base + "/x", {}, body)
     assert headers_read.is_set()
     assert asyncio.get_running_loop().time() - started < 10
 
 
-async def test_cancellation_propagates() -> None:
+async def test_cancellation_propagates(path: Make) -> None:
     connected = asyncio.Event()
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -252,7 +285,7 @@ async def test_cancellation_propagates() -> None:
             await reader.read()
         writer.close()
 
-    async with raw_server(silent) as base, AiohttpTransport() as transport:
+    async with raw_server(silent) as base, path() as transport:
         task = asyncio.create_task(transport.send("PUT", base + "/x", {}, SliceBody(b"q" * 1000)))
         await asyncio.wait_for(connected.wait(), 10)
         task.cancel()
@@ -260,19 +293,19 @@ async def test_cancellation_propagates() -> None:
             await task
 
 
-async def test_body_shorter_than_announced_is_transport_error() -> None:
+async def test_body_shorter_than_announced_is_transport_error(path: Make) -> None:
     async def handler(request: web.Request) -> web.Response:
         await request.read()
         return web.json_response({})
 
-    async with serve(handler) as base, AiohttpTransport() as transport:
+    async with serve(handler) as base, path() as transport:
         with pytest.raises(errors.TransportError, match="body not sent"):
             await asyncio.wait_for(transport.send("PUT", base + "/p", {}, SliceBody(b"x" * 10, length=20)), 30)
-        with pytest.raises(errors.TransportError, match="more than"):
+        with pytest.raises(errors.TransportError, match="body not sent"):
             await asyncio.wait_for(transport.send("PUT", base + "/p", {}, SliceBody(b"x" * 10, length=5)), 30)
 
 
-async def test_our_errors_raised_while_reading_the_body_pass_through() -> None:
+async def test_our_errors_raised_while_reading_the_body_pass_through(path: Make) -> None:
     async def handler(request: web.Request) -> web.Response:
         await request.read()
         return web.json_response({})
@@ -284,13 +317,17 @@ async def test_our_errors_raised_while_reading_the_body_pass_through() -> None:
             yield b"12345"
             raise errors.SourceError("source changed while read")
 
-    async with serve(handler) as base, AiohttpTransport() as transport:
+        async def views(self, scratch: memoryview, call: ProgressCall | None = None) -> AsyncGenerator[memoryview]:
+            async for piece in self.slices():
+                yield memoryview(piece)
+
+    async with serve(handler) as base, path() as transport:
         with pytest.raises(errors.SourceError, match="changed"):
             await asyncio.wait_for(transport.send("PUT", base + "/p", {}, Failing()), 30)
 
 
 async def test_closed_transport_refuses() -> None:
-    transport = AiohttpTransport()
+    transport = HttpTransport()
     await transport.aclose()
     with pytest.raises(RuntimeError):
         await transport.send("GET", "http://127.0.0.1:1/", {}, b"")
@@ -313,3 +350,110 @@ async def test_mock_transport_records_and_answers() -> None:
     await plain.aclose()
     assert plain.closed
     assert await collect_body(memoryview(b"xy")) == b"xy"
+
+
+@contextlib.asynccontextmanager
+async def serve_tls(handler: Handler, tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+    """(https://localhost:PORT, the PEM of a fresh CA that signed its certificate)."""
+    import trustme  # noqa: PLC0415 (only the TLS cases need it)
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    app = web.Application(client_max_size=64 * MIB)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"https://localhost:{port}", ca_file
+    finally:
+        await runner.cleanup()
+
+
+async def test_tls_bodies_arrive_whole_and_an_unknown_ca_is_refused(path: Make, tmp_path: Path) -> None:
+    received: list[bytes] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.json_response({"checksum": "ok"})
+
+    data = bytes(range(256)) * (5 * 4096 + 3)  # 5 MiB and 768 bytes: slices of every size
+    async with serve_tls(handler, tmp_path) as (base, ca_file):
+        async with path(ca_bundle=str(ca_file)) as transport:
+            for _ in range(3):  # kept alive between parts
+                response = await transport.send("PUT", base + "/p", {}, SliceBody(data))
+                assert response.status == 200
+        assert received == [data] * 3
+        async with path(connect_timeout=5) as transport:
+            with pytest.raises(errors.CertificateError, match=r"PUT localhost:\d+: .*AWS_CA_BUNDLE") as caught:
+                await transport.send("PUT", base + "/p", {}, SliceBody(data))
+        assert not caught.value.retryable
+    assert len(received) == 3
+
+
+async def test_kept_alive_connections_are_reused_and_one_the_server_closed_is_replaced(path: Make) -> None:
+    """Sequential parts share one connection; when the server drops it while idle, the next part opens another
+    and succeeds, without the caller seeing an error."""
+    connections = 0
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+    async def one_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        served = 0
+        while served < 2:  # two requests, then the server closes the idle connection
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = next(
+                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+            )
+            await reader.readexactly(length)
+            writer.write(answer)
+            await writer.drain()
+            served += 1
+        writer.close()
+
+    async with raw_server(one_connection) as base, path() as transport:
+        for _ in range(2):
+            assert (await transport.send("PUT", base + "/p", {}, SliceBody(b"x" * 300_000))).status == 200
+        await asyncio.sleep(0.2)  # the server has closed the kept-alive connection by now
+        for _ in range(2):
+            assert (await transport.send("PUT", base + "/p", {}, SliceBody(b"y" * 300_000))).status == 200
+    assert connections == 2
+
+
+async def test_progress_runs_through_the_call_given(path: Make) -> None:
+    """send_with hands its call to a directly sent body (which runs its progress through it); aiohttp refuses one."""
+    calls: list[int] = []
+
+    class Reporting(SliceBody):
+        async def views(
+            self, scratch: memoryview, call: ProgressCall | None = None
+        ) -> AsyncGenerator[memoryview, None]:
+            assert call is not None
+            async for piece in super().views(scratch, call):
+                yield piece
+                call(calls.append, len(piece))
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({})
+
+    def run_now(callback: Callable[[int], None], sent: int) -> None:
+        callback(sent)
+
+    async with serve(handler) as base, path() as transport:
+        body = Reporting(b"p" * (3 * MIB))
+        if transport.direct_from is None:
+            with pytest.raises(ValueError, match="only a body sent directly"):
+                await transport.send_with("PUT", base + "/p", {}, body, run_now)
+        else:
+            assert (await transport.send_with("PUT", base + "/p", {}, body, run_now)).status == 200
+            assert sum(calls) == 3 * MIB and len(calls) > 1

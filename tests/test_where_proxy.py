@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from async_uploader.core.proxy import bypasses, proxy_for, redact
-from async_uploader.edge.transport import AiohttpTransport
+from async_uploader.edge.transport import HttpTransport
 from async_uploader.emulator import LocalStore, StoreOptions
 from tests.conftest import closed_port, run_cli_process
 from tests.helpers import HttpProxy, TlsFront, gzip_like, upload_argv
@@ -77,7 +77,7 @@ def test_the_transport_chooses_per_url_from_the_environment_it_was_given() -> No
         "HTTPS_PROXY": "http://u:secret@proxy.corp.example:3128",
         "NO_PROXY": "control-storage-omics.eu-west-1.amazonaws.com",
     }
-    transport = AiohttpTransport(environ=env)
+    transport = HttpTransport(environ=env)
     chosen = transport.proxy_for(STORAGE)
     assert chosen is not None and chosen.headers()["Proxy-Authorization"].startswith("Basic ")
     assert transport.proxy_for(CONTROL) is None

@@ -33,7 +33,7 @@ from ..core.protocol import (
 )
 from .awsconfig import resolve_service
 from .signing import CredentialSource, Signer, session_region
-from .transport import AiohttpTransport, BodySource, Response, Transport
+from .transport import BodySource, HttpTransport, Response, Transport
 
 __all__ = ["ATTEMPT", "DEFAULT_LOCAL_REGION", "OmicsClient", "resolve_region"]
 
@@ -95,7 +95,7 @@ class OmicsClient:
 
     @classmethod
     def _build(cls, service: ServiceConfig, credentials: CredentialSource, limit: int) -> OmicsClient:
-        transport = AiohttpTransport(
+        transport = HttpTransport(
             limit=limit,
             connect_timeout=service.connect_timeout,
             read_timeout=service.read_timeout,

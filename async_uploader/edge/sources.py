@@ -1,10 +1,15 @@
 """Reading part bytes: seekable files by offset, and non-seekable streams through a bounded buffer pool.
 
-A file part is read slice by slice (about 1 MiB each) as the connection takes them, so memory in flight is
-concurrency × slice, whatever the part size. A slice the page cache holds is copied by the event loop itself
-(RWF_NOWAIT never waits for the disk); anything else is read by a worker thread. A stream (stdin, a pipe) can
-only be read once, so each part is read whole into a buffer borrowed from a pool whose size is the memory budget;
-the buffer is kept until the store acknowledges the part, so a retry can resend it.
+A file part is read slice by slice as the connection takes them, so memory in flight is concurrency × slice,
+whatever the part size. A slice the page cache holds is copied by the event loop itself (RWF_NOWAIT never waits
+for the disk); anything else is read by a worker thread. A stream (stdin, a pipe) can only be read once, so each
+part is read whole into a buffer borrowed from a pool whose size is the memory budget; the buffer is kept until
+the store acknowledges the part, so a retry can resend it.
+
+A body is offered two ways (``edge.messages``): as fresh slices (``slices()``, for aiohttp, which may hold on to
+them), or read into the sender's own reusable buffer (``views()``, for ``edge.http11``). Buffers the kernel
+copies into are page-aligned (``aligned_buffer``): on some CPUs (measured on AMD EPYC) a copy from the page cache
+into memory 16 bytes past a page boundary, where ``malloc`` puts a large block, runs at a fifth of the speed.
 
 Every body computes an xxh3-64 digest of what it sent, for the checkpoint (skipped when the upload keeps none).
 """
@@ -14,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import mmap
 import os
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -28,12 +34,15 @@ from ..core.config import Source
 from ..core.errors import SourceError
 from ..core.fastq import FastqSummary, FastqSummer
 from ..core.plan import Part
+from .messages import ProgressCall
 
 __all__ = [
     "BufferPool",
     "FileSource",
     "PartBody",
+    "PartBuffer",
     "StreamSource",
+    "aligned_buffer",
     "check_source_path",
     "fingerprint_file",
     "fingerprint_source",
@@ -165,18 +174,26 @@ def read_cached(fd: int, length: int, offset: int) -> bytearray | None:
     if _NOWAIT is None:
         return None
     buffer = bytearray(length)
-    try:
-        got = os.preadv(fd, [buffer], offset, _NOWAIT)
-    except (BlockingIOError, InterruptedError):
-        return None
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system that cannot do it
-            return None
-        raise
+    got = read_cached_into(fd, memoryview(buffer), offset)
     if got <= 0:
         return None
     del buffer[got:]
     return buffer
+
+
+def read_cached_into(fd: int, view: memoryview, offset: int) -> int:
+    """``read_cached`` into ``view``: how many bytes the page cache held there (0 when none, or not on Linux)."""
+    if _NOWAIT is None:
+        return 0
+    try:
+        got = os.preadv(fd, [view], offset, _NOWAIT)
+    except (BlockingIOError, InterruptedError):
+        return 0
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system that cannot do it
+            return 0
+        raise
+    return max(0, got)
 
 
 class Digest(Protocol):
@@ -199,6 +216,25 @@ def _pread(fd: int, length: int, offset: int) -> bytes:
     return os.pread(fd, length, offset)
 
 
+def _preadv(fd: int, view: memoryview, offset: int) -> int:
+    return os.preadv(fd, [view], offset)
+
+
+PartBuffer = mmap.mmap
+"""A page-aligned, writable buffer (anonymous memory): what part bytes are read into."""
+
+
+def aligned_buffer(size: int) -> PartBuffer:
+    """``size`` bytes of zeroed, page-aligned memory (released when the last reference goes)."""
+    return mmap.mmap(-1, max(1, size))
+
+
+Slices = Callable[[int], AsyncIterator[bytes | bytearray | memoryview]]
+"""Fresh pieces of a part's ``length`` bytes, in order."""
+Views = Callable[[int, memoryview], AsyncIterator[memoryview]]
+"""The part's ``length`` bytes in order, each piece read into the scratch buffer or a view of memory held."""
+
+
 class PartBody:
     """The body of one part, for one attempt: ``length`` bytes offered as slices; ``digest`` once fully read.
 
@@ -209,7 +245,8 @@ class PartBody:
     def __init__(
         self,
         part: Part,
-        read: Callable[[int, Digest], AsyncIterator[bytes | bytearray | memoryview]],
+        slices: Slices,
+        views: Views,
         on_sent: Callable[[int], None] | None = None,
         *,
         digest: bool = True,
@@ -218,7 +255,8 @@ class PartBody:
         self.length = part.length
         self.digest: str | None = None
         self.sent = 0
-        self._read = read
+        self._slices = slices
+        self._views = views
         self._on_sent = on_sent
         self._digest = digest
 
@@ -227,17 +265,32 @@ class PartBody:
         sent, self.sent, self.digest = self.sent, 0, None
         return sent
 
+    def _report(self, call: ProgressCall | None, nbytes: int) -> None:
+        if self._on_sent is not None and nbytes:
+            if call is None:
+                self._on_sent(nbytes)
+            else:
+                call(self._on_sent, nbytes)
+
     async def slices(self) -> AsyncIterator[bytes | bytearray | memoryview]:
         hasher: Digest = xxhash.xxh3_64() if self._digest else _NoDigest()
         # aiohttp itself may resend a body (a kept-alive connection closed under it): forget the first try.
-        unsent = self.rewind()
-        if unsent and self._on_sent is not None:
-            self._on_sent(-unsent)
-        async for piece in self._read(self.length, hasher):
+        self._report(None, -self.rewind())
+        async for piece in self._slices(self.length):
+            hasher.update(piece)
             yield piece
             self.sent += len(piece)
-            if self._on_sent is not None:
-                self._on_sent(len(piece))
+            self._report(None, len(piece))
+        self.digest = hasher.hexdigest()
+
+    async def views(self, scratch: memoryview, call: ProgressCall | None = None) -> AsyncGenerator[memoryview, None]:
+        hasher: Digest = xxhash.xxh3_64() if self._digest else _NoDigest()
+        self._report(call, -self.rewind())
+        async for view in self._views(self.length, scratch):
+            hasher.update(view)
+            yield view
+            self.sent += len(view)
+            self._report(call, len(view))
         self.digest = hasher.hexdigest()
 
 
@@ -266,26 +319,59 @@ class FileSource:
             asyncio.get_running_loop().run_in_executor(None, _advise, self._fd, start, stop - start)
         return stop
 
+    def _shrank(self, offset: int) -> SourceError:
+        return SourceError(f"{self.path}: file shrank while it was uploaded (nothing at byte {offset})")
+
     def body(self, part: Part, on_sent: Callable[[int], None] | None = None, *, digest: bool = True) -> PartBody:
-        async def read(length: int, hasher: Digest) -> AsyncIterator[bytes | bytearray]:
+        async def slices(length: int) -> AsyncIterator[bytes | bytearray]:
             offset, end = part.offset, part.offset + length
-            advised: int | None = None  # how far read-ahead was asked for, once this part missed the cache
+            ahead = _ReadAhead(self, end)
             while offset < end:
                 want = min(self.slice_size, end - offset)
-                if advised is not None and advised < end and advised - offset < READ_AHEAD // 2:
-                    advised = self._advise(advised, min(end, offset + READ_AHEAD))
+                ahead.before(offset)
                 data: bytes | bytearray | None = read_cached(self._fd, want, offset)
                 if data is None or len(data) < want:  # not all cached: one whole read in a thread, no dribble
-                    if advised is None:
-                        advised = self._advise(offset + want, min(end, offset + want + READ_AHEAD))
+                    ahead.missed(offset + want)
                     data = await anyio.to_thread.run_sync(_pread, self._fd, want, offset)
                     if not data:
-                        raise SourceError(f"{self.path}: file shrank while it was uploaded (nothing at byte {offset})")
-                hasher.update(data)
+                        raise self._shrank(offset)
                 yield data
                 offset += len(data)
 
-        return PartBody(part, read, on_sent, digest=digest)
+        async def views(length: int, scratch: memoryview) -> AsyncIterator[memoryview]:
+            offset, end = part.offset, part.offset + length
+            ahead = _ReadAhead(self, end)
+            while offset < end:
+                view = scratch[: min(len(scratch), end - offset)]
+                ahead.before(offset)
+                got = read_cached_into(self._fd, view, offset)
+                if got < len(view):  # not all cached: one whole read in a thread, no dribble
+                    ahead.missed(offset + len(view))
+                    got = await anyio.to_thread.run_sync(_preadv, self._fd, view, offset)
+                    if not got:
+                        raise self._shrank(offset)
+                yield view[:got]
+                offset += got
+
+        return PartBody(part, slices, views, on_sent, digest=digest)
+
+
+class _ReadAhead:
+    """For one part: once a slice missed the page cache, keep the kernel reading ahead of the connection."""
+
+    def __init__(self, source: FileSource, end: int) -> None:
+        self._source = source
+        self._end = end
+        self._advised: int | None = None  # how far read-ahead was asked for, once this part missed the cache
+
+    def before(self, offset: int) -> None:
+        advised = self._advised
+        if advised is not None and advised < self._end and advised - offset < READ_AHEAD // 2:
+            self._advised = self._source._advise(advised, min(self._end, offset + READ_AHEAD))
+
+    def missed(self, next_offset: int) -> None:
+        if self._advised is None:
+            self._advised = self._source._advise(next_offset, min(self._end, next_offset + READ_AHEAD))
 
 
 class BufferPool:
@@ -293,19 +379,19 @@ class BufferPool:
 
     def __init__(self, size: int, count: int) -> None:
         self.size = size
-        self._free: list[bytearray] = []
+        self._free: list[PartBuffer] = []
         self._created = 0
         self._count = max(1, count)
         self._available = anyio.Semaphore(self._count)
 
-    async def get(self) -> bytearray:
+    async def get(self) -> PartBuffer:
         await self._available.acquire()
         if self._free:
             return self._free.pop()
         self._created += 1
-        return bytearray(self.size)
+        return aligned_buffer(self.size)
 
-    def put(self, buffer: bytearray) -> None:
+    def put(self, buffer: PartBuffer) -> None:
         self._free.append(buffer)
         self._available.release()
 
@@ -347,7 +433,7 @@ class StreamSource:
         self.summer: FastqSummer | None = None  # fed every byte in order, in the reading thread
         self._lock = anyio.Lock()
 
-    async def next_part(self) -> tuple[Part, bytearray] | None:
+    async def next_part(self) -> tuple[Part, PartBuffer] | None:
         """Read the next part into a pooled buffer; None at the end of the stream. Give the buffer back with
         ``pool.put`` once the part is acknowledged (or the upload ends)."""
         async with self._lock:
@@ -382,20 +468,24 @@ class StreamSource:
     @staticmethod
     def body(
         part: Part,
-        buffer: bytearray,
+        buffer: PartBuffer,
         slice_size: int,
         on_sent: Callable[[int], None] | None = None,
         *,
         digest: bool = True,
     ) -> PartBody:
-        async def read(length: int, hasher: Digest) -> AsyncIterator[memoryview]:
+        async def slices(length: int) -> AsyncIterator[memoryview]:
             view = memoryview(buffer)
             for start in range(0, length, slice_size):
-                piece = view[start : min(length, start + slice_size)]
-                hasher.update(piece)
-                yield piece
+                yield view[start : min(length, start + slice_size)]
 
-        return PartBody(part, read, on_sent, digest=digest)
+        async def views(length: int, scratch: memoryview) -> AsyncIterator[memoryview]:
+            # the bytes are in memory already: no copy into the scratch buffer, only pieces of a sender's size
+            view, step = memoryview(buffer), max(len(scratch), 1)
+            for start in range(0, length, step):
+                yield view[start : min(length, start + step)]
+
+        return PartBody(part, slices, views, on_sent, digest=digest)
 
     def close(self) -> None:
         """Streams belong to the caller; nothing to close here."""

@@ -1,10 +1,12 @@
-"""HTTP transport: the one place aiohttp is used on the client side, and where its errors become ours.
+"""HTTP transport: where requests leave the process, and where the network's errors become ours.
 
-``AiohttpTransport`` keeps one ``ClientSession`` with a bounded keep-alive pool. A part body (a
-``BodySource``) is sent as a custom payload with an explicit Content-Length (never chunked): its slices are
-written to the connection as they are read, each followed by a drain, so at most about one slice per
-request is buffered. Every aiohttp, timeout or OS error becomes ``TransportError`` (``raise ... from exc``),
-naming the host and what happened; ``asyncio.CancelledError`` always propagates.
+``HttpTransport`` sends part bodies of ``direct_from`` bytes and more over sockets of its own (``edge.http11``:
+h11 framing, OpenSSL writing whole slices straight to the socket, one page-aligned buffer per request), and every
+other request through one aiohttp ``ClientSession`` with a bounded keep-alive pool. A body aiohttp sends (a
+``BodySource``) is a custom payload with an explicit Content-Length (never chunked): its slices are written to the
+connection as they are read, each followed by a drain, so at most about one slice per request is buffered. Every
+aiohttp, timeout or OS error becomes ``TransportError`` (``raise ... from exc``), naming the host and what
+happened; ``asyncio.CancelledError`` always propagates.
 
 Timeouts are about progress, never about size: ``connect_timeout`` bounds opening a connection, and
 ``read_timeout`` is a progress deadline on both directions: an attempt fails when the connection accepts no
@@ -15,7 +17,8 @@ Proxies and TLS are as botocore has them: the proxy of each URL is chosen from t
 ``core.proxy.proxy_for`` (HTTPS_PROXY, HTTP_PROXY, NO_PROXY, credentials in the proxy URL sent as
 Proxy-Authorization, CONNECT for https targets); certificates are verified against the system's CAs, or
 ``ca_bundle``. A certificate that cannot be verified is ``CertificateError`` and a proxy's 407 or 403 is
-``ProxyRefusedError``: neither is retried. Failures to reach a proxy name it, its password redacted.
+``ProxyRefusedError``: neither is retried. Failures to reach a proxy name it, its password redacted. Both paths
+behave alike (``tests/test_transport.py`` runs each case through both).
 
 ``MockTransport`` is the test seam: it hands each request, body collected, to a handler function.
 """
@@ -27,9 +30,9 @@ import inspect
 import io
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import aiohttp
 import aiohttp.abc
@@ -40,10 +43,25 @@ from yarl import URL
 
 from ..core.errors import CertificateError, ConfigError, ProxyRefusedError, TransportError, UploaderError
 from ..core.proxy import Proxy, proxy_for
+from .http11 import DirectPool
+from .messages import (
+    CA_HINT,
+    BodySource,
+    ProgressCall,
+    Response,
+    ScratchBody,
+    Transport,
+    collect_body,
+    iterate,
+    unnamed,
+    where,
+)
 
 __all__ = [
-    "AiohttpTransport",
+    "CA_HINT",
+    "DIRECT_FROM",
     "BodySource",
+    "HttpTransport",
     "MockTransport",
     "Response",
     "SentRequest",
@@ -52,52 +70,9 @@ __all__ = [
     "tls_context",
 ]
 
-CA_HINT = (
-    "if a proxy or firewall inspects TLS, or the endpoint has a private CA, set AWS_CA_BUNDLE, a profile's "
-    "ca_bundle or --ca-bundle to its CA certificate (PEM)"
-)
-"""What to set when a certificate cannot be verified."""
-
-
-@dataclass(frozen=True)
-class Response:
-    """An HTTP answer, whatever its status. Header names are compared case-insensitively by the parsers."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-
-@runtime_checkable
-class BodySource(Protocol):
-    """A request body of known ``length`` offered as slices; ``slices()`` starts afresh for each attempt."""
-
-    length: int
-
-    def slices(self) -> AsyncIterator[bytes | bytearray | memoryview]: ...
-
-
-class Transport(Protocol):
-    async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | BodySource) -> Response: ...
-
-    async def aclose(self) -> None: ...
-
-
-async def _iterate(body: BodySource) -> AsyncIterator[bytes | bytearray | memoryview]:
-    slices: Any = body.slices()
-    if inspect.isawaitable(slices):  # a coroutine returning an iterator is accepted too
-        slices = await slices
-    async for piece in slices:
-        yield piece
-
-
-async def collect_body(body: bytes | bytearray | memoryview | BodySource) -> bytes:
-    """The whole body as bytes (for tests and the mock transport)."""
-    if isinstance(body, bytes | bytearray | memoryview):
-        return bytes(body)
-    chunks = [bytes(piece) async for piece in _iterate(body)]
-    return b"".join(chunks)
-
+DIRECT_FROM = 0
+"""Part bodies at least this large go over ``edge.http11``'s sockets: every one, since the direct path is as
+cheap per request as aiohttp's and cheaper per byte (``make bench``, the tiny-parts and bulk scenarios)."""
 
 _LARGE_BODY = 512 * 1024
 
@@ -128,7 +103,7 @@ class _SourcePayload(aiohttp.payload.Payload):
     async def write_with_length(self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None) -> None:
         limit = self._body.length if content_length is None else min(content_length, self._body.length)
         sent = 0
-        async for piece in _iterate(self._body):
+        async for piece in iterate(self._body):
             size = piece.nbytes if isinstance(piece, memoryview) else len(piece)
             if sent + size > limit:
                 raise _ShortBodyError(f"the body produced more than the {limit} bytes announced")
@@ -188,12 +163,7 @@ def _describe(exc: BaseException, timeouts: _Timeouts) -> str:
         return "connection reset by peer"
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "the response body was cut short"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _where(url: URL) -> str:
-    return f"{url.host}:{url.port}" if url.port is not None else str(url.host)
+    return unnamed(exc)
 
 
 def _certificate_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
@@ -235,10 +205,11 @@ def tls_context(
     return context
 
 
-class AiohttpTransport:
-    """One aiohttp session with at most ``limit`` connections, kept alive between requests.
+class HttpTransport:
+    """Part bodies of ``direct_from`` bytes or more over ``edge.http11``; the rest over one aiohttp session.
 
-    The session is created on first use, inside the running event loop.
+    Each keeps at most ``limit`` connections alive between requests. The session is created on first use, inside
+    the running event loop. ``direct_from=None`` sends everything through aiohttp.
     """
 
     def __init__(
@@ -252,6 +223,7 @@ class AiohttpTransport:
         ca_bundle: str | None = None,
         proxy_ca_bundle: str | None = None,
         environ: Mapping[str, str] | None = None,
+        direct_from: int | None = DIRECT_FROM,
     ) -> None:
         self.limit = limit
         self.connect_timeout = connect_timeout
@@ -261,7 +233,15 @@ class AiohttpTransport:
         self.ssl = tls_context(ca_bundle, verify_tls, proxy_ca_bundle)
         self.environ = dict(os.environ if environ is None else environ)
         """The environment proxies are chosen from (a copy taken when the transport is made)."""
+        self.direct_from = direct_from
         self._session: aiohttp.ClientSession | None = None
+        self._direct = DirectPool(
+            self.ssl,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            keepalive_timeout=keepalive_timeout,
+            limit=limit,
+        )
         self._closed = False
 
     def _open(self) -> aiohttp.ClientSession:
@@ -291,10 +271,36 @@ class AiohttpTransport:
         """The proxy requests to ``url`` go through, None for a direct connection."""
         return proxy_for(url, self.environ)
 
+    def _goes_direct(self, body: bytes | BodySource, proxy: Proxy | None) -> bool:
+        return (
+            self.direct_from is not None
+            and isinstance(body, ScratchBody)
+            and body.length >= self.direct_from
+            and DirectPool.supports(proxy)
+        )
+
     async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | BodySource) -> Response:
-        session = self._open()
+        return await self.send_with(method, url, headers, body)
+
+    async def send_with(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | BodySource,
+        call: ProgressCall | None = None,
+    ) -> Response:
+        """``send``, the body's progress callbacks run through ``call`` (when it is sent from another thread)."""
+        if self._closed:
+            raise RuntimeError("the transport is closed")
         target = URL(url, encoded=True)  # already percent-encoded exactly as signed
         proxy = self.proxy_for(url)
+        if self._goes_direct(body, proxy):
+            assert isinstance(body, ScratchBody)
+            return await self._direct.send(method, target, headers, body, proxy, call)
+        if call is not None and not isinstance(body, bytes | bytearray | memoryview):
+            raise ValueError("only a body sent directly reports its progress through a call")
+        session = self._open()
         via: dict[str, Any] = {}
         if proxy is not None and target.scheme == "https":  # CONNECT: the proxy sees only the tunnel's request
             via = {"proxy": proxy.url, "proxy_headers": proxy.headers()}
@@ -319,7 +325,7 @@ class AiohttpTransport:
                 content = await response.read()
                 if proxy is not None and response.status == 407:  # a forwarding proxy's refusal
                     raise ProxyRefusedError(
-                        f"{method} {_where(target)}: the proxy {proxy.shown} answered 407 {response.reason or ''}"
+                        f"{method} {where(target)}: the proxy {proxy.shown} answered 407 {response.reason or ''}"
                         "; check the user and password in HTTPS_PROXY/HTTP_PROXY"
                     )
                 return Response(response.status, dict(response.headers), content)
@@ -331,20 +337,21 @@ class AiohttpTransport:
                 raise own from None
             timeouts = _Timeouts(self.connect_timeout, self.read_timeout)
             if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-                raise CertificateError(f"{method} {_where(target)}: {_certificate_reason(exc)}; {CA_HINT}") from exc
+                raise CertificateError(f"{method} {where(target)}: {_certificate_reason(exc)}; {CA_HINT}") from exc
             failure = _proxy_failure(exc, proxy, timeouts) if proxy is not None else None
             if failure is not None:
-                raise type(failure)(f"{method} {_where(target)}: {failure}") from exc
-            where = f"{_where(target)} through the proxy {proxy.shown}" if proxy is not None else _where(target)
-            raise TransportError(f"{method} {where}: {_describe(exc, timeouts)}") from exc
+                raise type(failure)(f"{method} {where(target)}: {failure}") from exc
+            shown = f"{where(target)} through the proxy {proxy.shown}" if proxy is not None else where(target)
+            raise TransportError(f"{method} {shown}: {_describe(exc, timeouts)}") from exc
 
     async def aclose(self) -> None:
         self._closed = True
+        self._direct.close()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
 
-    async def __aenter__(self) -> AiohttpTransport:
+    async def __aenter__(self) -> HttpTransport:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -24,7 +24,7 @@ from ..core.plan import Part, Plan
 from ..core.retry import Verdict
 from ..core.state import UploadState
 from ..edge.journal import Journal
-from ..edge.sources import FileSource, PartBody, StreamSource
+from ..edge.sources import FileSource, PartBody, PartBuffer, StreamSource
 from .calls import Calls
 
 __all__ = ["EventSink", "GroupCommit", "PartSender", "first_error"]
@@ -77,7 +77,7 @@ class GroupCommit:
 @dataclass
 class _Item:
     part: Part
-    buffer: bytearray | None = None  # a stream part's bytes; None for a file part, read as it is sent
+    buffer: PartBuffer | None = None  # a stream part's bytes; None for a file part, read as it is sent
 
 
 class PartSender:
@@ -92,7 +92,7 @@ class PartSender:
         upload_id: str,
         files: Mapping[Source, FileSource],
         streams: Mapping[Source, StreamSource],
-        first_parts: Mapping[Source, tuple[Part, bytearray] | None],
+        first_parts: Mapping[Source, tuple[Part, PartBuffer] | None],
         commit: GroupCommit | None,
         slice_size: int,
         emit: EventSink | None,

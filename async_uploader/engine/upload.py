@@ -49,7 +49,7 @@ from ..core.retry import Verdict
 from ..core.state import Event, Phase, UploadState, abort_on_failure, match_adoption, reconcile
 from ..core.stats import UploadResult, UploadStatistics
 from ..edge.journal import CheckpointLock, Journal, check_checkpoint_path, default_checkpoint_path, load_checkpoint
-from ..edge.sources import BufferPool, FileSource, StreamSource, fingerprint_source, read_head
+from ..edge.sources import BufferPool, FileSource, PartBuffer, StreamSource, fingerprint_source, read_head
 from .calls import Calls, RetryObserver
 from .etag import Verifier
 from .parts import EventSink, GroupCommit, PartSender, first_error
@@ -99,7 +99,7 @@ class Upload:
         self._stale_upload: str | None = None
         self._files: dict[Source, FileSource] = {}
         self._streams: dict[Source, StreamSource] = {}
-        self._first_parts: dict[Source, tuple[Part, bytearray] | None] = {}
+        self._first_parts: dict[Source, tuple[Part, PartBuffer] | None] = {}
         self._scope: anyio.CancelScope | None = None
         self._sender: PartSender | None = None
         self._stop_at: float | None = None
