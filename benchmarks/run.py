@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import bulk, distant, faults, scaling, streams, tiny, verify
+from harness import bulk, distant, faults, scaling, streams, tiny, tuning, verify
 from harness.proc import close_launcher
 from harness.report import Section, stamp, write
 from harness.runner import Context
@@ -30,6 +30,7 @@ SCENARIOS: dict[str, Callable[[Context], Section]] = {
     "bulk": bulk.run,
     "distant": distant.run,
     "tiny": tiny.run,
+    "tuning": tuning.run,
     "scaling": scaling.run,
     "streams": streams.run,
     "faults": faults.run,

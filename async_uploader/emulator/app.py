@@ -46,6 +46,15 @@ FAULT_ERRORS = {
 }
 
 
+def wants_body_sha256(sent_hash: str | None, hash_parts: bool) -> bool:
+    """Whether a part body is SHA-256 hashed as it arrives.
+
+    Needed to check a signature over the body (no ``x-amz-content-sha256``) or a declared body hash; with
+    ``hash_parts`` always, UNSIGNED-PAYLOAD included.
+    """
+    return hash_parts or sent_hash != UNSIGNED_PAYLOAD
+
+
 class ConnectionDropped(Exception):
     """The store aborted the connection on purpose (an injected reset)."""
 
@@ -293,7 +302,8 @@ class StoreApp:
         if length > self.options.max_part_size:
             raise validation(f"part size {length} exceeds the maximum of {self.options.max_part_size} bytes")
         sent_hash = request.headers.get("x-amz-content-sha256")
-        want_sha = sent_hash is None or sent_hash != UNSIGNED_PAYLOAD
+        declared = sent_hash is not None and sent_hash != UNSIGNED_PAYLOAD
+        want_sha = wants_body_sha256(sent_hash, self.options.hash_parts)
         tmp = self.state.part_tmp_path(upload, source, number)
 
         def drop(received: int) -> None:
@@ -312,7 +322,7 @@ class StoreApp:
                 raise validation(f"body ended after {received} of {length} bytes")
             if sent_hash is None:
                 self.verify(request, sha)
-            elif want_sha and sha != sent_hash:
+            elif declared and sha != sent_hash:
                 raise validation("x-amz-content-sha256 does not match the request body")
             checksum = self.state.put_part(upload, source, number, size=received, digest=digest, tmp=tmp)
         except BaseException:

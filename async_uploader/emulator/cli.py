@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-part-size", type=int, default=DEFAULT_MAX_PART_SIZE, help="largest accepted part in bytes"
     )
     parser.add_argument("--discard", action="store_true", help="hash and count part bytes, keep none")
+    parser.add_argument(
+        "--hash-parts",
+        action="store_true",
+        help="compute SHA-256 over every part body received, signed or UNSIGNED-PAYLOAD (a store that checksums "
+        "what it takes in)",
+    )
     parser.add_argument("--log", type=Path, help="append one JSON line per finished request to this file")
     parser.add_argument(
         "--etag-family",
@@ -81,6 +87,7 @@ def options_from_args(args: argparse.Namespace) -> StoreOptions:
         secret_key=args.secret_key,
         max_part_size=args.max_part_size,
         discard=args.discard,
+        hash_parts=args.hash_parts,
         log_path=args.log,
         faults=FaultOptions(
             seed=args.seed,

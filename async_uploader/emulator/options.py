@@ -24,6 +24,9 @@ class StoreOptions:
     extra_keys: dict[str, str] = field(default_factory=dict)
     max_part_size: int = DEFAULT_MAX_PART_SIZE
     discard: bool = False
+    # Compute SHA-256 over every part body received, even one sent as UNSIGNED-PAYLOAD: a store that checksums
+    # everything it takes in, so the store side spends CPU on every byte (for benchmarks).
+    hash_parts: bool = False
     log_path: Path | None = None
     faults: FaultOptions = field(default_factory=FaultOptions)
     quotas: dict[str, float] | None = None

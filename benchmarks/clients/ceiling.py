@@ -1,7 +1,8 @@
 """The ceiling: the same bytes PUT by a bare aiohttp client, with nothing an uploader adds.
 
 Create, then ``--concurrency`` workers each PUT one part at a time, the body read from the file in 1 MiB slices
-with an explicit Content-Length (never chunked), then Complete. No retries, no digest, no progress, no checkpoint.
+with an explicit Content-Length (never chunked), then Complete. An https:// endpoint is trusted through the CA
+file in ``AWS_CA_BUNDLE`` when that is set, as botocore does. No retries, no digest, no progress, no checkpoint.
 The store verifies SigV4, so each request is signed once with botocore's signer (UNSIGNED-PAYLOAD for parts: a few
 tens of microseconds per part, noise next to a 100 MiB body). With tiny parts the same client is the *floor*:
 signed small PUTs from a plain aiohttp loop.
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -115,9 +117,15 @@ async def _upload(session: aiohttp.ClientSession, signer: _Signer, args: argpars
     return len(done)
 
 
+def _tls() -> ssl.SSLContext | bool:
+    """The CAs to check an https:// endpoint against: ``AWS_CA_BUNDLE`` when set, as botocore reads it."""
+    bundle = os.environ.get("AWS_CA_BUNDLE")
+    return ssl.create_default_context(cafile=bundle) if bundle else True
+
+
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     signer = _Signer()
-    connector = aiohttp.TCPConnector(limit=0)
+    connector = aiohttp.TCPConnector(limit=0, ssl=_tls())
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=20)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         started = time.perf_counter()

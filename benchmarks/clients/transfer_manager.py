@@ -75,7 +75,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     total = sum(_common.source_sizes(args)) * args.count
     parts = args.count * _common.part_count(args, rsu.UPLOAD_PART_SIZE_BYTES)
-    return {"bytes": total, "parts": parts, "seconds": seconds, "readSets": len(read_sets)}
+    return {
+        "bytes": total,
+        "parts": parts,
+        "seconds": seconds,
+        "readSets": len(read_sets),
+        "part_size": rsu.UPLOAD_PART_SIZE_BYTES,
+    }
 
 
 if __name__ == "__main__":

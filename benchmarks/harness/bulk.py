@@ -1,15 +1,35 @@
-"""Scenario 1, bulk throughput: a paired 2 × N GiB upload into the local store in --discard mode."""
+"""Scenario 1, bulk throughput: a paired 2 × N GiB upload into the local store in --discard mode.
+
+Three head-to-heads on the same two page-cached files: every client over HTTP; every client but aiobotocore over
+TLS; and async_uploader against TransferManager over TLS into a store that also hashes every part body it
+receives (``--hash-parts``), so the store spends CPU on every byte on the same cores.
+"""
 
 from __future__ import annotations
 
+from .compare import (
+    Setting,
+    comparison,
+    cpu_per_gib,
+    head_to_head,
+    headline,
+    mb_per_s,
+    rss_mib,
+    store_cpu_per_gib,
+    summary_column,
+    versus_column,
+)
 from .data import describe, ensure_pair
-from .proc import GIB, MIB, number
-from .report import Section, Table, bar_plot, ok_text, ratio, summarize
-from .runner import AIOBOTOCORE, BOTO3, CEILING, OURS, OURS_TUNED, TM, Context, alternate
-from .store import Store
+from .proc import GIB, MIB
+from .report import Section, grouped_bar_plot, summarize
+from .runner import AIOBOTOCORE, BOTO3, CEILING, OURS, OURS_TUNED, TM, Context
+from .targets import Target, targets_table
 
 CEILING_PART = 100 * MIB
 CEILING_CONCURRENCY = 10
+LIGHT = Setting("light store", tls=False)
+HASHING = Setting("store hashing every part", ("--hash-parts",))
+STORE_CPU = summary_column("store CPU s/GiB", store_cpu_per_gib, 2)
 
 
 def run(ctx: Context) -> Section:
@@ -22,75 +42,73 @@ def run(ctx: Context) -> Section:
         "--concurrency",
         str(CEILING_CONCURRENCY),
     )
-    clients = ctx.usable([OURS, OURS_TUNED, TM, BOTO3, AIOBOTOCORE, ceiling])
+    clients = [OURS, OURS_TUNED, TM, BOTO3, AIOBOTOCORE, ceiling]
     sources = ensure_pair(ctx.data_dir, size)
     section = Section(
         "bulk",
         "Bulk throughput",
         intro=(
             f"A paired 2 × {describe(size)} upload (the same two files for every client, page-cached) into the local "
-            f"store in `--discard` mode; clients alternated run by run, {runs} run(s) each."
+            f"store in `--discard` mode, over HTTP and over TLS (`--tls`); clients alternated run by run, {runs} "
+            "run(s) each. Then the same upload over TLS into a store that also computes SHA-256 over every part "
+            "body it receives (`--hash-parts`): a store that checksums what it takes in, on the same two cores."
         ),
     )
     ctx.log(f"bulk: 2 × {describe(size)}, {runs} run(s), {len(clients)} clients")
-    with Store() as store:
-        grouped = alternate(ctx, store, clients, sources, runs)
-    speed = {label: summarize(runs_, lambda r: r.mb_per_s) for label, runs_ in grouped.items()}
-    ceiling_speed = speed[ceiling.label].median
-    tm_speed = speed[TM.label].median
-    tm_cpu = summarize(grouped[TM.label], lambda r: r.cpu_per_gib).median
-    rows = []
-    for label, measured in grouped.items():
-        cpu = summarize(measured, lambda r: r.cpu_per_gib)
-        rows.append(
+    http = head_to_head(ctx, LIGHT, clients, sources, runs)
+    tls = head_to_head(ctx, LIGHT.over(tls=True), [c for c in clients if c is not AIOBOTOCORE], sources, runs)
+    hashing = head_to_head(ctx, HASHING, [OURS, TM], sources, runs)
+    for title, result, extra in (
+        ("Over HTTP", http, [versus_column("× ceiling", http, ceiling), STORE_CPU]),
+        ("Over TLS", tls, [versus_column("× ceiling", tls, ceiling), STORE_CPU]),
+        (f"Over TLS into a store hashing every part ({HASHING.command})", hashing, [STORE_CPU]),
+    ):
+        section.tables.append(comparison(title, result, extra=extra))
+        result.record(section)
+    ours_rss = summarize(tls.of(OURS), rss_mib)
+    section.tables.append(
+        targets_table(
             [
-                label,
-                speed[label].text(),
-                cpu.text(2),
-                summarize(measured, lambda r: r.rss_mib).text(),
-                ratio(speed[label].median, ceiling_speed),
-                ratio(speed[label].median, tm_speed),
-                ratio(cpu.median, tm_cpu),
-                summarize(measured, lambda r: number(r.report.get("store_cpu")) / (r.bytes / GIB)).text(2),
-                ok_text(measured),
+                Target(
+                    "TLS: async_uploader (defaults) ÷ TransferManager (defaults), wall MB/s", tls.versus(OURS), 1.15
+                ),
+                Target(
+                    "TLS: client CPU s/GiB, async_uploader ÷ TransferManager", tls.versus(OURS, cpu_per_gib), 0.8, True
+                ),
+                Target("TLS: async_uploader (defaults) peak RSS, highest run", ours_rss.high, 100, True, "MiB"),
+                Target("TLS, store hashing every part: async_uploader ÷ TransferManager", hashing.versus(OURS), 1.1),
             ]
         )
-        section.add_runs(label, measured)
-    section.tables.append(
-        Table(
-            "",
-            [
-                "client",
-                "MB/s",
-                "client CPU s/GiB",
-                "peak RSS MiB",
-                "× ceiling",
-                "× TransferManager",
-                "CPU × TM",
-                "store CPU s/GiB",
-                "ok",
-            ],
-            rows,
-        )
     )
+    section.headlines += [
+        headline("bulk", f"2 × {describe(size)}, light store", tls, OURS, target=1.15),
+        headline("bulk", f"2 × {describe(size)}, store hashing every part", hashing, OURS, target=1.1),
+    ]
     plot = "bulk_throughput.png"
-    bar_plot(
+    grouped_bar_plot(
         ctx.out_dir / plot,
-        list(grouped),
-        [speed[label] for label in grouped],
+        [client.label for client in ctx.usable(clients)],
+        {
+            result.setting.transport: [summarize(result.of(client), mb_per_s) for client in ctx.usable(clients)]
+            for result in (http, tls)
+        },
         "MB/s",
-        f"Paired 2 × {describe(size)} upload, local store (--discard)",
+        f"Paired 2 × {describe(size)} upload, local store (--discard), HTTP and TLS",
     )
     section.plots.append(plot)
     section.notes += [
         "The ceiling signs each request once with botocore's SigV4 signer (UNSIGNED-PAYLOAD for parts), because "
         "the store verifies every signature; it does no retries, digests or bookkeeping.",
         "TransferManager runs at TransferConfig() defaults: 10 request threads, its fixed 100 MiB parts. boto3 loop: "
-        "sequential 100 MiB parts read whole. aiobotocore: 100 MiB parts read whole in a thread, 10 in flight.",
+        "sequential 100 MiB parts read whole. aiobotocore: 100 MiB parts read whole in a thread, 10 in flight; it "
+        "is left out over TLS, where it would cost most of the scenario's time (its HTTP row shows why).",
         "async_uploader (tuned): " + " ".join(OURS_TUNED.args) + "; rates lifted (no service quota locally) "
         "in both rows.",
+        "Over TLS the store serves HTTPS with a certificate from a CA it makes at start; every client trusts that "
+        "CA through AWS_CA_BUNDLE. The store decrypts (and with --hash-parts hashes) on the same two cores.",
+        "Peak RSS against file size over TLS, both clients at defaults: the scaling scenario's file-size table.",
     ]
-    loops = sorted({str(r.report.get("loop")) for r in grouped.get(OURS_TUNED.label, []) if r.ok})
+    loops = sorted({str(r.report.get("loop")) for r in tls.of(OURS_TUNED) + http.of(OURS_TUNED) if r.ok})
     if loops:
         section.notes.append("Event loop of the tuned runs: " + ", ".join(loops) + ".")
     return section

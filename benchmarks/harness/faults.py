@@ -1,4 +1,5 @@
-"""Scenario 6, under faults: throughput through 5% throttling, and what an interruption plus resume costs."""
+"""Scenario 6, under faults: throughput through 5% throttling (HTTP and TLS), and what an interruption plus resume costs
+(TLS)."""
 
 from __future__ import annotations
 
@@ -10,57 +11,63 @@ import tempfile
 import time
 from pathlib import Path
 
+from .compare import Setting, cpu_per_gib, head_to_head, headline, mb_per_s
 from .data import describe, ensure_pair
 from .proc import GIB, MIB, number, run_measured
 from .report import Section, Table, ok_text, ratio, summarize
-from .runner import OURS, TM, Client, Context, alternate
+from .runner import OURS, TM, Client, Context
 from .store import STORE_ID, Store
 
 THROTTLE_RATE = 0.05
+CLEAN = Setting("light store")
+THROTTLED = Setting(f"{THROTTLE_RATE:.0%} throttled", ("--throttle-rate", str(THROTTLE_RATE), "--seed", "1"))
 
 
-def _throttling(ctx: Context, section: Section, sources: tuple[Path, Path], small: int) -> None:
+def _throttling(ctx: Context, section: Section, sources: tuple[Path, Path], small: int, *, tls: bool) -> None:
     runs = ctx.repeat(3)
     part = ("--part-size", str(small))
-    clients = ctx.usable(
-        [
-            OURS,
-            Client(f"async_uploader ({describe(small)} parts)", OURS.script, part),
-            TM,
-            Client(f"TransferManager ({describe(small)} parts)", TM.script, part),
-        ]
-    )
-    flags = ["--throttle-rate", str(THROTTLE_RATE), "--seed", "1"]
-    ctx.log(f"faults: {THROTTLE_RATE:.0%} throttling, {runs} run(s)")
-    with Store() as clean_store:
-        clean = alternate(ctx, clean_store, clients, sources, runs)
-    with Store(flags) as faulty_store:
-        faulty = alternate(ctx, faulty_store, clients, sources, runs)
+    clients = [
+        OURS,
+        Client(f"async_uploader ({describe(small)} parts)", OURS.script, part),
+        TM,
+        Client(f"TransferManager ({describe(small)} parts)", TM.script, part),
+    ]
+    ctx.log(f"faults: {THROTTLE_RATE:.0%} throttling, {runs} run(s), over {'TLS' if tls else 'HTTP'}")
+    clean = head_to_head(ctx, CLEAN.over(tls=tls), clients, sources, runs)
+    faulty = head_to_head(ctx, THROTTLED.over(tls=tls), clients, sources, runs)
+    tm_faulty = faulty.reference_median()
     rows = []
-    for client in clients:
-        before = summarize(clean[client.label], lambda r: r.mb_per_s)
-        after = summarize(faulty[client.label], lambda r: r.mb_per_s)
-        throttles = summarize(faulty[client.label], lambda r: number(r.report.get("throttles")))
+    for client in ctx.usable(clients):
+        before = summarize(clean.of(client), mb_per_s)
+        after = summarize(faulty.of(client), mb_per_s)
+        throttles = summarize(faulty.of(client), lambda r: number(r.report.get("throttles")))
         rows.append(
             [
-                client.label,
+                faulty.setting.label(client).label,
                 before.text(),
                 after.text(),
                 ratio(after.median, before.median),
+                ratio(after.median, tm_faulty),
+                summarize(faulty.of(client), cpu_per_gib).text(2),
                 throttles.text() if client.script == OURS.script else "not reported",
-                ok_text(faulty[client.label]),
+                ok_text(faulty.of(client)),
             ]
         )
-        section.add_runs(f"clean {client.label}", clean[client.label])
-        section.add_runs(f"throttled {client.label}", faulty[client.label])
+    clean.record(section, "clean")
+    faulty.record(section, "throttled")
+    if tls:
+        section.headlines.append(headline("faults", f"{THROTTLE_RATE:.0%} throttled", faulty, OURS))
     section.tables.append(
         Table(
-            f"Throughput with {THROTTLE_RATE:.0%} of requests answered 429 ThrottlingException (`{' '.join(flags)}`)",
+            f"Throughput with {THROTTLE_RATE:.0%} of requests answered 429 ThrottlingException "
+            f"(`{' '.join(THROTTLED.flags)}`), over {faulty.setting.transport}",
             [
                 "client",
                 "MB/s, no faults",
                 f"MB/s, {THROTTLE_RATE:.0%} throttled",
                 "kept",
+                "× TransferManager (defaults), throttled",
+                "client CPU s/GiB, throttled",
                 "throttles seen",
                 "ok (throttled)",
             ],
@@ -110,10 +117,14 @@ def _interruption(ctx: Context, section: Section, sources: tuple[Path, Path], pa
     runs = ctx.repeat(3)
     rows = []
     ctx.log(f"faults: interruption at ~50% and resume, {runs} run(s)")
-    with Store() as store, tempfile.TemporaryDirectory(prefix="bench-ckpt-") as tmp:
+    with CLEAN.store() as store, tempfile.TemporaryDirectory(prefix="bench-ckpt-") as tmp:
+        env = store.client_env()
         for index in range(runs):
             whole = run_measured(
-                "uninterrupted", _cli(store, sources, Path(tmp, f"whole-{index}.ckpt"), part), timeout=ctx.timeout
+                "uninterrupted",
+                _cli(store, sources, Path(tmp, f"whole-{index}.ckpt"), part),
+                timeout=ctx.timeout,
+                env=env,
             )
             half = max(1, whole.parts // 2)
             deadline = 2 * whole.wall + 10
@@ -122,8 +133,10 @@ def _interruption(ctx: Context, section: Section, sources: tuple[Path, Path], pa
                 _interrupt_after(pid, stderr, half, deadline)
 
             path = Path(tmp, f"cut-{index}.ckpt")
-            first = run_measured("interrupted", _cli(store, sources, path, part), timeout=ctx.timeout, during=interrupt)
-            second = run_measured("resumed", _cli(store, sources, path, part), timeout=ctx.timeout)
+            first = run_measured(
+                "interrupted", _cli(store, sources, path, part), timeout=ctx.timeout, env=env, during=interrupt
+            )
+            second = run_measured("resumed", _cli(store, sources, path, part), timeout=ctx.timeout, env=env)
             total = first.wall + second.wall
             resumed = int(number(second.report.get("resumedParts")))
             parts = max(1, second.parts)
@@ -143,8 +156,8 @@ def _interruption(ctx: Context, section: Section, sources: tuple[Path, Path], pa
             section.add_runs(f"resume run {index + 1}", [whole, first, second])
     section.tables.append(
         Table(
-            f"Interruption and resume: `async-uploader upload` with `--checkpoint`, {describe(part)} parts, SIGINT "
-            "once half the parts are acknowledged (counted from `--events`), then the same command again",
+            f"Interruption and resume over TLS: `async-uploader upload` with `--checkpoint`, {describe(part)} parts, "
+            "SIGINT once half the parts are acknowledged (counted from `--events`), then the same command again",
             [
                 "run",
                 "uninterrupted s",
@@ -171,13 +184,16 @@ def run(ctx: Context) -> Section:
         "Under faults",
         intro=f"Paired 2 × {describe(size)} uploads into the local store in `--discard` mode.",
     )
-    _throttling(ctx, section, sources, small)
+    for tls in (False, True):
+        _throttling(ctx, section, sources, small, tls=tls)
     if ctx.ours:
         _interruption(ctx, section, sources, small)
     else:
         ctx.usable([OURS])
-    section.notes.append(
-        "TransferManager retries through botocore's default retry mode (legacy here): up to 5 attempts per request, no "
-        "client-side rate adaptation."
-    )
+    section.notes += [
+        "TransferManager retries through botocore's default retry mode (legacy here): up to 5 attempts per request, "
+        "no client-side rate adaptation.",
+        "Throttling is measured over HTTP and over TLS; the interruption over TLS only, and for async_uploader alone: "
+        "TransferManager keeps no checkpoint to resume from.",
+    ]
     return section

@@ -45,6 +45,21 @@ class Table:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Headline:
+    """One row of the summary: async_uploader at its defaults against TransferManager at its defaults, over TLS.
+
+    ``target`` is the ratio the performance issue asks for there (0: none).
+    """
+
+    scenario: str
+    setting: str
+    unit: str
+    ours: float
+    tm: float
+    target: float = 0.0
+
+
 @dataclass
 class Section:
     key: str
@@ -54,6 +69,7 @@ class Section:
     plots: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     runs: list[dict[str, object]] = field(default_factory=list)
+    headlines: list[Headline] = field(default_factory=list)
     measured: str = ""
     seconds: float = 0.0
     load_average: list[float] = field(default_factory=list)
@@ -164,13 +180,56 @@ def write(out_dir: Path, header: dict[str, object], sections: Sequence[Section])
             previous = []
     fresh = {section.key for section in sections}
     merged = [s for s in previous if s.get("key") not in fresh] + [asdict(s) for s in sections]
-    order = ["bulk", "distant", "tiny", "scaling", "streams", "faults"]
+    order = ["bulk", "distant", "tiny", "tuning", "scaling", "streams", "faults", "verify"]
     merged.sort(key=lambda s: order.index(str(s["key"])) if s["key"] in order else len(order))
+    headlines = [Headline(**h) for s in merged for h in s.get("headlines", []) if isinstance(h, dict)]
+    if headlines:
+        _summary_plot(out_dir / SUMMARY_PLOT, headlines)
     json_path.write_text(json.dumps({"stamp": header, "sections": merged}, indent=1) + "\n")
-    (out_dir / "RESULTS.md").write_text(_markdown(header, merged))
+    (out_dir / "RESULTS.md").write_text(_markdown(header, merged, headlines))
 
 
-def _markdown(header: dict[str, object], sections: Sequence[dict[str, object]]) -> str:
+SUMMARY_PLOT = "tls_summary.png"
+
+
+def _summary(headlines: Sequence[Headline]) -> list[str]:
+    """The section that opens RESULTS.md: every scenario's headline pair over TLS, from the sections measured."""
+    table = Table(
+        "",
+        [
+            "scenario",
+            "setting",
+            "async_uploader (defaults)",
+            "TransferManager (defaults)",
+            "× TransferManager",
+            "target",
+        ],
+        [
+            [
+                h.scenario,
+                h.setting,
+                f"{h.ours:,.0f} {h.unit}" if h.ours else "n/a",
+                f"{h.tm:,.0f} {h.unit}" if h.tm else "n/a",
+                ratio(h.ours, h.tm),
+                f"≥ {h.target:.2f}×" if h.target else "",
+            ]
+            for h in headlines
+        ],
+    )
+    return [
+        "",
+        "## Over TLS, every scenario: async_uploader against TransferManager",
+        "",
+        "Both at their defaults (async_uploader with the service's rate limits where the store enforces the "
+        "service's quotas), medians of each scenario's runs below; each section says when it was measured.",
+        "",
+        table.markdown(),
+        "",
+        f"![{SUMMARY_PLOT}]({SUMMARY_PLOT})",
+    ]
+
+
+def _markdown(header: dict[str, object], sections: Sequence[dict[str, object]], headlines: Sequence[Headline]) -> str:
     packages = header["packages"]
     assert isinstance(packages, dict)
     load = header["load_average"]
@@ -187,6 +246,8 @@ def _markdown(header: dict[str, object], sections: Sequence[dict[str, object]]) 
         "`ru_maxrss`, both from `wait4`. Throughput is bytes over the client's own transfer time (first request to "
         "last Complete, start-up excluded). Figures are median (min–max) over the runs shown; MB = 10^6 bytes.",
     ]
+    if headlines:
+        lines += _summary(headlines)
     for section in sections:
         lines += ["", f"## {section['title']}", ""]
         if section.get("measured"):
@@ -225,18 +286,63 @@ def _pyplot() -> Any:
 
 
 def bar_plot(path: Path, labels: Sequence[str], values: Sequence[Summary], ylabel: str, title: str) -> None:
+    grouped_bar_plot(path, labels, {"": values}, ylabel, title)
+
+
+_COLOURS = ("#4878a8", "#dd8452", "#55a868", "#c44e52", "#8172b3")
+
+
+def grouped_bar_plot(
+    path: Path,
+    categories: Sequence[str],
+    series: dict[str, Sequence[Summary | float]],
+    ylabel: str,
+    title: str,
+    *,
+    reference: float | None = None,
+) -> None:
+    """Bars per category, one per series side by side (median, min–max whiskers); a dashed line at ``reference``."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    medians = [v.median for v in values]
-    errors = [[v.median - v.low for v in values], [v.high - v.median for v in values]]
-    ax.bar(range(len(labels)), medians, yerr=errors, capsize=4, color="#4878a8")
-    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(categories) * max(1, len(series))), 4.6))
+    width = 0.8 / max(1, len(series))
+    for index, (name, values) in enumerate(series.items()):
+        summaries = [v if isinstance(v, Summary) else Summary(v, v, v, 1) for v in values]
+        errors = [[v.median - v.low for v in summaries], [v.high - v.median for v in summaries]]
+        offset = (index - (len(series) - 1) / 2) * width
+        ax.bar(
+            [i + offset for i in range(len(categories))],
+            [v.median for v in summaries],
+            width,
+            yerr=errors,
+            capsize=3,
+            color=_COLOURS[index % len(_COLOURS)],
+            label=name or None,
+        )
+    if reference is not None:
+        ax.axhline(reference, color="#444444", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(categories)), categories, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
+    if any(series):
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _summary_plot(path: Path, headlines: Sequence[Headline]) -> None:
+    grouped_bar_plot(
+        path,
+        [f"{h.scenario}: {h.setting}" for h in headlines],
+        {
+            "async_uploader ÷ TransferManager": [h.ours / h.tm if h.ours and h.tm else 0.0 for h in headlines],
+            "target": [h.target for h in headlines],
+        },
+        "× TransferManager (both at defaults)",
+        "Over TLS: async_uploader against TransferManager (1.0 = as fast)",
+        reference=1.0,
+    )
 
 
 def line_plot(

@@ -86,7 +86,11 @@ def measure(
         args += ["--source2", str(sources[1])]
     before = store.cpu()
     result = run_measured(
-        client.label, client_argv(client.script, [*args, *client.args, *extra]), timeout=ctx.timeout, during=during
+        client.label,
+        client_argv(client.script, [*args, *client.args, *extra]),
+        timeout=ctx.timeout,
+        env=store.client_env(),
+        during=during,
     )
     result.report["store_cpu"] = round(store.cpu() - before, 3)
     status = f"{result.mb_per_s:8.1f} MB/s" if result.ok else f"FAILED: {result.error[:200]}"
@@ -95,12 +99,20 @@ def measure(
 
 
 def alternate(
-    ctx: Context, store: Store, clients: Sequence[Client], sources: Sequence[Path | str], runs: int, *extra: str
+    ctx: Context,
+    store: Store,
+    clients: Sequence[Client],
+    sources: Sequence[Path | str],
+    runs: int,
+    *extra: str,
+    settle: float = 0.0,
 ) -> dict[str, list[Measured]]:
-    """Run the clients A B C A B C ... ``runs`` times; results grouped by label."""
+    """Run the clients A B C A B C ... ``runs`` times, ``settle`` seconds idle before each; grouped by label."""
     results: dict[str, list[Measured]] = {client.label: [] for client in clients}
     for index in range(runs):
         ctx.log(f" run {index + 1}/{runs}")
         for client in clients:
+            if settle > 0:
+                time.sleep(settle)
             results[client.label].append(measure(ctx, store, client, sources, *extra))
     return results

@@ -1,4 +1,9 @@
-"""The project's local sequence store, started as a subprocess in --discard mode for one scenario."""
+"""The project's local sequence store, started as a subprocess in --discard mode for one scenario.
+
+With ``tls=True`` it serves HTTPS with a certificate signed by a CA it makes at start; it prints that CA's PEM
+file after its URL (``ca-file: PATH``), and every client started against it trusts that file through
+``AWS_CA_BUNDLE`` (``store.client_env``), which botocore, aiobotocore, async_uploader and the ceiling client honour.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from types import TracebackType
 from typing import IO
 
 STORE_ID = "1234567890"
+CA_PREFIX = "ca-file: "
 
 # `python -m async_uploader.emulator` is the store's own entry point; `async-uploader serve` is the same thing
 # wired into the package CLI, tried when the first is not there.
@@ -30,13 +36,17 @@ class StoreError(RuntimeError):
 
 
 class Store:
-    """``with Store(["--latency-ms", "20"]) as store: store.url``; CPU seconds of the store via ``cpu()``."""
+    """``with Store(["--latency-ms", "20"], tls=True) as store: store.url``; its CPU seconds via ``cpu()``."""
 
-    def __init__(self, flags: Sequence[str] = (), *, discard: bool = True, start_timeout: float = 30.0) -> None:
+    def __init__(
+        self, flags: Sequence[str] = (), *, discard: bool = True, tls: bool = False, start_timeout: float = 30.0
+    ) -> None:
         self.flags = list(flags)
         self.discard = discard
+        self.tls = tls
         self.start_timeout = start_timeout
         self.url = ""
+        self.ca_file = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
         self._data_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -50,6 +60,8 @@ class Store:
         errors = []
         for command in _COMMANDS:
             argv = [sys.executable, *command, "--port", "0", *self.flags]
+            if self.tls:
+                argv.append("--tls")
             if self.discard:
                 argv.append("--discard")
             else:
@@ -65,27 +77,31 @@ class Store:
     def _start(self, argv: list[str]) -> None:
         self._stderr.seek(0)
         self._stderr.truncate()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._stderr)
+        # Unbuffered, so reading the URL line cannot swallow the CA line into a buffer that select() cannot see.
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
         assert proc.stdout is not None
         deadline = time.monotonic() + self.start_timeout
-        line = b""
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-            if ready:
-                line = proc.stdout.readline()
-                break
-            if proc.poll() is not None:
-                break
-        text = line.decode(errors="replace").strip()
-        if not text.startswith("http"):
+        url = _line(proc, deadline)
+        ca_file = _line(proc, deadline).removeprefix(CA_PREFIX) if self.tls else ""
+        expected = "https://" if self.tls else "http://"
+        if not url.startswith(expected) or (self.tls and not os.path.isfile(ca_file)):
             _stop(proc)
             self._stderr.seek(0)
             tail = self._stderr.read().decode(errors="replace").strip().splitlines()[-2:]
-            raise StoreError(" | ".join(tail) or f"no URL line (got {text!r})")
-        self.url = text
+            raise StoreError(" | ".join(tail) or f"no {expected} URL and CA file (got {url!r}, {ca_file!r})")
+        self.url = url
+        self.ca_file = ca_file
         self._proc = proc
         # Keep reading whatever else the store prints so a full pipe can never stall it.
         threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+
+    @property
+    def transport(self) -> str:
+        return "TLS" if self.tls else "HTTP"
+
+    def client_env(self) -> dict[str, str]:
+        """What a client process started against this store adds to its environment: the CA to trust."""
+        return {"AWS_CA_BUNDLE": self.ca_file} if self.ca_file else {}
 
     def cpu(self) -> float:
         """User + system CPU seconds the store has used so far (0 if it is gone)."""
@@ -109,6 +125,18 @@ class Store:
         self._stderr.close()
         if self._data_dir is not None:
             self._data_dir.cleanup()
+
+
+def _line(proc: subprocess.Popen[bytes], deadline: float) -> str:
+    """The next line the store prints on stdout, or "" if it prints none before ``deadline`` or exits."""
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            return proc.stdout.readline().decode(errors="replace").strip()
+        if proc.poll() is not None:
+            break
+    return ""
 
 
 def _drain(stream: IO[bytes]) -> None:

@@ -3,8 +3,9 @@
 Two parts. First the hash itself, in this process on a page-cached source: ``FastqSummer`` (inflate, hash as the
 ETag family says, count reads and bases) with each inflater and family. Then whole uploads of a paired real
 FASTQ.gz into a store that keeps the bytes (so it joins the parts and computes the read set's ETag and counts
-before ACTIVE, as the service does), without and with ``--verify``, alternated: at full loopback speed, and at the
-service's quota pace (the store enforcing 10 parts/s, the client keeping the service's rates).
+before ACTIVE, as the service does), without and with ``--verify``, alternated with TransferManager at its defaults
+for reference: at full loopback speed over HTTP and over TLS, and at the service's quota pace over TLS (the store
+enforcing 10 parts/s, the client keeping the service's rates).
 """
 
 from __future__ import annotations
@@ -16,10 +17,29 @@ from pathlib import Path
 
 from async_uploader.core.fastq import FastqSummer, inflater_name
 
+from .compare import Setting, cpu_per_gib, head_to_head, headline, mb_per_s, rss_mib
 from .data import describe, ensure_fastq_gz
+from .proc import Measured, number
+from .quota import SETTLE
 from .report import Section, Table, ok_text, ratio, summarize
-from .runner import Client, Context, alternate
-from .store import Store
+from .runner import Client, Context
+
+KEEPING = Setting("store keeping bytes", discard=False)
+CASES = (
+    ("full loopback speed", KEEPING.over(tls=False), ()),
+    ("full loopback speed", KEEPING, ()),
+    (
+        "the service's quota pace (10 parts/s)",
+        Setting("store keeping bytes, service quotas", ("--service-quotas",), discard=False, settle=SETTLE),
+        ("--service-quotas",),
+    ),
+)
+TM_REFERENCE = Client("TransferManager (defaults; returns at Complete, checks nothing)", "transfer_manager")
+
+
+def seconds(run: Measured) -> float:
+    return run.seconds
+
 
 GIB = 1024**3
 CHUNK = 1024 * 1024
@@ -54,7 +74,8 @@ def run(ctx: Context) -> Section:
             f"A paired FASTQ.gz of 2 × {describe(actual)} (random 150 bp reads, gzip level 1). The hash: "
             "`FastqSummer` over one page-cached source in the harness's own process. The uploads: into a store that "
             "keeps the bytes, so it joins the parts and computes the ETag and counts before the read set is ACTIVE, "
-            f"without and with `--verify`, {runs} run(s) each, alternated."
+            f"without and with `--verify`, and TransferManager at its defaults for reference, {runs} run(s) each, "
+            "alternated."
         ),
     )
     rows = []
@@ -72,38 +93,48 @@ def run(ctx: Context) -> Section:
             rows,
         )
     )
-    plain = Client("async_uploader, --no-verify", "ours")
-    checked = Client("async_uploader, --verify", "ours", ("--verify",))
-    for label, store_flags, client_flags in (
-        ("full loopback speed", (), ()),
-        ("the service's quota pace (10 parts/s)", ("--service-quotas",), ("--service-quotas",)),
-    ):
-        ctx.log(f"verify: uploads at {label}")
-        with Store(store_flags, discard=False) as store:
-            grouped = alternate(ctx, store, ctx.usable([plain, checked]), sources, runs, *client_flags)
-        if not grouped:
+    for name, setting, quota in CASES:
+        ctx.log(f"verify: uploads at {name}, over {setting.transport}")
+        plain = Client("async_uploader, --no-verify", "ours", quota)
+        checked = Client("async_uploader, --verify", "ours", ("--verify", *quota))
+        result = head_to_head(ctx, setting, [plain, checked, TM_REFERENCE], sources, runs, reference=TM_REFERENCE)
+        if not result.of(checked):
             continue
-        seconds = {name: summarize(measured, lambda r: r.seconds) for name, measured in grouped.items()}
-        base = seconds[plain.label].median
+        base = result.median(plain, seconds)
         table = []
-        for name, measured in grouped.items():
-            verified = sum(int(str(run.report.get("verified", 0))) for run in measured if run.ok)
+        for label, measured in result.runs.items():
+            verified = sum(int(number(run.report.get("verified"))) for run in measured if run.ok)
+            took = summarize(measured, seconds)
             table.append(
                 [
-                    name,
-                    seconds[name].text(2),
-                    ratio(seconds[name].median, base),
-                    summarize(measured, lambda r: r.cpu).text(2),
-                    summarize(measured, lambda r: r.rss_mib).text(),
-                    f"{verified}/{len(measured)}",
+                    label,
+                    took.text(2),
+                    ratio(took.median, base),
+                    summarize(measured, mb_per_s).text(),
+                    ratio(summarize(measured, mb_per_s).median, result.reference_median()),
+                    summarize(measured, cpu_per_gib).text(2),
+                    summarize(measured, rss_mib).text(),
+                    f"{verified}/{len(measured)}" if label != result.reference else "n/a",
                     ok_text(measured),
                 ]
             )
-            section.add_runs(f"{name} at {label}", measured)
+        result.record(section, name)
+        if setting.tls and not quota:
+            section.headlines.append(headline("verify", "FASTQ.gz, --verify (the default), to ACTIVE", result, checked))
         section.tables.append(
             Table(
-                f"2 × {describe(actual)} uploads at {label}, to ACTIVE (and verified)",
-                ["client", "seconds", "× without", "client CPU s", "peak RSS MiB", "verified", "ok"],
+                f"2 × {describe(actual)} uploads at {name} over {setting.transport}, to ACTIVE (and verified)",
+                [
+                    "client",
+                    "seconds",
+                    "× --no-verify",
+                    "MB/s",
+                    "× TransferManager",
+                    "client CPU s/GiB",
+                    "peak RSS MiB",
+                    "verified",
+                    "ok",
+                ],
                 table,
             )
         )
@@ -111,5 +142,10 @@ def run(ctx: Context) -> Section:
         f"The inflater the engine uses where it is installed: {inflater_name()} (python-isal, in the `fast` extra).",
         "Each source is hashed by a thread of its own, beside the upload, from the upload's start; the upload "
         "waits for it only after the read set is ACTIVE. Client and store share the machine's cores here.",
+        "TransferManager (defaults) is there for reference: it returns at Complete, without waiting for ACTIVE, "
+        "and checks nothing. Full loopback speed is measured over HTTP and over TLS; the quota pace over TLS only "
+        "(async_uploader keeps the service's rates there, and every run waits for the quota buckets to refill).",
+        "`--verify` is the package's default (UploadConfig.verify); the other benchmarks switch it off because "
+        "their store keeps no bytes to compute an ETag from.",
     ]
     return section
