@@ -48,7 +48,10 @@ def test_quick_bulk_writes_results(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (out / "RESULTS.md").read_text().count("| async_uploader (defaults) |") == 1
+    text = (out / "RESULTS.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| async_uploader (defaults) |")]
+    assert len(rows) == 1  # its row in the plain-HTTP table
+    assert "| async_uploader (defaults) over TLS |" in text and "## Over TLS, every scenario" in text
     assert (out / "bulk_throughput.png").stat().st_size > 1000
     results = json.loads((out / "results.json").read_text())
     assert results["stamp"]["mode"] == "quick"
@@ -58,6 +61,7 @@ def test_quick_bulk_writes_results(tmp_path: Path) -> None:
     runs = bulk["runs"]
     labels = {run["label"] for run in runs}
     assert {"TransferManager (defaults)", "boto3 loop", "aiobotocore + semaphore"} <= labels
+    assert {"async_uploader (defaults) over TLS", "TransferManager (defaults) over TLS"} <= labels
     assert any(label.startswith("ceiling") for label in labels)
     failed = [(run["label"], run["error"]) for run in runs if not run["ok"]]
     assert not failed

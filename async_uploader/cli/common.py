@@ -118,6 +118,8 @@ def upload_config(args: argparse.Namespace) -> UploadConfig:
     return UploadConfig(
         part_size=args.part_size,
         max_concurrency=args.max_concurrency,
+        adaptive_concurrency=not getattr(args, "fixed_concurrency", False),
+        workers=getattr(args, "workers", 1),
         rates=rate_limits(args),
         retry=retry.retry,
         adaptive=retry.adaptive,

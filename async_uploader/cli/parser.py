@@ -101,6 +101,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    value = _positive_int(text)
+    if value > 64:
+        raise argparse.ArgumentTypeError(f"{text} is more than 64")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -213,7 +220,25 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
         help="bytes per part, e.g. 64MiB (default 100MiB, the service's maximum; see README)",
     )
     group.add_argument(
-        "--max-concurrency", type=_positive_int, default=64, metavar="N", help="requests in flight (default 64)"
+        "--max-concurrency",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="most part requests in flight (default 64); the engine starts at 8 and keeps the number the "
+        "throughput shows is best, never above N",
+    )
+    group.add_argument(
+        "--fixed-concurrency",
+        action="store_true",
+        help="keep exactly --max-concurrency part requests in flight instead of tuning the number",
+    )
+    group.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="event loops sending part bodies, each in its own thread with its own connections (default 1: more "
+        "help only where the CPU, not the network, limits the upload and there are cores to spare)",
     )
     group.add_argument(
         "--max-rate",

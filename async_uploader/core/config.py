@@ -229,7 +229,10 @@ class UploadConfig:
     """How an upload is carried out: the knobs users think in.
 
     ``part_size`` None picks DEFAULT_PART_SIZE, grown in whole MiB when a source would need more than 10,000
-    parts. ``max_concurrency`` caps requests in flight per Uploader. ``memory_budget`` bounds the part buffers
+    parts. ``max_concurrency`` caps requests in flight per Uploader; with ``adaptive_concurrency`` the engine
+    starts below it and keeps the number that throughput shows is best (``core.concurrency``), never above it.
+    ``workers`` event loops, each in its own thread with its own connections, send the part bodies (1: the
+    caller's loop alone). ``memory_budget`` bounds the part buffers
     used for sources that cannot seek (stdin, pipes). ``wait_for_active`` polls GetReadSetMetadata after Complete
     until the store has checked the read set (ACTIVE, or UPLOAD_FAILED raised as an error), for at most
     ``active_timeout`` seconds. ``verify`` hashes each FASTQ source while it uploads and compares the read set's
@@ -246,12 +249,16 @@ class UploadConfig:
     verify: bool = True
     active_timeout: float = 600.0
     adaptive: bool = True
+    adaptive_concurrency: bool = True
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.part_size is not None and not 1 <= self.part_size <= MAX_PART_SIZE:
             raise ConfigError(f"part size {self.part_size} is outside 1 byte .. 100 MiB ({MAX_PART_SIZE} bytes)")
         if not 1 <= self.max_concurrency <= 10_000:
             raise ConfigError("max concurrency must be between 1 and 10,000")
+        if not 1 <= self.workers <= 64:
+            raise ConfigError("workers must be between 1 and 64")
         if not 4096 <= self.slice_size <= 16 * MIB:
             raise ConfigError("slice size must be between 4 KiB and 16 MiB")
         if self.memory_budget < 1 * MIB:

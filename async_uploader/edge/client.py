@@ -34,6 +34,7 @@ from ..core.protocol import (
 from .awsconfig import resolve_service
 from .signing import CredentialSource, Signer, session_region
 from .transport import BodySource, HttpTransport, Response, Transport
+from .workers import WorkerTransport
 
 __all__ = ["ATTEMPT", "DEFAULT_LOCAL_REGION", "OmicsClient", "resolve_region"]
 
@@ -77,32 +78,36 @@ class OmicsClient:
         self._base = service.endpoint_url.rstrip("/") if service.endpoint_url else None
 
     @classmethod
-    def from_config(cls, service: ServiceConfig, limit: int = 100) -> OmicsClient:
-        """A client with an aiohttp transport of ``limit`` connections and credentials from botocore's chain.
+    def from_config(cls, service: ServiceConfig, limit: int = 100, workers: int = 1) -> OmicsClient:
+        """A client with an HTTP transport of ``limit`` connections (in each of ``workers`` event loops,
+        ``edge.workers``) and credentials from botocore's chain.
 
         Unset settings come from botocore's configuration (``edge.awsconfig``). Resolving credentials may
         block (a credential_process): on an event loop use ``await OmicsClient.open(...)``.
         """
         service = resolve_service(service)
-        return cls._build(service, CredentialSource(service.profile), limit)
+        return cls._build(service, CredentialSource(service.profile), limit, workers)
 
     @classmethod
-    async def open(cls, service: ServiceConfig, limit: int = 100) -> OmicsClient:
+    async def open(cls, service: ServiceConfig, limit: int = 100, workers: int = 1) -> OmicsClient:
         """``from_config`` with the configuration and the credential chain resolved in a worker thread."""
         service = await anyio.to_thread.run_sync(resolve_service, service, abandon_on_cancel=True)
         credentials = await CredentialSource.resolve(service.profile)
-        return cls._build(service, credentials, limit)
+        return cls._build(service, credentials, limit, workers)
 
     @classmethod
-    def _build(cls, service: ServiceConfig, credentials: CredentialSource, limit: int) -> OmicsClient:
-        transport = HttpTransport(
-            limit=limit,
-            connect_timeout=service.connect_timeout,
-            read_timeout=service.read_timeout,
-            verify_tls=service.verify_tls,
-            ca_bundle=service.ca_bundle,
-            proxy_ca_bundle=service.proxy_ca_bundle,
-        )
+    def _build(cls, service: ServiceConfig, credentials: CredentialSource, limit: int, workers: int) -> OmicsClient:
+        def build() -> HttpTransport:
+            return HttpTransport(
+                limit=limit,
+                connect_timeout=service.connect_timeout,
+                read_timeout=service.read_timeout,
+                verify_tls=service.verify_tls,
+                ca_bundle=service.ca_bundle,
+                proxy_ca_bundle=service.proxy_ca_bundle,
+            )
+
+        transport: Transport = build() if workers <= 1 else WorkerTransport.make(workers, build)
         return cls(service, transport=transport, signer=Signer(credentials, resolve_region(service)))
 
     @property

@@ -4,7 +4,8 @@
 limiter for the operation's quota (``core.protocol.OPERATIONS``), the failure classified once
 (``core.retry.classify``), retried with full-jitter backoff while the policy allows, the limiter told of
 throttles and successes. An operation that carries no bulk data has an overall deadline, retries included.
-``slots`` caps the parts in flight across every upload of the Uploader.
+``slots`` caps the parts in flight across every upload of the Uploader: at ``max_concurrency``, or (with
+``adaptive_concurrency``) at what ``core.concurrency`` learns from the throughput, never above it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import TypeVar
 
 import anyio
 
+from ..core.concurrency import ConcurrencyTuner
 from ..core.config import RetryConfig
 from ..core.errors import CertificateError, ProxyRefusedError, TransportError, UploaderError
 from ..core.protocol import OPERATIONS
 from ..core.ratelimit import Limiter
 from ..core.retry import RetryState, Verdict, classify
 from ..edge.client import ATTEMPT, OmicsClient
+from .slots import Slots
 
 __all__ = ["PREFLIGHT_TIMEOUT", "Calls", "RetryObserver"]
 
@@ -54,13 +57,15 @@ class Calls:
         *,
         max_concurrency: int,
         operation_timeout: float,
+        adaptive_concurrency: bool = False,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.client = client
         self.limiter = limiter
         self.retry = retry
         self.operation_timeout = operation_timeout
-        self.slots = anyio.Semaphore(max_concurrency, fast_acquire=True)
+        tuner = ConcurrencyTuner(max_concurrency) if adaptive_concurrency else None
+        self.slots = Slots(max_concurrency, tuner)
         self._rand = rand
         self._reachable = anyio.Event()
         self._probing = anyio.Lock()

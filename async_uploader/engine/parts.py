@@ -176,8 +176,11 @@ class PartSender:
         source = item.part.source
         state = self._state
 
+        slots = self._calls.slots
+
         def sent(nbytes: int) -> None:
             state.sent(source, nbytes)
+            slots.sent(nbytes)
 
         digest = self._commit is not None
         if item.buffer is None:

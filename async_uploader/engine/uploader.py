@@ -72,13 +72,16 @@ class Uploader:
             signer = Signer(await CredentialSource.resolve(service.profile), resolve_region(service))
             client = OmicsClient(service, transport=self._transport, signer=signer)
         elif client is None:
-            client = await OmicsClient.open(self.service, limit=self.config.max_concurrency + 4)
+            client = await OmicsClient.open(
+                self.service, limit=self.config.max_concurrency + 4, workers=self.config.workers
+            )
         self._calls = Calls(
             client,
             self.limiter,
             self.config.retry,
             max_concurrency=self.config.max_concurrency,
             operation_timeout=self.service.operation_timeout,
+            adaptive_concurrency=self.config.adaptive_concurrency,
         )
         return self
 

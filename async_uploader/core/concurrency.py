@@ -1,0 +1,158 @@
+"""How many part requests to keep in flight, learned from the throughput they reach: pure arithmetic, no clock.
+
+The right number depends on where the upload runs. A distant service caps each connection, so every request
+added adds throughput until the account's quota or the link is full; on a machine whose cores the store (or
+anything else) also needs, requests added past a handful only add contention, and throughput falls. The tuner
+finds the knee the way TCP's slow start does, with bytes per second as the signal:
+
+- it starts at ``start`` and, each ``window`` seconds, compares the bytes sent in the window with the window
+  before at half the level. A doubling that brought at least ``grow`` times the throughput is doubled again;
+  one that brought ``leap`` times (each request adding about its own share: capped connections) is multiplied by
+  four; one that brought less is undone, and the tuner holds the lower level. When already the first doubling
+  brings nothing (the machine, not the distance, is the limit), it halves instead, while throughput stays
+  within ``keep`` of the level above: fewer requests for the same bytes leave more CPU to everything else;
+- a window is judged only when the limit held the requests back (a part waited for a slot): when fewer parts
+  are ready than slots (the last parts, a slow pipe), throughput says nothing about the limit, and the limit
+  stays where it is;
+- holding, it probes again every ``probe_every`` seconds (one step of a quarter more), so a link that frees up
+  or a store that gets busy is followed; it never goes above ``maximum`` or below ``minimum``.
+
+``ConcurrencyTuner.observe(now, sent, limited)`` takes the clock, the bytes sent so far and whether the limit held
+requests back; it returns the limit to hold from now on. ``engine.slots`` feeds it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+__all__ = ["ConcurrencyTuner", "Phase"]
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    """Doubling from ``start`` while throughput follows."""
+    HOLDING = "holding"
+    """At the level the last probe kept."""
+    PROBING = "probing"
+    """One step above the held level, to see whether it brings more."""
+    DESCENDING = "descending"
+    """Halving below ``start``, since the first doubling brought nothing, while throughput holds."""
+
+
+@dataclass(frozen=True)
+class _Window:
+    began: float
+    sent: int
+
+
+@dataclass
+class ConcurrencyTuner:
+    """The limit on requests in flight, grown while throughput rises (``observe``); ``limit`` is the current one."""
+
+    maximum: int
+    start: int = 8
+    minimum: int = 1
+    window: float = 0.1
+    grow: float = 1.25
+    leap: float = 1.8
+    keep: float = 0.97
+    probe_gain: float = 1.08
+    probe_every: float = 2.0
+    limit: int = field(init=False)
+    phase: Phase = field(init=False, default=Phase.STARTING)
+    changes: int = field(init=False, default=0)
+    """How often the limit moved (for statistics)."""
+    _current: _Window | None = field(init=False, default=None)
+    _baseline: float | None = field(init=False, default=None)
+    """Bytes per second at ``_below``, the level before the one being judged."""
+    _below: int = field(init=False, default=0)
+    _held: int = field(init=False, default=0)
+    _held_since: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.minimum <= self.maximum:
+            raise ValueError("need 1 <= minimum <= maximum")
+        self.limit = max(self.minimum, min(self.start, self.maximum))
+        self._held = self.limit
+
+    def observe(self, now: float, sent: int, limited: bool) -> int:
+        """Told the time, the bytes sent so far and whether the limit held requests back in the window that ends
+        now (a part waited for a slot); the first call starts the first window. A call before ``window`` seconds
+        have passed changes nothing."""
+        window = self._current
+        if window is None:
+            self._current = _Window(now, sent)
+            return self.limit
+        if now - window.began < self.window:
+            return self.limit
+        rate = (sent - window.sent) / (now - window.began)
+        self._current = _Window(now, sent)
+        if limited:
+            self._judge(now, rate)
+        elif self.phase is Phase.PROBING:  # the probe ran out of parts to show anything: back to what was held
+            self._hold(now, self._held)
+        return self.limit
+
+    def _judge(self, now: float, rate: float) -> None:
+        baseline = self._baseline
+        if self.phase is Phase.HOLDING:
+            self._baseline = rate if baseline is None else max(rate, 0.5 * (baseline + rate))
+            if now - self._held_since >= self.probe_every and self.limit < self.maximum:
+                self._set(self.limit + max(1, self.limit // 4))
+                self.phase = Phase.PROBING
+            return
+        if self.phase is Phase.PROBING and baseline is not None:
+            if rate >= baseline * self.probe_gain:
+                self._baseline = rate
+                self._hold(now, self.limit)
+            else:
+                self._hold(now, self._held)
+            return
+        if self.phase is Phase.DESCENDING and baseline is not None:
+            self._descend(now, rate, baseline)
+            return
+        if baseline is None or self.limit == self._below:  # a level to compare the next one with
+            self._raise(rate, 2)
+            if self.limit == self._below:  # at the maximum already
+                self._hold(now, self.limit)
+            return
+        if rate >= baseline * self.grow:
+            self._raise(rate, 4 if rate >= baseline * self.leap else 2)
+            if self.limit == self._below:  # at the maximum, and it still paid: hold it
+                self._hold(now, self.limit)
+        elif self._below == self._start_level() and self._below > self.minimum:  # the first doubling: go down
+            self.phase = Phase.DESCENDING  # compared with the start level's rate (the baseline kept)
+            self._set(self._below // 2)
+        else:  # the last step up brought (almost) nothing: undo it
+            self._hold(now, self._below)
+
+    def _start_level(self) -> int:
+        return max(self.minimum, min(self.start, self.maximum))
+
+    def _descend(self, now: float, rate: float, baseline: float) -> None:
+        """Below a level whose rate is ``baseline``: go on halving while the rate holds, else go back up."""
+        if rate >= baseline * self.keep and self.limit > self.minimum:
+            self._baseline, self._below = max(rate, baseline), self.limit
+            self._set(self.limit // 2)
+        elif rate >= baseline * self.keep:
+            self._baseline = rate
+            self._hold(now, self.limit)
+        else:
+            self._hold(now, self._below)
+
+    def _raise(self, rate: float, factor: int) -> None:
+        """Remember ``rate`` as the current level's, and multiply the level."""
+        self._baseline, self._below = rate, self.limit
+        self._set(self.limit * factor)
+
+    def _hold(self, now: float, limit: int) -> None:
+        self._set(limit)
+        self._held, self._held_since = self.limit, now
+        self.phase = Phase.HOLDING
+
+    def _set(self, limit: int) -> None:
+        limit = max(self.minimum, min(limit, self.maximum))
+        if limit != self.limit:
+            self.limit = limit
+            self.changes += 1

@@ -1,0 +1,159 @@
+"""core.concurrency's tuner in simulated worlds (an injected clock, throughput as a function of the limit), and
+engine.slots' limit that moves while requests hold slots."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from async_uploader.core.concurrency import ConcurrencyTuner, Phase
+from async_uploader.engine.slots import Slots
+
+MB = 1_000_000
+World = Callable[[int], float]
+
+
+def run(tuner: ConcurrencyTuner, world: World, seconds: float, limited: bool = True) -> list[int]:
+    """The limits the tuner holds, window by window, when ``world(limit)`` bytes per second flow."""
+    now, sent, limits = 0.0, 0.0, []
+    tuner.observe(now, 0, limited)
+    while now < seconds:
+        now += tuner.window
+        sent += world(tuner.limit) * tuner.window
+        limits.append(tuner.observe(now, int(sent), limited))
+    return limits
+
+
+def capped_connections(per_connection: float, link: float = float("inf")) -> World:
+    """A distant service: every request gets ``per_connection`` until the link is full."""
+    return lambda limit: min(limit * per_connection, link)
+
+
+def busy_machine(best: int, peak: float) -> World:
+    """Two cores shared with the store: throughput rises to ``best`` requests, then contention takes 4% a step."""
+    return lambda limit: peak * limit / best if limit <= best else peak * (1 - 0.04 * (limit - best))
+
+
+def test_a_distant_service_gets_every_request_it_can_use_within_a_few_windows() -> None:
+    tuner = ConcurrencyTuner(maximum=64)
+    limits = run(tuner, capped_connections(25 * MB), 5)
+    assert limits[:2] == [16, 64]  # 8 -> 16 -> (each request added its share) 64
+    assert set(limits[1:]) == {64}
+
+
+def test_a_link_that_fills_is_not_pushed_past_its_knee() -> None:
+    tuner = ConcurrencyTuner(maximum=64)
+    limits = run(tuner, capped_connections(25 * MB, link=400 * MB), 1)  # full at 16 requests
+    assert limits[-1] == 16 and tuner.phase is Phase.HOLDING
+
+
+def test_a_busy_machine_is_given_fewer_requests_than_the_start() -> None:
+    tuner = ConcurrencyTuner(maximum=64)
+    limits = run(tuner, busy_machine(best=4, peak=1000 * MB), 1)
+    assert limits[-1] == 4, limits
+    flat = ConcurrencyTuner(maximum=64)
+    assert run(flat, lambda limit: 1000 * MB if limit >= 2 else 600 * MB, 1)[-1] == 2  # as fast with 2 as with 8
+
+
+def test_nothing_is_judged_while_the_limit_holds_nothing_back() -> None:
+    tuner = ConcurrencyTuner(maximum=64)
+    assert set(run(tuner, busy_machine(best=2, peak=100 * MB), 3, limited=False)) == {8}
+    assert tuner.changes == 0
+
+
+def test_holding_it_probes_again_and_follows_a_link_that_frees_up() -> None:
+    capacity = [200 * MB]
+    tuner = ConcurrencyTuner(maximum=64, probe_every=1.0)
+    run(tuner, lambda limit: min(limit * 25 * MB, capacity[0]), 2)
+    assert tuner.limit == 8
+    capacity[0] = 1000 * MB
+    limits = run(tuner, lambda limit: min(limit * 25 * MB, capacity[0]), 20)
+    assert limits[-1] >= 32  # a quarter more per probe while each pays
+    capacity[0] = 100 * MB  # a probe that brings nothing is undone
+    before = tuner.limit
+    assert run(tuner, lambda limit: min(limit * 25 * MB, capacity[0]), 5)[-1] == before
+
+
+@given(
+    maximum=st.integers(1, 200),
+    start=st.integers(1, 64),
+    rates=st.lists(st.floats(0, 1e10, allow_nan=False), min_size=1, max_size=60),
+    limited=st.lists(st.booleans(), min_size=1, max_size=60),
+)
+def test_the_limit_stays_between_minimum_and_maximum_whatever_the_rates(
+    maximum: int, start: int, rates: list[float], limited: list[bool]
+) -> None:
+    tuner = ConcurrencyTuner(maximum=maximum, start=start)
+    now, sent = 0.0, 0.0
+    for step, rate in enumerate(rates):
+        sent += rate * tuner.window
+        now += tuner.window * (1 + step % 3)
+        limit = tuner.observe(now, int(sent), limited[step % len(limited)])
+        assert 1 <= limit <= maximum
+
+
+def test_bad_bounds_are_refused() -> None:
+    with pytest.raises(ValueError, match="minimum"):
+        ConcurrencyTuner(maximum=0)
+
+
+async def test_slots_hold_back_new_holders_only_when_the_limit_falls() -> None:
+    slots = Slots(4)
+    for _ in range(4):
+        await slots.acquire()
+    entered: list[int] = []
+
+    async def holder(number: int) -> None:
+        await slots.acquire()
+        entered.append(number)
+
+    async with anyio.create_task_group() as group:
+        for number in range(3):
+            group.start_soon(holder, number)
+        await anyio.wait_all_tasks_blocked()
+        assert entered == [] and slots.in_flight == 4
+        slots.limit = 2  # lowered: the four holders keep their slots, waiters wait for two to leave
+        slots.release()
+        slots.release()
+        slots.release()
+        await anyio.wait_all_tasks_blocked()
+        assert entered == [0] and slots.in_flight == 2
+        slots.limit = 4
+        slots.release()  # first come, first served
+        await anyio.wait_all_tasks_blocked()
+    assert entered == [0, 1, 2] and slots.peak == 4
+
+
+async def test_a_cancelled_waiter_gives_its_slot_on() -> None:
+    slots = Slots(1)
+    await slots.acquire()
+    with anyio.move_on_after(0.05):
+        await slots.acquire()
+    assert slots.in_flight == 1
+    slots.release()
+    await slots.acquire()  # nothing leaked: the slot is there
+    assert slots.in_flight == 1
+
+
+async def test_slots_with_a_tuner_follow_the_bytes_sent() -> None:
+    clock = [0.0]
+    tuner = ConcurrencyTuner(maximum=64)
+    slots = Slots(64, tuner, clock=lambda: clock[0])
+    assert slots.limit == 8
+    for _ in range(8):
+        await slots.acquire()
+    async with anyio.create_task_group() as group:
+        for _ in range(40):
+            group.start_soon(slots.acquire)  # more parts ready than slots: the limit holds them back
+        await anyio.wait_all_tasks_blocked()
+        slots.sent(1)  # the first window begins
+        for _ in range(2):
+            clock[0] += tuner.window
+            slots.sent(slots.limit * 25 * MB // 10)  # every request adds its share
+        await anyio.wait_all_tasks_blocked()
+        assert slots.limit == 64 and slots.in_flight == 48
+    assert slots.peak == 48
