@@ -5,8 +5,9 @@ added adds throughput until the account's quota or the link is full; on a machin
 anything else) also needs, requests added past a handful only add contention, and throughput falls. The tuner
 finds the knee the way TCP's slow start does, with bytes per second as the signal:
 
-- it starts at ``start`` and, each ``window`` seconds, compares the bytes sent in the window with the window
-  before at half the level. A doubling that brought at least ``grow`` times the throughput is doubled again;
+- it starts at ``start`` and measures each level's throughput over ``span`` consecutive windows of ``window``
+  seconds (one window alone is noise: a new connection first fills its socket buffers), comparing it with the
+  level before. A doubling that brought at least ``grow`` times the throughput is doubled again;
   one that brought ``leap`` times (each request adding about its own share: capped connections) is multiplied by
   four; one that brought less is undone, and the tuner holds the lower level. When already the first doubling
   brings nothing (the machine, not the distance, is the limit), it halves instead, while throughput stays
@@ -47,6 +48,15 @@ class _Window:
 
 
 @dataclass
+class _Span:
+    """Consecutive judged windows at one limit: their rate is the level's."""
+
+    began: float
+    sent: int
+    windows: int = 0
+
+
+@dataclass
 class ConcurrencyTuner:
     """The limit on requests in flight, grown while throughput rises (``observe``); ``limit`` is the current one."""
 
@@ -54,6 +64,7 @@ class ConcurrencyTuner:
     start: int = 8
     minimum: int = 1
     window: float = 0.1
+    span: int = 3
     grow: float = 1.25
     leap: float = 1.8
     keep: float = 0.97
@@ -64,6 +75,7 @@ class ConcurrencyTuner:
     changes: int = field(init=False, default=0)
     """How often the limit moved (for statistics)."""
     _current: _Window | None = field(init=False, default=None)
+    _span: _Span | None = field(init=False, default=None)
     _baseline: float | None = field(init=False, default=None)
     """Bytes per second at ``_below``, the level before the one being judged."""
     _below: int = field(init=False, default=0)
@@ -86,12 +98,17 @@ class ConcurrencyTuner:
             return self.limit
         if now - window.began < self.window:
             return self.limit
-        rate = (sent - window.sent) / (now - window.began)
         self._current = _Window(now, sent)
-        if limited:
-            self._judge(now, rate)
-        elif self.phase is Phase.PROBING:  # the probe ran out of parts to show anything: back to what was held
-            self._hold(now, self._held)
+        if not limited:
+            self._span = None  # consecutive windows only
+            if self.phase is Phase.PROBING:  # the probe ran out of parts to show anything: back to what was held
+                self._hold(now, self._held)
+            return self.limit
+        span = self._span = self._span or _Span(window.began, window.sent)
+        span.windows += 1
+        if span.windows >= self.span:  # one window alone is noise (a new connection fills its socket buffers)
+            self._span = None
+            self._judge(now, (sent - span.sent) / (now - span.began))
         return self.limit
 
     def _judge(self, now: float, rate: float) -> None:

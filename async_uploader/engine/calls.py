@@ -111,8 +111,14 @@ class Calls:
         self, operation: str, send: Callable[[], Awaitable[T]], on_retry: RetryObserver | None, tries: _Tries
     ) -> T:
         kind = OPERATIONS[operation].kind
+        held = self.slots if OPERATIONS[operation].moves_data else None  # a part waiting holds its slot
         while True:
-            await self.limiter.acquire(kind)
+            since = held.hold() if held is not None else 0.0
+            try:
+                await self.limiter.acquire(kind)
+            finally:
+                if held is not None:
+                    held.unhold(since)
             ATTEMPT.set(tries.state.attempts + 1)
             try:
                 result = await send()
@@ -129,7 +135,12 @@ class Calls:
                 if on_retry is not None:
                     on_retry(exc, verdict, tries.state.attempts, delay)
                 log.debug("retrying %s in %.2f s after %s", operation, delay, exc)
-                await anyio.sleep(delay)
+                since = held.hold() if held is not None else 0.0
+                try:
+                    await anyio.sleep(delay)
+                finally:
+                    if held is not None:
+                        held.unhold(since)
             else:
                 self.limiter.on_success(kind)
                 return result

@@ -3,8 +3,10 @@
 ``Slots.acquire()`` waits, first come first served, until fewer requests are in flight than ``limit``;
 ``release()`` frees one. A lowered limit takes nothing away from requests in flight: it only holds back new ones
 until enough have finished. With a tuner, ``sent(n)`` (the parts' progress) feeds it the bytes sent; every
-``window`` it is told whether the limit held requests back (a part waited for a slot, and no more were in flight
-than the limit when the window began), and the limit follows what it returns.
+``window`` it is told whether the limit held requests back (a part waited for a slot, no more were in flight than
+the limit when the window began, and no part holding a slot waited for the rate limiter or a retry's backoff:
+``hold()``/``unhold()`` around those waits), and the limit follows what it returns. Under a quota, parts hold
+slots while they wait for the limiter's tokens: such windows say nothing about the limit.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import anyio
 
 from ..core.concurrency import ConcurrencyTuner
 
-__all__ = ["Slots"]
+__all__ = ["HELD", "Slots"]
+
+HELD = 0.002
+"""Seconds of waiting (for tokens, or a backoff) that make a window say nothing about the limit."""
 
 
 class Slots:
@@ -36,6 +41,8 @@ class Slots:
         self._waiters: deque[anyio.Event] = deque()
         self._waited = False
         self._over = False
+        self._holding = 0
+        self._held = False
         self._sent = 0
         self._due = 0.0
 
@@ -88,10 +95,22 @@ class Slots:
         now = self._clock()
         if now < self._due:
             return
-        # The window shows what the limit does when a part waited for a slot in it, and the requests of a higher
-        # limit had drained by its start (a lowered limit holds back new parts only).
-        limited = self._waited and not self._over
+        # The window shows what the limit does when a part waited for a slot in it, the requests of a higher
+        # limit had drained by its start (a lowered limit holds back new parts only), and no slot's part waited
+        # for the rate limiter's tokens or a retry's backoff.
+        limited = self._waited and not self._over and not self._held and not self._holding
         self.limit = self.tuner.observe(now, self._sent, limited)
-        self._waited, self._over = bool(self._waiters), self._in_flight > self.limit
+        self._waited, self._over, self._held = bool(self._waiters), self._in_flight > self.limit, False
         self._due = now + self.tuner.window
         self._wake()
+
+    def hold(self) -> float:
+        """A slot's part starts to wait (for the rate limiter, or a retry's backoff); pass what it returns to
+        ``unhold`` when it stops."""
+        self._holding += 1
+        return self._clock()
+
+    def unhold(self, since: float) -> None:
+        self._holding -= 1
+        if self._clock() - since > HELD:
+            self._held = True
