@@ -17,7 +17,7 @@ from async_uploader.edge.messages import ProgressCall
 from async_uploader.edge.transport import HttpTransport
 from async_uploader.edge.workers import WorkerTransport
 from async_uploader.emulator import LocalStore, StoreOptions
-from tests.helpers import fast_config, gzip_like
+from tests.helpers import fast_config, gzip_like, upload_argv
 
 STORE_ID = "1234567890"
 KIB = 1024
@@ -73,31 +73,8 @@ async def test_a_read_set_sent_from_several_loops_is_the_users_bytes(tmp_path: P
 async def test_the_cli_uploads_with_workers_over_tls(tls_store: Any, tmp_path: Path, run_cli: Any) -> None:
     front, ca_file, store = tls_store
     paths = [gzip_like(tmp_path / f"r{n}.fq.gz", 600 * KIB + n) for n in (1, 2)]
-    run = await run_cli(
-        "upload",
-        str(paths[0]),
-        str(paths[1]),
-        "--store-id",
-        STORE_ID,
-        "--endpoint-url",
-        front.url,
-        "--ca-bundle",
-        str(ca_file),
-        "--part-size",
-        "64KiB",
-        "--workers",
-        "2",
-        "--file-type",
-        "FASTQ",
-        "--name",
-        "workers",
-        "--subject-id",
-        "s",
-        "--sample-id",
-        "x",
-        "--quiet",
-        limit=60,
-    )
+    extra = ("--ca-bundle", str(ca_file), "--part-size", "64KiB", "--workers", "2", "--quiet")
+    run = await run_cli(*upload_argv(front.url, *paths, name="workers", extra=extra), limit=60)
     assert run.returncode == 0, run.stderr
     parts = [r for r in store.requests if r["operation"] == "UploadReadSetPart"]
     assert len(parts) == 20

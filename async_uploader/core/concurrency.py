@@ -80,13 +80,15 @@ class ConcurrencyTuner:
     """Bytes per second at ``_below``, the level before the one being judged."""
     _below: int = field(init=False, default=0)
     _held: int = field(init=False, default=0)
+    _first: int = field(init=False, default=0)
+    """The level it started at."""
     _held_since: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         if not 1 <= self.minimum <= self.maximum:
             raise ValueError("need 1 <= minimum <= maximum")
         self.limit = max(self.minimum, min(self.start, self.maximum))
-        self._held = self.limit
+        self._held = self._first = self.limit
 
     def observe(self, now: float, sent: int, limited: bool) -> int:
         """Told the time, the bytes sent so far and whether the limit held requests back in the window that ends
@@ -138,14 +140,11 @@ class ConcurrencyTuner:
             self._raise(rate, 4 if rate >= baseline * self.leap else 2)
             if self.limit == self._below:  # at the maximum, and it still paid: hold it
                 self._hold(now, self.limit)
-        elif self._below == self._start_level() and self._below > self.minimum:  # the first doubling: go down
+        elif self._below == self._first and self._below > self.minimum:  # the first doubling: go down
             self.phase = Phase.DESCENDING  # compared with the start level's rate (the baseline kept)
             self._set(self._below // 2)
         else:  # the last step up brought (almost) nothing: undo it
             self._hold(now, self._below)
-
-    def _start_level(self) -> int:
-        return max(self.minimum, min(self.start, self.maximum))
 
     def _descend(self, now: float, rate: float, baseline: float) -> None:
         """Below a level whose rate is ``baseline``: go on halving while the rate holds, else go back up."""
