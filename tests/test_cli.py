@@ -175,7 +175,7 @@ async def test_bad_input_fails_fast_with_one_line_and_creates_nothing(
         assert len(run.stderr_lines) == 1, f"{label}: {run.stderr!r}"
         assert run.stderr_lines[0].startswith("async-uploader: error: "), f"{label}: {run.stderr!r}"
         assert "Traceback" not in run.stderr and run.stdout == "", label
-        assert run.seconds < 20, f"{label} took {run.seconds:.1f} s"
+        assert run.seconds < 60, f"{label} took {run.seconds:.1f} s"  # no retries: seconds, on a busy machine too
     by_label = dict(zip(cases, runs, strict=True))
     assert "row 2" in by_label["malformed manifest row"].stderr
     assert "nope.fastq.gz" in by_label["missing file"].stderr

@@ -24,6 +24,7 @@ PUBLIC = [
     "ProxyRefusedError",
     "RateLimits",
     "ReadSet",
+    "ReadSetGoneError",
     "RequestKind",
     "RequestTimeoutError",
     "ResourceNotFoundError",

@@ -13,7 +13,14 @@ import xxhash
 from async_uploader.core.config import Source
 from async_uploader.core.errors import SourceError
 from async_uploader.core.plan import Part
-from async_uploader.edge.sources import BufferPool, FileSource, StreamSource, check_source_path, read_cached
+from async_uploader.edge.sources import (
+    BufferPool,
+    FileSource,
+    PartItem,
+    StreamSource,
+    check_source_path,
+    read_cached,
+)
 
 KIB = 1024
 
@@ -60,7 +67,7 @@ async def test_file_part_comes_in_whole_slices_with_its_digest(tmp_path: Path, c
     try:
         part = Part(Source.SOURCE1, 2, 100 * KIB, 300 * KIB + 5)
         sent: list[int] = []
-        body = reader.body(part, sent.append)
+        body = reader.body(PartItem(part), sent.append)
         pieces = await collect(body)
     finally:
         reader.close()
@@ -78,7 +85,7 @@ async def test_a_resent_body_reports_its_progress_once(tmp_path: Path) -> None:
     reader = FileSource(Source.SOURCE1, path, 64 * KIB)
     sent: list[int] = []
     try:
-        body = reader.body(Part(Source.SOURCE1, 1, 0, 256 * KIB), sent.append)
+        body = reader.body(PartItem(Part(Source.SOURCE1, 1, 0, 256 * KIB)), sent.append)
         await collect(body)
         await collect(body)  # aiohttp may send a body again on a fresh connection
     finally:
@@ -93,7 +100,7 @@ async def test_a_file_that_shrinks_while_read_is_an_error(tmp_path: Path) -> Non
     try:
         os.truncate(path, 64 * KIB)
         with pytest.raises(SourceError, match="shrank"):
-            await collect(reader.body(Part(Source.SOURCE1, 1, 0, 128 * KIB)))
+            await collect(reader.body(PartItem(Part(Source.SOURCE1, 1, 0, 128 * KIB))))
     finally:
         reader.close()
 
@@ -114,11 +121,11 @@ def test_read_cached_reads_what_the_page_cache_holds(tmp_path: Path) -> None:
 async def test_stream_parts_are_read_in_order_into_pooled_buffers() -> None:
     data = os.urandom(100 * KIB + 1)
     pool = BufferPool(32 * KIB, 2)
-    stream = StreamSource(Source.SOURCE2, io.BufferedReader(io.BytesIO(data)), 32 * KIB, pool)
+    stream = StreamSource(Source.SOURCE2, io.BufferedReader(io.BytesIO(data)), 32 * KIB, pool, 8 * KIB)
     got = []
     while (item := await stream.next_part()) is not None:
         part, buffer = item
-        pieces = await collect(StreamSource.body(part, buffer, 8 * KIB))
+        pieces = await collect(stream.body(PartItem(part, buffer)))
         got.append((part.number, part.offset, part.length, b"".join(pieces)))
         pool.put(buffer)
     assert [(n, o, ln) for n, o, ln, _ in got] == [

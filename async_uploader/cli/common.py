@@ -24,6 +24,7 @@ from ..core.errors import (
     AccessDeniedError,
     ClockSkewError,
     CredentialsError,
+    ReadSetGoneError,
     ResourceNotFoundError,
     RetryExhaustedError,
     UploaderError,
@@ -159,10 +160,10 @@ def describe_error(exc: BaseException) -> str:
         return f"{text}; check the AWS credentials (AWS_PROFILE, --profile, environment) and permissions"
     if isinstance(exc, CredentialsError):
         return f"{text}; configure credentials (aws configure, AWS_PROFILE or AWS_ACCESS_KEY_ID)"
-    if isinstance(exc, ResourceNotFoundError):
+    if isinstance(exc, ResourceNotFoundError) and not isinstance(exc, ReadSetGoneError):
         return f"{text}; check --store-id (and --upload-id)"
     cause = exc.__cause__
-    if cause is not None and not isinstance(exc, UsageError) and str(cause) and str(cause) not in text:
+    if cause is not None and not isinstance(exc, UsageError | ReadSetGoneError) and str(cause) not in text:
         text = f"{text}: {' '.join(str(cause).split())}"
     if isinstance(exc, UploaderError):
         return text

@@ -20,6 +20,9 @@ from ..core.stats import UploadStatistics
 
 __all__ = ["BatchProgress", "EventWriter", "ProgressBar", "format_rate", "format_seconds"]
 
+_PAST_THE_BYTES = frozenset({"confirming", "completing", "finding", "checking", "waiting", "verifying", "done"})
+"""States in which no part is moving: the rate shown is the upload's average, not the last second's."""
+
 
 def format_rate(bytes_per_second: float) -> str:
     """Throughput in decimal megabytes per second, as ``12.3 MB/s``."""
@@ -131,7 +134,7 @@ class ProgressBar:
         total_bytes = stats.total_bytes
         recent = self._rate.update(now, done)
         average = done / stats.elapsed if stats.elapsed > 0 else 0.0
-        rate = average if recent is None or stats.state in ("done", "verifying") else recent
+        rate = average if recent is None or stats.state in _PAST_THE_BYTES else recent
         eta = (total_bytes - done) / rate if total_bytes is not None and rate > 0 else None
         detail = f"{format_rate(rate)}  ETA {format_seconds(eta)}  retries {stats.retries}"
         detail += f"  throttles {stats.throttles}  {stats.state}"

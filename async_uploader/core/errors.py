@@ -20,6 +20,7 @@ Single inheritance throughout; the CLI maps a class to an exit code by walking t
     │   ├── AccessDeniedError          403 AccessDeniedException
     │   │   └── ClockSkewError         403 because this machine's clock is off (retried once, corrected)
     │   ├── ResourceNotFoundError      404 ResourceNotFoundException
+    │   │   └── ReadSetGoneError       404 for a read set this upload made: deleted since, or the store made anew
     │   ├── NotSupportedOperationError 405 NotSupportedOperationException
     │   ├── RequestTimeoutError        408 RequestTimeoutException (retryable)
     │   ├── ThrottlingError            429 ThrottlingException (retryable, slows the rate)
@@ -46,6 +47,7 @@ __all__ = [
     "NotSupportedOperationError",
     "PlanError",
     "ProxyRefusedError",
+    "ReadSetGoneError",
     "RequestTimeoutError",
     "ResourceNotFoundError",
     "RetryExhaustedError",
@@ -174,6 +176,14 @@ class ResourceNotFoundError(ServiceError):
     """404 ResourceNotFoundException: unknown store, or the upload was aborted or expired."""
 
     code = "ResourceNotFoundException"
+
+
+class ReadSetGoneError(ResourceNotFoundError):
+    """404 for the read set a checkpoint (or this upload's Complete) made: it was deleted, or the store made anew.
+    The store id is right: the message says how to upload the files again (``--restart``)."""
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class NotSupportedOperationError(ServiceError):

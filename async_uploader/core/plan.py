@@ -7,7 +7,7 @@ together.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from .config import DEFAULT_PART_SIZE, MAX_PART_SIZE, MAX_PARTS, MIB, Source
@@ -40,14 +40,36 @@ def minimum_part_size(size: int) -> int:
 
 @dataclass(frozen=True)
 class Plan:
-    """The parts of every source for one part size. ``sizes`` holds each source's length in bytes."""
+    """The parts of every source for one part size. ``sizes`` holds each file source's length in bytes;
+    ``streams`` names the sources whose length is known only at their end (read in order, ``stream_part``)."""
 
     part_size: int
     sizes: Mapping[Source, int] = field(default_factory=dict)
+    streams: frozenset[Source] = frozenset()
 
     def __post_init__(self) -> None:
         ordered = {source: self.sizes[source] for source in Source if source in self.sizes}
         object.__setattr__(self, "sizes", ordered)
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        """Every source, files and streams, in order."""
+        return tuple(s for s in Source if s in self.sizes or s in self.streams)
+
+    def stream_part(self, source: Source, number: int, length: int) -> Part:
+        """Part ``number`` of a stream, ``length`` bytes read; PlanError past the service's 10,000 parts."""
+        if not 1 <= number <= MAX_PARTS:
+            raise PlanError(
+                f"{source}: the stream is longer than {MAX_PARTS:,} parts of {self.part_size:,} bytes; "
+                "raise --part-size"
+            )
+        return Part(source, number, (number - 1) * self.part_size, length)
+
+    def parts_of(self, source: Source, done: Container[tuple[Source, int]] = ()) -> Iterator[Part]:
+        """The parts of one file source not in ``done``, in order."""
+        for number in range(1, self.part_count(source) + 1):
+            if (source, number) not in done:
+                yield self.part(source, number)
 
     def part_count(self, source: Source) -> int:
         """How many parts ``source`` is split into."""
@@ -79,14 +101,26 @@ class Plan:
                     yield self.part(source, number)
 
 
-def make_plan(sizes: Mapping[Source, int], part_size: int | None = None, *, default: int = DEFAULT_PART_SIZE) -> Plan:
+def make_plan(
+    sizes: Mapping[Source, int],
+    part_size: int | None = None,
+    *,
+    default: int = DEFAULT_PART_SIZE,
+    streams: Iterable[Source] = (),
+) -> Plan:
     """Check the sizes and pick the part size; raise SourceError or PlanError before anything is sent.
 
     ``part_size`` None means ``default``, grown in whole MiB until every source fits in 10,000 parts.
-    An explicit part size is used as given, or refused with the smallest one that would work.
+    An explicit part size is used as given, or refused with the smallest one that would work. With ``streams``
+    (sources of unknown length) the part size cannot grow: it is ``part_size`` or ``default``, and every file
+    source must fit in it.
     """
-    if not sizes:
+    streams = frozenset(streams)
+    if not sizes and not streams:
         raise SourceError("a read set needs at least one source")
+    if streams:
+        fixed = make_plan(sizes, part_size or default) if sizes else Plan(part_size or default)
+        return Plan(fixed.part_size, fixed.sizes, streams)
     for source, size in sizes.items():
         if size <= 0:
             raise SourceError(f"{source} is empty: there is nothing to upload")

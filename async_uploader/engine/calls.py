@@ -19,15 +19,16 @@ from typing import TypeVar
 import anyio
 
 from ..core.concurrency import ConcurrencyTuner
-from ..core.config import RetryConfig
+from ..core.config import RetryConfig, Source
 from ..core.errors import CertificateError, ProxyRefusedError, TransportError, UploaderError
+from ..core.plan import Part
 from ..core.protocol import OPERATIONS
 from ..core.ratelimit import Limiter
 from ..core.retry import RetryState, Verdict, classify
 from ..edge.client import ATTEMPT, OmicsClient
 from .slots import Slots
 
-__all__ = ["PREFLIGHT_TIMEOUT", "Calls", "RetryObserver"]
+__all__ = ["PREFLIGHT_TIMEOUT", "Calls", "Requests", "Retry", "RetryObserver"]
 
 PREFLIGHT_TIMEOUT = 10.0
 """How long the first request of an Uploader waits for any answer from the endpoint."""
@@ -36,6 +37,55 @@ log = logging.getLogger("async_uploader")
 T = TypeVar("T")
 RetryObserver = Callable[[BaseException, Verdict, int, float], None]
 """Told of every retry: the failure, its verdict, the attempt that failed (from 1) and the delay before the next."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """One failed attempt that is tried again: of which operation (and part), why, and when the next one goes."""
+
+    operation: str
+    source: Source | None
+    number: int | None
+    error: BaseException
+    verdict: Verdict
+    attempt: int
+    delay: float
+
+
+class Requests:
+    """The one path of every request one upload makes, control calls and parts alike.
+
+    Each goes through ``Calls.call`` (the operation's deadline, the limiter, the retry policy) and every retry of
+    every operation is reported once, here, to ``report`` (which counts it in the upload's statistics and result,
+    and turns it into a ``retry`` event and the ``-v`` line).
+    """
+
+    def __init__(self, calls: Calls, report: Callable[[Retry], None]) -> None:
+        self.calls = calls
+        self.client = calls.client
+        self._report = report
+
+    def observer(self, operation: str, part: Part | None = None, also: RetryObserver | None = None) -> RetryObserver:
+        """The observer ``Calls.call`` is given for ``operation``: reports each retry, then tells ``also``."""
+        source, number = (part.source, part.number) if part is not None else (None, None)
+
+        def retried(exc: BaseException, verdict: Verdict, attempt: int, delay: float) -> None:
+            if also is not None:
+                also(exc, verdict, attempt, delay)
+            self._report(Retry(operation, source, number, exc, verdict, attempt, delay))
+
+        return retried
+
+    async def __call__(
+        self,
+        operation: str,
+        send: Callable[[], Awaitable[T]],
+        *,
+        part: Part | None = None,
+        on_retry: RetryObserver | None = None,
+    ) -> T:
+        """Send ``operation`` until it succeeds or fails for good; ``on_retry`` is told of each retry first."""
+        return await self.calls.call(operation, send, on_retry=self.observer(operation, part, on_retry))
 
 
 @dataclass

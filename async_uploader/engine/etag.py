@@ -50,6 +50,9 @@ class Verifier:
         self._failures: dict[Source, str] = {}
         self._files: dict[Source, Path] = {}
         self._streams: dict[Source, FastqSummer] = {}
+        self._group: TaskGroup | None = None
+        self._hashing: dict[Source, anyio.CancelScope] = {}
+        self._hashed: dict[Source, anyio.Event] = {}
 
     async def learn_family(self, on_retry: RetryObserver | None = None) -> None:
         """Ask the store which ETag family it uses (GetSequenceStore); MD5up, the default, when it cannot say."""
@@ -80,19 +83,44 @@ class Verifier:
         """Start hashing each file source front to back, one worker thread each, in ``group``."""
         if not self.applies:
             return
+        self._group = group
         for source, path in files.items():
-            self._files[source] = path
-            group.start_soon(self._hash_file, source, path, self.family, name=f"verify-{source}")
+            self.restart(source, path)
 
-    async def _hash_file(self, source: Source, path: Path, family: str) -> None:
-        try:
-            summary = await anyio.to_thread.run_sync(summarize_file, path, family, _check_cancelled)
-        except NotFastqError as exc:
-            self._failures[source] = f"{source} {path} does not decode as FASTQ: {exc}"
-        except OSError as exc:
-            self._failures[source] = f"{source} {path} could not be read to verify it: {exc.strerror or exc}"
-        else:
-            self._summaries[source] = summary
+    def restart(self, source: Source, path: Path) -> None:
+        """Hash ``source`` from its start, as ``path`` holds it now (the file changed while it was uploaded): the
+        hash of what it held before is dropped, and its thread stopped."""
+        if not self.applies or self._group is None:
+            return
+        old = self._hashing.pop(source, None)
+        if old is not None:
+            old.cancel()
+        self._summaries.pop(source, None)
+        self._failures.pop(source, None)
+        self._files[source] = path
+        scope = self._hashing[source] = anyio.CancelScope()
+        done = self._hashed[source] = anyio.Event()
+        self._group.start_soon(self._hash_file, source, path, self.family, scope, done, name=f"verify-{source}")
+
+    async def hashed(self) -> None:
+        """Wait until every file source started with ``start`` (or ``restart``) has been hashed."""
+        for done in list(self._hashed.values()):
+            await done.wait()
+
+    async def _hash_file(
+        self, source: Source, path: Path, family: str, scope: anyio.CancelScope, done: anyio.Event | None = None
+    ) -> None:
+        with scope:
+            try:
+                summary = await anyio.to_thread.run_sync(summarize_file, path, family, _check_cancelled)
+            except NotFastqError as exc:
+                self._failures[source] = f"{source} {path} does not decode as FASTQ: {exc}"
+            except OSError as exc:
+                self._failures[source] = f"{source} {path} could not be read to verify it: {exc.strerror or exc}"
+            else:
+                self._summaries[source] = summary
+            if done is not None:
+                done.set()
 
     def _finish_streams(self) -> None:
         for source, summer in self._streams.items():
@@ -159,4 +187,4 @@ class Verifier:
         self.family = family
         async with anyio.create_task_group() as group:
             for source, path in self._files.items():
-                group.start_soon(self._hash_file, source, path, family)
+                group.start_soon(self._hash_file, source, path, family, anyio.CancelScope())

@@ -1,31 +1,31 @@
 """Sending the parts of one upload: both sources interleaved, under one task group, at most ``slots`` at once.
 
-Parts come lazily (the state's missing parts of a plan, or streams read as they go), and a part's task starts
-only once a request slot is free, so 20,000 parts never mean 20,000 tasks or buffers. An acknowledged part is
-group-committed to the checkpoint journal before the state counts it as done. ``stop()`` ends the feeding; parts
-in flight finish (or are cancelled by the upload's deadline); a failed part cancels the rest.
+Parts come lazily from each source (``SourceReader.items``: a file's missing parts, a stream read as it goes),
+and a part's task starts only once a request slot is free, so 20,000 parts never mean 20,000 tasks or buffers.
+An acknowledged part is group-committed to the checkpoint journal before the state counts it as done. ``stop()``
+ends the feeding; parts in flight finish (or are cancelled by the upload's deadline); a failed part cancels the
+rest.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from ..core.checkpoint import PartRecord
-from ..core.config import MAX_PARTS, Source
-from ..core.errors import CheckpointError, PlanError
-from ..core.events import part_event, retry_event
-from ..core.plan import Part, Plan
+from ..core.config import Source
+from ..core.errors import CheckpointError
+from ..core.events import part_event
+from ..core.plan import Plan
 from ..core.retry import Verdict
 from ..core.state import UploadState
 from ..edge.journal import Journal
-from ..edge.sources import FileSource, PartBody, PartBuffer, StreamSource
-from .calls import Calls
+from ..edge.sources import PartBody, PartItem, SourceReader
+from .calls import Requests
 
 __all__ = ["EventSink", "GroupCommit", "PartSender", "first_error"]
 
@@ -74,38 +74,27 @@ class GroupCommit:
             self._durable = upto
 
 
-@dataclass
-class _Item:
-    part: Part
-    buffer: PartBuffer | None = None  # a stream part's bytes; None for a file part, read as it is sent
-
-
 class PartSender:
     """Sends the missing parts of one upload; ``run`` returns once every part is acknowledged, or after a stop."""
 
     def __init__(
         self,
-        calls: Calls,
+        requests: Requests,
         state: UploadState,
         *,
         store_id: str,
         upload_id: str,
-        files: Mapping[Source, FileSource],
-        streams: Mapping[Source, StreamSource],
-        first_parts: Mapping[Source, tuple[Part, PartBuffer] | None],
+        readers: Mapping[Source, SourceReader],
         commit: GroupCommit | None,
-        slice_size: int,
         emit: EventSink | None,
     ) -> None:
-        self._calls = calls
+        self._requests = requests
+        self._slots = requests.calls.slots
         self._state = state
         self._store_id = store_id
         self._upload_id = upload_id
-        self._files = files
-        self._streams = streams
-        self._first_parts = dict(first_parts)
+        self._readers = readers
         self._commit = commit
-        self._slice_size = slice_size
         self._emit = emit
         self._feed: anyio.CancelScope | None = None
         self.stopped = False
@@ -116,103 +105,72 @@ class PartSender:
         if self._feed is not None:
             self._feed.cancel()
 
-    async def run(self, plan: Plan | None) -> None:
-        """Send every missing part, at most ``calls.slots`` at once, a task per part only once its slot is free."""
-        slots = self._calls.slots
+    async def run(self, plan: Plan) -> None:
+        """Send every missing part, at most ``slots`` at once, a task per part only once its slot is free."""
         async with anyio.create_task_group() as group:
             with anyio.CancelScope() as self._feed:
                 if self.stopped:
                     self._feed.cancel()
                 async with aclosing(self._work(plan)) as work:
-                    async for item in work:
+                    async for reader, item in work:
                         try:
-                            await slots.acquire()
+                            await self._slots.acquire()
                         except BaseException:
-                            if item.buffer is not None:
-                                self._streams[item.part.source].pool.put(item.buffer)
+                            reader.release(item)
                             raise
-                        group.start_soon(self._send, item, name=f"part-{item.part.source}-{item.part.number}")
+                        part = item.part
+                        group.start_soon(self._send, reader, item, name=f"part-{part.source}-{part.number}")
 
-    async def _work(self, plan: Plan | None) -> AsyncGenerator[_Item, None]:
-        """Every part still to send, both sources interleaved."""
-        if plan is not None:
-            for part in self._state.missing(plan):
-                yield _Item(part)
-            return
-        async for item in self._mixed_work():
-            yield item
-
-    async def _mixed_work(self) -> AsyncIterator[_Item]:
-        """Parts when at least one source is a stream: alternate sources, reading streams as they go."""
-        part_size = next(iter(self._streams.values())).part_size
-        file_parts: dict[Source, Iterator[Part]] = {
-            source: Plan(part_size, {source: reader.size}).parts() for source, reader in self._files.items()
-        }
-        active = list(self._state.sources)
-        while active:
-            for source in list(active):
-                if source in file_parts:
-                    part = next(file_parts[source], None)
-                    if part is None:
-                        active.remove(source)
-                    else:
-                        yield _Item(part)
-                    continue
-                stream = self._streams[source]
-                got = self._first_parts.pop(source) if source in self._first_parts else await stream.next_part()
-                if got is None:
+    async def _work(self, plan: Plan) -> AsyncGenerator[tuple[SourceReader, PartItem], None]:
+        """Every part still to send, the sources taken in turn; a stream's totals are known at its end."""
+        feeds = {source: reader.items(plan, self._state.acked) for source, reader in self._readers.items()}
+        active = list(feeds)
+        try:
+            while active:
+                for source in list(active):
+                    item = await anext(feeds[source], None)
+                    if item is not None:
+                        yield self._readers[source], item
+                        continue
                     active.remove(source)
-                    self._state.set_totals(source, stream.bytes_read, stream.next_number - 1)
-                    continue
-                part, buffer = got
-                if part.number > MAX_PARTS:
-                    stream.pool.put(buffer)
-                    raise PlanError(
-                        f"{source}: the stream is longer than {MAX_PARTS} parts of {part_size} bytes; raise --part-size"
-                    )
-                yield _Item(part, buffer)
+                    size = self._readers[source].size
+                    if source in plan.streams and size is not None:
+                        self._state.set_totals(source, size, -(-size // plan.part_size))
+        finally:
+            for feed in feeds.values():
+                with anyio.CancelScope(shield=True):
+                    await feed.aclose()  # type: ignore[attr-defined]
 
-    def _body(self, item: _Item) -> PartBody:
-        source = item.part.source
-        state = self._state
-
-        slots = self._calls.slots
+    def _body(self, reader: SourceReader, item: PartItem) -> PartBody:
+        source, state, slots = item.part.source, self._state, self._slots
 
         def sent(nbytes: int) -> None:
             state.sent(source, nbytes)
             slots.sent(nbytes)
 
-        digest = self._commit is not None
-        if item.buffer is None:
-            return self._files[source].body(item.part, sent, digest=digest)
-        return StreamSource.body(item.part, item.buffer, self._slice_size, sent, digest=digest)
+        return reader.body(item, sent, digest=self._commit is not None)
 
-    async def _send(self, item: _Item) -> None:
+    async def _send(self, reader: SourceReader, item: PartItem) -> None:
         part, state = item.part, self._state
         try:
-            body = self._body(item)
+            body = self._body(reader, item)
             started = time.monotonic()
             attempts = 1
 
-            def retried(exc: BaseException, verdict: Verdict, attempt: int, delay: float) -> None:
+            def rewind(_exc: BaseException, _verdict: Verdict, attempt: int, _delay: float) -> None:
                 nonlocal attempts
                 attempts = attempt + 1
                 state.sent(part.source, -body.rewind())
-                state.retried(verdict)
-                if self._emit is not None:
-                    error = getattr(exc, "code", type(exc).__name__)
-                    self._emit(
-                        retry_event("UploadReadSetPart", part.source, part.number, attempt, error, delay, time.time())
-                    )
 
             state.sending(part.source, 1)
             try:
-                checksum = await self._calls.call(
+                checksum = await self._requests(
                     "UploadReadSetPart",
-                    lambda: self._calls.client.upload_part(
+                    lambda: self._requests.client.upload_part(
                         self._store_id, self._upload_id, part.source, part.number, body
                     ),
-                    on_retry=retried,
+                    part=part,
+                    on_retry=rewind,
                 )
             except BaseException:
                 state.sent(part.source, -body.rewind())
@@ -228,6 +186,5 @@ class PartSender:
                     part_event(part.source, part.number, part.length, time.monotonic() - started, attempts, time.time())
                 )
         finally:
-            if item.buffer is not None:
-                self._streams[part.source].pool.put(item.buffer)
-            self._calls.slots.release()
+            reader.release(item)
+            self._slots.release()

@@ -1,0 +1,116 @@
+"""Sources: where a read set's bytes come from, behind one interface (``SourceReader``).
+
+A source says what it is (``identity()``: a file's path, size, times, inode and sampled bytes; None for a stream),
+hands out its parts lazily (``items(plan, done)``), gives each part's body for one attempt (``body``), and takes a
+part's memory back (``release``). A file (``files.FileSource``) is read by offset, as the connection takes the
+bytes; a stream (``streams.StreamSource``) is read in order into pooled buffers. The engine never asks which one it
+holds. The modules: ``identity`` (what a file is, blocking checks), ``body`` (a part's body, aligned buffers),
+``files``, ``streams``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Container, Mapping
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from ...core.checkpoint import SourceFingerprint
+from ...core.config import Source
+from ...core.errors import PlanError
+from ...core.fastq import FastqSummer
+from ...core.plan import Plan
+from .body import PartBody, PartBuffer, aligned_buffer
+from .files import FileSource, read_cached, read_cached_into
+from .identity import check_source_path, fingerprint_file, fingerprint_source, part_digest, read_head, summarize_file
+from .item import PartItem
+from .streams import BufferPool, StreamSource
+
+__all__ = [
+    "BufferPool",
+    "FileSource",
+    "PartBody",
+    "PartBuffer",
+    "PartItem",
+    "SourceReader",
+    "StreamSource",
+    "aligned_buffer",
+    "check_source_path",
+    "fingerprint_file",
+    "fingerprint_source",
+    "open_sources",
+    "part_digest",
+    "read_cached",
+    "read_cached_into",
+    "read_head",
+    "summarize_file",
+]
+
+
+class SourceReader(Protocol):
+    """What the engine knows of a source. ``path`` is None for a stream; ``size`` is None until a stream's end."""
+
+    source: Source
+
+    @property
+    def path(self) -> Path | None: ...
+
+    @property
+    def size(self) -> int | None: ...
+
+    def identity(self) -> SourceFingerprint | None:
+        """The source as it is now (blocking: from a worker thread); None for what has no identity (a stream)."""
+        ...
+
+    async def head(self) -> bytes:
+        """The first bytes (up to 1 MiB), for the file-type check; a stream keeps what it read for ``items``."""
+        ...
+
+    def items(self, plan: Plan, done: Container[tuple[Source, int]]) -> AsyncIterator[PartItem]:
+        """The parts still to send, in order, read lazily."""
+        ...
+
+    def body(self, item: PartItem, on_sent: Callable[[int], None] | None = None, *, digest: bool = True) -> PartBody:
+        """``item``'s bytes for one attempt."""
+        ...
+
+    def release(self, item: PartItem) -> None:
+        """``item`` is acknowledged or given up: its memory goes back."""
+        ...
+
+    async def hashed_by(self, summer: FastqSummer | None) -> Path | None:
+        """How the source is hashed: a stream feeds ``summer`` every byte as it reads it (it cannot be read twice),
+        what it read already first; a file returns the path a hashing thread reads."""
+        ...
+
+    def reopen(self) -> None:
+        """Read whatever the path names now (the file may have been replaced); nothing for a stream."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_sources(
+    given: Mapping[Source, Path | BinaryIO], *, part_size: int, slice_size: int, memory_budget: int
+) -> dict[Source, SourceReader]:
+    """A reader for every source: files opened by path, streams sharing one pool of part buffers that fits in
+    ``memory_budget`` (PlanError when not even one part does). SourceError for a path that is not a readable file."""
+    readers: dict[Source, SourceReader] = {}
+    pool: BufferPool | None = None
+    try:
+        for source, what in given.items():
+            if isinstance(what, Path):
+                readers[source] = FileSource(source, what, slice_size)
+                continue
+            if pool is None:
+                if memory_budget < part_size:
+                    raise PlanError(
+                        f"memory budget {memory_budget} bytes cannot hold one {part_size}-byte part of a stream; "
+                        "raise the budget or lower the part size"
+                    )
+                pool = BufferPool(part_size, memory_budget // part_size)
+            readers[source] = StreamSource(source, what, part_size, pool, slice_size)
+    except BaseException:
+        for reader in readers.values():
+            reader.close()
+        raise
+    return readers

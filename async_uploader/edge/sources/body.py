@@ -1,0 +1,112 @@
+"""A part's body for one attempt, and the page-aligned buffers part bytes are read into.
+
+A body is offered two ways (``edge.messages``): as fresh slices (``slices()``, for aiohttp, which may hold on to
+them), or read into the sender's own reusable buffer (``views()``, for the h11 path). Buffers the kernel copies
+into are page-aligned (``aligned_buffer``): on some CPUs (measured on AMD EPYC) a copy from the page cache into
+memory 16 bytes past a page boundary, where ``malloc`` puts a large block, runs at a fifth of the speed.
+
+Every body computes an xxh3-64 digest of what it sent, for the checkpoint (skipped when the upload keeps none).
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Protocol
+
+import xxhash
+
+from ...core.plan import Part
+from ..messages import ProgressCall
+
+__all__ = ["PartBody", "PartBuffer", "Slices", "Views", "aligned_buffer"]
+
+
+class Digest(Protocol):
+    """What a part body feeds its bytes to: an xxh3-64 hasher, or nothing when no checkpoint keeps digests."""
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+class _NoDigest:
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        """Nothing keeps the digest: skip the work."""
+
+    def hexdigest(self) -> str:
+        return ""
+
+
+PartBuffer = mmap.mmap
+"""A page-aligned, writable buffer (anonymous memory): what part bytes are read into."""
+
+
+def aligned_buffer(size: int) -> PartBuffer:
+    """``size`` bytes of zeroed, page-aligned memory (released when the last reference goes)."""
+    return mmap.mmap(-1, max(1, size))
+
+
+Slices = Callable[[int], AsyncIterator[bytes | bytearray | memoryview]]
+"""Fresh pieces of a part's ``length`` bytes, in order."""
+Views = Callable[[int, memoryview], AsyncIterator[memoryview]]
+"""The part's ``length`` bytes in order, each piece read into the scratch buffer or a view of memory held."""
+
+
+class PartBody:
+    """The body of one part, for one attempt: ``length`` bytes offered as slices; ``digest`` once fully read.
+
+    ``on_sent`` is told the size of every slice handed to the connection (progress), and minus what an earlier
+    attempt had reported when the body is sent again.
+    """
+
+    def __init__(
+        self,
+        part: Part,
+        slices: Slices,
+        views: Views,
+        on_sent: Callable[[int], None] | None = None,
+        *,
+        digest: bool = True,
+    ) -> None:
+        self.part = part
+        self.length = part.length
+        self.digest: str | None = None
+        self.sent = 0
+        self._slices = slices
+        self._views = views
+        self._on_sent = on_sent
+        self._digest = digest
+
+    def rewind(self) -> int:
+        """Forget an attempt's progress before a retry; return the bytes that attempt had reported."""
+        sent, self.sent, self.digest = self.sent, 0, None
+        return sent
+
+    def _report(self, call: ProgressCall | None, nbytes: int) -> None:
+        if self._on_sent is not None and nbytes:
+            if call is None:
+                self._on_sent(nbytes)
+            else:
+                call(self._on_sent, nbytes)
+
+    async def slices(self) -> AsyncIterator[bytes | bytearray | memoryview]:
+        hasher: Digest = xxhash.xxh3_64() if self._digest else _NoDigest()
+        # aiohttp itself may resend a body (a kept-alive connection closed under it): forget the first try.
+        self._report(None, -self.rewind())
+        async for piece in self._slices(self.length):
+            hasher.update(piece)
+            yield piece
+            self.sent += len(piece)
+            self._report(None, len(piece))
+        self.digest = hasher.hexdigest()
+
+    async def views(self, scratch: memoryview, call: ProgressCall | None = None) -> AsyncGenerator[memoryview, None]:
+        hasher: Digest = xxhash.xxh3_64() if self._digest else _NoDigest()
+        self._report(call, -self.rewind())
+        async for view in self._views(self.length, scratch):
+            hasher.update(view)
+            yield view
+            self.sent += len(view)
+            self._report(call, len(view))
+        self.digest = hasher.hexdigest()
