@@ -73,10 +73,12 @@ test: imports floors $(AWSCLI_VENV)/.stamp $(JS_SDK_DIR)/.stamp
 test-quick: imports $(AWSCLI_VENV)/.stamp $(JS_SDK_DIR)/.stamp
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
+# ruff and mypy --strict over the package and the tests (the tests are not a package: their modules are named from
+# the checkout's root, tests.helpers and the like, as they import each other).
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check async_uploader tests benchmarks
 	$(BIN)/ruff format --check async_uploader tests benchmarks
-	$(BIN)/mypy --strict async_uploader
+	$(BIN)/mypy --strict --explicit-package-bases async_uploader tests
 
 check: lint test
 

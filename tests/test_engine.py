@@ -136,7 +136,7 @@ async def test_stdin_like_streams_round_trip(store: LocalStore, tmp_path: Path) 
         writers.append(threading.Thread(target=feed, daemon=True))
     for thread in writers:
         thread.start()
-    rs = ReadSet(pipes[0], FileType.FASTQ, "s", "x", "streamed", source2=pipes[1])  # type: ignore[arg-type]
+    rs = ReadSet(pipes[0], FileType.FASTQ, "s", "x", "streamed", source2=pipes[1])
     try:
         async with Uploader(config(32 * KIB, memory_budget=1024 * KIB), service=service(store)) as up:
             result = await up.upload(rs, store_id=STORE_ID)
@@ -153,7 +153,7 @@ async def test_empty_stream_fails_before_create(store: LocalStore) -> None:
     read_fd, write_fd = os.pipe()
     os.close(write_fd)
     with open(read_fd, "rb", buffering=0) as stream:
-        rs = ReadSet(stream, FileType.FASTQ, "s", "x", "empty")  # type: ignore[arg-type]
+        rs = ReadSet(stream, FileType.FASTQ, "s", "x", "empty")
         async with Uploader(config(32 * KIB), service=service(store)) as up:
             with pytest.raises(SourceError, match="empty"):
                 await up.upload(rs, store_id=STORE_ID)
@@ -367,7 +367,7 @@ async def test_a_file_and_a_stream_together_round_trip(store: LocalStore, tmp_pa
     writer = threading.Thread(target=feed, daemon=True)
     writer.start()
     with open(read_fd, "rb", buffering=0) as stream:
-        rs = ReadSet(paths[0], FileType.FASTQ, "s", "x", "mixed", source2=stream)  # type: ignore[arg-type]
+        rs = ReadSet(paths[0], FileType.FASTQ, "s", "x", "mixed", source2=stream)
         async with Uploader(config(32 * KIB, memory_budget=1024 * KIB), service=service(store)) as up:
             result = await up.upload(rs, store_id=STORE_ID)
             assert result.parts == {Source.SOURCE1: 4, Source.SOURCE2: 3}

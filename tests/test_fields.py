@@ -6,6 +6,7 @@ from __future__ import annotations
 import botocore.session
 import pytest
 import regex
+from botocore.model import MapShape, Shape
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -13,20 +14,35 @@ from async_uploader import ConfigError, FileType, ReadSet
 from async_uploader.core.fields import MAX_TAGS, RULES, check_field, check_tags
 
 MODEL = botocore.session.get_session().get_service_model("omics")
-CREATE = MODEL.operation_model("CreateMultipartReadSetUpload").input_shape
+
+
+def input_member(operation: str, name: str) -> Shape:
+    """One member of an operation's input structure in the service model."""
+    shape = MODEL.operation_model(operation).input_shape
+    assert shape is not None, operation
+    return shape.members[name]
+
+
+def tag_map(operation: str) -> MapShape:
+    tags = input_member(operation, "tags")
+    assert isinstance(tags, MapShape), tags
+    return tags
+
+
+CREATE = "CreateMultipartReadSetUpload"
 INPUT_FIELDS = {
-    "sequenceStoreId": CREATE.members["sequenceStoreId"],
-    "uploadId": MODEL.operation_model("UploadReadSetPart").input_shape.members["uploadId"],
-    "readSetId": MODEL.operation_model("GetReadSetMetadata").input_shape.members["id"],
-    "subjectId": CREATE.members["subjectId"],
-    "sampleId": CREATE.members["sampleId"],
-    "name": CREATE.members["name"],
-    "generatedFrom": CREATE.members["generatedFrom"],
-    "description": CREATE.members["description"],
-    "referenceArn": CREATE.members["referenceArn"],
-    "clientToken": CREATE.members["clientToken"],
-    "tagKey": CREATE.members["tags"].key,
-    "tagValue": CREATE.members["tags"].value,
+    "sequenceStoreId": input_member(CREATE, "sequenceStoreId"),
+    "uploadId": input_member("UploadReadSetPart", "uploadId"),
+    "readSetId": input_member("GetReadSetMetadata", "id"),
+    "subjectId": input_member(CREATE, "subjectId"),
+    "sampleId": input_member(CREATE, "sampleId"),
+    "name": input_member(CREATE, "name"),
+    "generatedFrom": input_member(CREATE, "generatedFrom"),
+    "description": input_member(CREATE, "description"),
+    "referenceArn": input_member(CREATE, "referenceArn"),
+    "clientToken": input_member(CREATE, "clientToken"),
+    "tagKey": tag_map(CREATE).key,
+    "tagValue": tag_map(CREATE).value,
 }
 # Characters validation is easy to get wrong on: controls, format characters, private use, separators, symbols,
 # astral planes, combining marks, a final newline.
@@ -62,8 +78,7 @@ def test_the_rules_table_is_the_models(field: str) -> None:
 
 
 def test_the_tag_count_is_the_tag_maps() -> None:
-    tag_map = MODEL.operation_model("TagResource").input_shape.members["tags"]
-    assert tag_map.metadata["max"] == MAX_TAGS
+    assert tag_map("TagResource").metadata["max"] == MAX_TAGS
 
 
 @pytest.mark.parametrize("field", sorted(RULES))

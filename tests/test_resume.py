@@ -371,6 +371,7 @@ def test_kill_9_then_rerun_finishes_the_same_upload(harness: Harness, point: Kil
         assert acked_at_kill < TOTAL_PARTS, f"the {point.name} kill came after every part was acknowledged"
     if point.stop_first:
         assert [r["status"] for r in completes_before_kill] == [200], completes_before_kill
+        assert harness.checkpoint is not None
         recorded = [r for r in checkpoint_records(harness.checkpoint) if r.get("t") == "complete"]
         assert not recorded, f"the uploader recorded a Complete it never saw: {recorded}"
     else:

@@ -34,8 +34,8 @@ async def test_no_credential_in_output_events_debug_logs_or_checkpoints(
     }
     options = StoreOptions(data_dir=tmp_path / "store", access_key=ACCESS_KEY, secret_key=SECRET)
     async with LocalStore(options) as store:
-        options = ("--part-size", "64KiB", "--region", "us-east-1")
-        common = upload_argv(store.url, source, name="secrets", extra=options, progress=True)
+        flags = ("--part-size", "64KiB", "--region", "us-east-1")
+        common = upload_argv(store.url, source, name="secrets", extra=flags, progress=True)
         ok = await run_cli(*common, "--checkpoint", str(checkpoint), "--debug", "--events", "--json", env=env)
         assert ok.returncode == 0, ok.stderr
         wrong = await run_cli(*common, "--no-checkpoint", "--debug", env={**env, "AWS_SECRET_ACCESS_KEY": SECRET[::-1]})

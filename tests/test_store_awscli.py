@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_serve import ROOT, serve
+
+from tests.store_serve import ROOT, serve
 
 AWS = ROOT / ".venv" / "awscli" / "bin" / "aws"
 STORE_ID = "1234567890"

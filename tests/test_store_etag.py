@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from store_helpers import active, omics, upload_read_set
 
 from async_uploader.emulator import FaultOptions, LocalStore, StoreOptions
 from async_uploader.emulator.etag import FastqDigest, NotFastq
+from tests.store_helpers import active, omics, upload_read_set
 
 MakeStore = Callable[..., Awaitable[LocalStore]]
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 
-from store_helpers import REFERENCE, STORE_ID, active, create, error_of, omics, put, upload_read_set
-
 from async_uploader.emulator import LocalStore
+from tests.store_helpers import REFERENCE, STORE_ID, active, create, error_of, omics, put, upload_read_set
 
 MIB = 1024 * 1024
 
@@ -105,7 +105,7 @@ def client_token(store: LocalStore) -> None:
     assert create(client, clientToken="token-1", description="first") == first
     for changed in ({"description": "second"}, {"name": "other"}, {"tags": {"k": "v"}}, {"generatedFrom": "x"}):
         args = {"clientToken": "token-1", "description": "first", **changed}
-        assert error_of(lambda args=args: create(client, **args)) == ("ValidationException", 400)
+        assert error_of(functools.partial(create, client, **args)) == ("ValidationException", 400)
     assert [u["uploadId"] for u in client.list_multipart_read_set_uploads(sequenceStoreId=STORE_ID)["uploads"]] == [
         first
     ]

@@ -6,12 +6,12 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
-from store_raw import FIELDS, STORE_ID, Connection, head_bytes, request, signed, signed_headers
 
 from async_uploader.emulator import LocalStore
+from tests.store_raw import FIELDS, STORE_ID, Connection, head_bytes, request, signed, signed_headers
 
 MakeStore = Callable[..., Awaitable[LocalStore]]
 MIB = 1024 * 1024
@@ -25,8 +25,13 @@ def part_target(upload: str, source: str = "SOURCE1", number: str = "1") -> str:
     return f"/sequencestore/{STORE_ID}/upload/{upload}/part?partSource={source}&partNumber={number}"
 
 
+def buffered(reader: asyncio.StreamReader) -> bool:
+    """Whether bytes have arrived that nobody has read yet (the reader's own buffer, which it does not expose)."""
+    return bool(vars(reader)["_buffer"])
+
+
 @pytest.fixture(autouse=True)
-def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+def no_tracebacks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """No request in these tests may make the store log an error (a traceback on its stderr)."""
     yield
     errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
@@ -92,7 +97,7 @@ async def test_oversized_chunked_create_is_413(local_store: LocalStore) -> None:
         await conn.send(head_bytes("POST", target, headers))
         chunk = b"%x\r\n%s\r\n" % (MIB, b" " * MIB)
         sent = 0
-        while sent < 20 and not (conn.reader.at_eof() or conn.reader._buffer):  # until the store has answered
+        while sent < 20 and not (conn.reader.at_eof() or buffered(conn.reader)):  # until the store has answered
             await conn.send(chunk)
             sent += 1
         replied = await conn.reply()

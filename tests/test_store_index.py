@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pysam
 import pytest
-from store_helpers import REFERENCE, STORE_ID, active, omics, upload_read_set
 
 from async_uploader.emulator import LocalStore
 from async_uploader.emulator.bai import BaiBuilder, NotIndexable, reg2bin
+from tests.store_helpers import REFERENCE, STORE_ID, active, omics, upload_read_set
 
 LENGTHS = (3_000_000, 500_000, 2_000)
 
@@ -72,8 +72,8 @@ def test_bai_answers_region_queries_as_htslibs_own(tmp_path: Path) -> None:
             ref = rand.randrange(3)
             start = rand.randrange(LENGTHS[ref])
             stop = min(LENGTHS[ref], start + rand.choice((1, 150, 20_000, 400_000)))
-            got = sorted(r.query_name for r in mine.fetch(f"chr{ref}", start, stop))
-            assert got == sorted(r.query_name for r in theirs.fetch(f"chr{ref}", start, stop))
+            got = sorted(str(r.query_name) for r in mine.fetch(f"chr{ref}", start, stop))
+            assert got == sorted(str(r.query_name) for r in theirs.fetch(f"chr{ref}", start, stop))
             found += len(got)
         assert found > 1000
 

@@ -15,7 +15,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from store_serve import ROOT, serve
+
+from tests.store_serve import ROOT, serve
 
 MODULES = ROOT / ".venv" / "js-sdk" / "node_modules"
 NODE = shutil.which("node")

@@ -7,19 +7,20 @@ import asyncio
 import http.client
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from store_raw import FIELDS, STORE_ID, signed_headers
 
 from async_uploader.emulator import LocalStore, StoreOptions
+from tests.store_raw import FIELDS, STORE_ID, signed_headers
 
 EXAMPLES = 300
+T = TypeVar("T")
 
 
 class ThreadedStore:
@@ -31,7 +32,7 @@ class ThreadedStore:
         self.thread.start()
         self.store = self.call(LocalStore(StoreOptions(processing_delay=0.0)).start())
 
-    def call(self, coroutine: Any) -> Any:
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
 
     def close(self) -> None:
@@ -127,7 +128,7 @@ def send(
 
 # Mostly ids that exist (so requests get past the lookups), sometimes anything.
 ids_ = st.sampled_from(["upload", "upload", "upload", "done", "readset", "readset", "store"]) | st.text(max_size=40)
-text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | text,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),

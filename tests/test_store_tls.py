@@ -17,11 +17,11 @@ import botocore.exceptions
 import pytest
 import trustme
 from botocore.config import Config
-from store_helpers import STORE_ID, active, upload_read_set
-from store_raw import signed_headers
-from store_serve import ROOT, serve
 
 from async_uploader.emulator import LocalStore
+from tests.store_helpers import STORE_ID, active, upload_read_set
+from tests.store_raw import signed_headers
+from tests.store_serve import ROOT, serve
 
 MakeStore = Callable[..., Awaitable[LocalStore]]
 

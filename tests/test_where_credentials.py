@@ -146,8 +146,8 @@ async def test_near_expiry_one_background_refresh_and_requests_never_wait() -> N
     calls: list[float] = []
     source = CredentialSource(credentials=_refreshable(300.0, calls, delay=0.5))
 
-    async def many() -> list[str]:
-        snapshots = []
+    async def many() -> list[str | None]:
+        snapshots: list[str | None] = []
         for _ in range(40):  # 40 "requests" over about 0.8 s, while a 0.5 s refresh runs in its thread
             snapshots.append((await source.fresh()).access_key)
             await asyncio.sleep(0.02)

@@ -13,6 +13,7 @@ same command again). Every error is one line on stderr, ``async-uploader: error:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import time
@@ -86,6 +87,25 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
+# The commands on the event loop, by name; ``serve`` runs the store's own loop.
+_ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace, list[str]], Coroutine[Any, Any, int]]] = {
+    "upload": _cmd_upload,
+    "batch": _cmd_batch,
+    "uploads": lambda args, argv: _cmd_uploads(args),
+    "parts": lambda args, argv: _cmd_parts(args),
+    "abort": lambda args, argv: _cmd_abort(args),
+}
+
+
+def _warn_unverified_tls(args: argparse.Namespace) -> None:
+    if getattr(args, "no_verify_ssl", False):
+        log.warning(
+            "TLS certificates are not verified (--no-verify-ssl): anyone on the network path can read and change "
+            "what is sent; use --ca-bundle or AWS_CA_BUNDLE instead",
+            extra={"always": True},
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script passes it to sys.exit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -95,27 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     events = bool(getattr(args, "events", False))
     configure_logging(args)
-    if getattr(args, "no_verify_ssl", False):
-        log.warning(
-            "TLS certificates are not verified (--no-verify-ssl): anyone on the network path can read and change "
-            "what is sent; use --ca-bundle or AWS_CA_BUNDLE instead",
-            extra={"always": True},
-        )
+    _warn_unverified_tls(args)
     started = time.monotonic()
     try:
         if args.command == "serve":
             return emulator_cli.run(args)
-        if args.command == "upload":
-            return _run(_cmd_upload(args, argv))
-        if args.command == "batch":
-            return _run(_cmd_batch(args, argv))
-        if args.command == "uploads":
-            return _run(_cmd_uploads(args))
-        if args.command == "parts":
-            return _run(_cmd_parts(args))
-        if args.command == "abort":
-            return _run(_cmd_abort(args))
-        parser.error(f"unknown command {args.command!r}")
+        command = _ASYNC_COMMANDS.get(args.command)
+        if command is None:
+            parser.error(f"unknown command {args.command!r}")
+        return _run(command(args, argv))
     except UploadInterruptedError as exc:
         if exc.checkpoint is None:  # nothing to resume: say what happened (with a checkpoint, stderr already has)
             report_error(exc, debug, events=events)

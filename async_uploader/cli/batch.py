@@ -39,7 +39,7 @@ from .progress import BatchProgress, EventWriter
 # -- batch -------------------------------------------------------------------------------------------------------
 
 
-async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:  # noqa: C901
     rows = read_manifest(args.manifest)
     service = service_config(args)
     config = upload_config(args)

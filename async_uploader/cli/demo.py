@@ -215,6 +215,36 @@ def _isolate_credentials(home: Path) -> None:
     os.environ["ASYNC_UPLOADER_HOME"] = str(home)
 
 
+def _upload_argv(options: argparse.Namespace, first: Path, second: Path, url: str) -> list[str]:
+    """The `async-uploader upload` command of the demo's pair into the local store at ``url``."""
+    argv = [
+        "upload",
+        str(first),
+        str(second),
+        "--store-id",
+        STORE_ID,
+        "--file-type",
+        "FASTQ",
+        "--subject-id",
+        "demo-subject",
+        "--sample-id",
+        "demo-sample",
+        "--name",
+        "demo-paired-reads",
+        "--description",
+        "synthetic paired FASTQ from make demo",
+        "--part-size",
+        options.part_size,
+        "--max-concurrency",
+        options.max_concurrency,
+        "--endpoint-url",
+        url,
+    ]
+    if options.no_progress:
+        argv.append("--no-progress")
+    return argv
+
+
 def run(options: argparse.Namespace) -> int:
     size = parse_size(options.size)
     if size < 1:
@@ -231,31 +261,7 @@ def run(options: argparse.Namespace) -> int:
         )
         with StoreThread(access_key=ACCESS_KEY, secret_key=SECRET_KEY, data_dir=Path(scratch) / "store") as store:
             _say(f"local sequence store at {store.url}")
-            argv = [
-                "upload",
-                str(first),
-                str(second),
-                "--store-id",
-                STORE_ID,
-                "--file-type",
-                "FASTQ",
-                "--subject-id",
-                "demo-subject",
-                "--sample-id",
-                "demo-sample",
-                "--name",
-                "demo-paired-reads",
-                "--description",
-                "synthetic paired FASTQ from make demo",
-                "--part-size",
-                options.part_size,
-                "--max-concurrency",
-                options.max_concurrency,
-                "--endpoint-url",
-                store.url,
-            ]
-            if options.no_progress:
-                argv.append("--no-progress")
+            argv = _upload_argv(options, first, second, store.url)
             captured = io.StringIO()
             with contextlib.redirect_stdout(captured):  # the `async-uploader upload` command, progress bar and all
                 code = cli.main([*argv, "--json"])

@@ -160,6 +160,28 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--region", metavar="R", help="AWS region (default: AWS_REGION or the profile's region)")
     group.add_argument("--profile", metavar="P", help="AWS profile for credentials (default: AWS_PROFILE)")
+    _add_timeout_options(group)
+    group.add_argument(
+        "--ca-bundle",
+        metavar="PEM",
+        help="trust the CAs in this PEM file instead of the system's (default: AWS_CA_BUNDLE, the profile's "
+        "ca_bundle): a private CA, or a proxy that inspects TLS",
+    )
+    group.add_argument(
+        "--no-verify-ssl",
+        action="store_true",
+        help="do not verify TLS certificates (testing only; a warning is printed)",
+    )
+    group.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        metavar="N",
+        help="tries per request, the first included (default: AWS_MAX_ATTEMPTS, the profile's max_attempts, else 10)",
+    )
+    _add_verbosity_options(group)
+
+
+def _add_timeout_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--connect-timeout", type=_positive_seconds, default=10.0, metavar="S", help="seconds to connect (default 10)"
     )
@@ -179,23 +201,9 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         help="every request but parts (Create, Complete, Abort, listings) gives up after S seconds, retries "
         "included (default 120)",
     )
-    group.add_argument(
-        "--ca-bundle",
-        metavar="PEM",
-        help="trust the CAs in this PEM file instead of the system's (default: AWS_CA_BUNDLE, the profile's "
-        "ca_bundle): a private CA, or a proxy that inspects TLS",
-    )
-    group.add_argument(
-        "--no-verify-ssl",
-        action="store_true",
-        help="do not verify TLS certificates (testing only; a warning is printed)",
-    )
-    group.add_argument(
-        "--max-attempts",
-        type=_positive_int,
-        metavar="N",
-        help="tries per request, the first included (default: AWS_MAX_ATTEMPTS, the profile's max_attempts, else 10)",
-    )
+
+
+def _add_verbosity_options(group: argparse._ArgumentGroup) -> None:
     verbosity = group.add_mutually_exclusive_group()
     verbosity.add_argument(
         "-v", "--verbose", action="store_true", help="log what happens (retries, refreshes), with timestamps"
@@ -213,6 +221,20 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("transfer")
+    _add_concurrency_options(group)
+    _add_rate_options(group)
+    _add_verify_options(group)
+    group.add_argument(
+        "--memory-budget",
+        type=_memory,
+        metavar="SIZE",
+        help="memory for buffering parts of a stream such as stdin (default 1GiB)",
+    )
+    group.add_argument("--restart", action="store_true", help="ignore any checkpoint and start a new upload")
+    _add_stop_options(group)
+
+
+def _add_concurrency_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--part-size",
         type=_part_size,
@@ -240,6 +262,9 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
         help="event loops sending part bodies, each in its own thread with its own connections (default 1: more "
         "help only where the CPU, not the network, limits the upload and there are cores to spare)",
     )
+
+
+def _add_rate_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--max-rate",
         type=_rate,
@@ -256,6 +281,9 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
         "(Snakemake jobs, Nextflow tasks, other shells): Create/Complete/Abort 1/s in all, parts 10/s, "
         "listings 5/s by default, each at 90%%; implies these quotas against a loopback endpoint too",
     )
+
+
+def _add_verify_options(group: argparse._ArgumentGroup) -> None:
     check = group.add_mutually_exclusive_group()
     check.add_argument(
         "--verify",
@@ -269,13 +297,10 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
     check.add_argument(
         "--no-verify", dest="verify", action="store_const", const=False, help="do not hash the sources to verify"
     )
-    group.add_argument(
-        "--memory-budget",
-        type=_memory,
-        metavar="SIZE",
-        help="memory for buffering parts of a stream such as stdin (default 1GiB)",
-    )
-    group.add_argument("--restart", action="store_true", help="ignore any checkpoint and start a new upload")
+
+
+def _add_stop_options(group: argparse._ArgumentGroup) -> None:
+    """What a signal or a fatal error does to the upload: the grace for work in flight; keep or abort."""
     group.add_argument(
         "--stop-grace",
         type=_seconds,
@@ -323,7 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_upload_command(commands)
+    _add_batch_command(commands)
+    serve = commands.add_parser(
+        "serve",
+        help="run the local sequence store (prints its URL)",
+        description="Run a local HealthOmics sequence store speaking the multipart upload API.",
+    )
+    emulator_cli.add_arguments(serve)
+    _add_admin_commands(commands)
+    return parser
 
+
+def _add_upload_command(commands: argparse._SubParsersAction[_Parser]) -> None:
     upload = commands.add_parser(
         "upload",
         help="upload one read set (one source, or two for paired FASTQ)",
@@ -335,16 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upload.add_argument("source1", metavar="SOURCE1", help="the file to upload, or '-' for stdin")
     upload.add_argument("source2", metavar="SOURCE2", nargs="?", help="the mate file of paired FASTQ")
-    meta = upload.add_argument_group("read set")
-    meta.add_argument("--store-id", required=True, type=_store_id, metavar="ID", help="sequence store id")
-    meta.add_argument("--file-type", required=True, type=_file_type, metavar="{FASTQ,BAM,CRAM,UBAM}")
-    meta.add_argument("--subject-id", required=True, metavar="S")
-    meta.add_argument("--sample-id", required=True, metavar="X")
-    meta.add_argument("--name", required=True, metavar="N", help="read set name")
-    meta.add_argument("--reference-arn", metavar="ARN", help="reference (required for BAM and CRAM)")
-    meta.add_argument("--generated-from", metavar="G")
-    meta.add_argument("--description", metavar="D")
-    meta.add_argument("--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    _add_read_set_options(upload)
     _add_transfer_options(upload)
     upload.add_argument(
         "--dry-run",
@@ -360,6 +388,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(upload)
     _add_service_options(upload)
 
+
+def _add_read_set_options(upload: argparse.ArgumentParser) -> None:
+    meta = upload.add_argument_group("read set")
+    meta.add_argument("--store-id", required=True, type=_store_id, metavar="ID", help="sequence store id")
+    meta.add_argument("--file-type", required=True, type=_file_type, metavar="{FASTQ,BAM,CRAM,UBAM}")
+    meta.add_argument("--subject-id", required=True, metavar="S")
+    meta.add_argument("--sample-id", required=True, metavar="X")
+    meta.add_argument("--name", required=True, metavar="N", help="read set name")
+    meta.add_argument("--reference-arn", metavar="ARN", help="reference (required for BAM and CRAM)")
+    meta.add_argument("--generated-from", metavar="G")
+    meta.add_argument("--description", metavar="D")
+    meta.add_argument("--tag", type=_tag, action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+
+
+def _add_batch_command(commands: argparse._SubParsersAction[_Parser]) -> None:
     batch = commands.add_parser(
         "batch",
         help="upload every read set listed in a CSV or TSV manifest",
@@ -393,13 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(batch)
     _add_service_options(batch)
 
-    serve = commands.add_parser(
-        "serve",
-        help="run the local sequence store (prints its URL)",
-        description="Run a local HealthOmics sequence store speaking the multipart upload API.",
-    )
-    emulator_cli.add_arguments(serve)
 
+def _add_admin_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """uploads, parts and abort: the in-progress uploads of a store."""
     uploads = commands.add_parser("uploads", help="list a store's in-progress uploads")
     uploads.add_argument("--store-id", required=True, type=_store_id, metavar="ID")
     uploads.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="where to look for checkpoints")
@@ -418,4 +457,3 @@ def build_parser() -> argparse.ArgumentParser:
     abort.add_argument("--upload-id", required=True, type=_upload_id, metavar="ID")
     abort.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="where to look for checkpoints")
     _add_service_options(abort)
-    return parser

@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -18,7 +18,7 @@ from ..core.events import progress_event, result_event
 from ..core.stats import UploadResult
 from ..edge.sources import check_source_path
 from ..engine.monitor import Monitor, Tick
-from ..engine.uploader import Uploader
+from ..engine.uploader import Uploader, UploadHandle
 from .common import (
     EXIT_OK,
     PROG,
@@ -69,24 +69,15 @@ def read_set_from_args(args: argparse.Namespace) -> ReadSet:
     )
 
 
-async def run_upload(
-    args: argparse.Namespace,
-    argv: Sequence[str],
-    *,
-    stderr: IO[str] | None = None,
-    uploader: Uploader | None = None,
-) -> UploadResult:
-    """The ``upload`` command up to its result; raises on failure. ``uploader`` lets a caller share one."""
-    stderr = stderr or sys.stderr
-    read_set = read_set_from_args(args)
+def _checkpoint_from_args(args: argparse.Namespace) -> Path | bool | None:
+    """--checkpoint PATH, --no-checkpoint (False) or neither (None: the default file)."""
     if args.no_checkpoint and args.checkpoint is not None:
         raise ConfigError("--checkpoint and --no-checkpoint contradict each other")
-    checkpoint: Path | bool | None = False if args.no_checkpoint else args.checkpoint
-    service = service_config(args)
-    config = upload_config(args)
-    events = EventWriter(stderr) if args.events else None
-    console = progress_console(args, stderr)
-    bar = ProgressBar(console) if console is not None else None
+    return False if args.no_checkpoint else args.checkpoint
+
+
+def _event_handler(events: EventWriter | None) -> Callable[[dict[str, object]], None]:
+    """The upload's ``on_event``: retries logged (seen with -v), and parts, retries, states as --events lines."""
 
     def on_event(event: dict[str, object]) -> None:
         if event.get("event") == "retry":
@@ -101,6 +92,50 @@ async def run_upload(
         if events is not None and event.get("event") in ("part", "retry", "state"):
             events.write(event)
 
+    return on_event
+
+
+def _signal_handler(handle: UploadHandle, grace: float) -> Callable[[int, int], None]:
+    """The first SIGINT/SIGTERM stops the upload with ``grace`` seconds for work in flight, a second one at once."""
+
+    def on_signal(signum: int, count: int) -> None:
+        name = signal.Signals(signum).name
+        if count == 1:
+            log.warning("%s: stopping; work in flight gets %.0f s (again to stop now)", name, grace)
+            handle.stop(grace)
+        else:
+            log.warning("%s: stopping now", name)
+            handle.stop(0.0)
+
+    return on_signal
+
+
+def _ticks(handle: UploadHandle, bar: ProgressBar | None, events: EventWriter | None) -> list[Tick]:
+    """The progress bar five times a second, a --events progress line each second."""
+    ticks = []
+    if bar is not None:
+        ticks.append(Tick(0.2, lambda: bar.update(handle.statistics())))
+    if events is not None:
+        ticks.append(Tick(1.0, lambda: events.write(progress_event(handle.statistics(), time.time()))))
+    return ticks
+
+
+async def run_upload(
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    *,
+    stderr: IO[str] | None = None,
+    uploader: Uploader | None = None,
+) -> UploadResult:
+    """The ``upload`` command up to its result; raises on failure. ``uploader`` lets a caller share one."""
+    stderr = stderr or sys.stderr
+    read_set = read_set_from_args(args)
+    checkpoint = _checkpoint_from_args(args)
+    service = service_config(args)
+    config = upload_config(args)
+    events = EventWriter(stderr) if args.events else None
+    console = progress_console(args, stderr)
+    bar = ProgressBar(console) if console is not None else None
     async with AsyncExitStack() as stack:
         if uploader is None:
             limiter = limiter_for(args, config)
@@ -111,25 +146,12 @@ async def run_upload(
             checkpoint=checkpoint,
             restart=args.restart,
             keep_on_failure=args.keep_on_failure,
-            on_event=on_event,
+            on_event=_event_handler(events),
         )
-
-        def on_signal(signum: int, count: int) -> None:
-            name = signal.Signals(signum).name
-            if count == 1:
-                log.warning("%s: stopping; work in flight gets %.0f s (again to stop now)", name, args.stop_grace)
-                handle.stop(args.stop_grace)
-            else:
-                log.warning("%s: stopping now", name)
-                handle.stop(0.0)
-
-        ticks = []
+        ticks = _ticks(handle, bar, events)
         if bar is not None:
             stack.enter_context(bar)
-            ticks.append(Tick(0.2, lambda: bar.update(handle.statistics())))
-        if events is not None:
-            ticks.append(Tick(1.0, lambda: events.write(progress_event(handle.statistics(), time.time()))))
-        with Signals(on_signal), progress_logging(console):
+        with Signals(_signal_handler(handle, args.stop_grace)), progress_logging(console):
             try:
                 async with Monitor(*ticks):
                     result = await handle

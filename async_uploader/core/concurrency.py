@@ -116,26 +116,35 @@ class ConcurrencyTuner:
     def _judge(self, now: float, rate: float) -> None:
         baseline = self._baseline
         if self.phase is Phase.HOLDING:
-            self._baseline = rate if baseline is None else max(rate, 0.5 * (baseline + rate))
-            if now - self._held_since >= self.probe_every and self.limit < self.maximum:
-                self._set(self.limit + max(1, self.limit // 4))
-                self.phase = Phase.PROBING
-            return
-        if self.phase is Phase.PROBING and baseline is not None:
-            if rate >= baseline * self.probe_gain:
-                self._baseline = rate
-                self._hold(now, self.limit)
-            else:
-                self._hold(now, self._held)
-            return
-        if self.phase is Phase.DESCENDING and baseline is not None:
+            self._judge_held(now, rate, baseline)
+        elif self.phase is Phase.PROBING and baseline is not None:
+            self._judge_probe(now, rate, baseline)
+        elif self.phase is Phase.DESCENDING and baseline is not None:
             self._descend(now, rate, baseline)
-            return
-        if baseline is None or self.limit == self._below:  # a level to compare the next one with
+        elif baseline is None or self.limit == self._below:  # a level to compare the next one with
             self._raise(rate, 2)
             if self.limit == self._below:  # at the maximum already
                 self._hold(now, self.limit)
-            return
+        else:
+            self._climb(now, rate, baseline)
+
+    def _judge_held(self, now: float, rate: float, baseline: float | None) -> None:
+        """Holding a level: follow its rate, and probe one a quarter higher every ``probe_every`` seconds."""
+        self._baseline = rate if baseline is None else max(rate, 0.5 * (baseline + rate))
+        if now - self._held_since >= self.probe_every and self.limit < self.maximum:
+            self._set(self.limit + max(1, self.limit // 4))
+            self.phase = Phase.PROBING
+
+    def _judge_probe(self, now: float, rate: float, baseline: float) -> None:
+        """A probe above the held level: keep it if it paid, else back to the held level."""
+        if rate >= baseline * self.probe_gain:
+            self._baseline = rate
+            self._hold(now, self.limit)
+        else:
+            self._hold(now, self._held)
+
+    def _climb(self, now: float, rate: float, baseline: float) -> None:
+        """Starting: a level above one whose rate is ``baseline``; go on up while it pays."""
         if rate >= baseline * self.grow:
             self._raise(rate, 4 if rate >= baseline * self.leap else 2)
             if self.limit == self._below:  # at the maximum, and it still paid: hold it

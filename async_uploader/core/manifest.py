@@ -124,6 +124,57 @@ def _non_empty_lines(text: str) -> Iterator[tuple[int, str]]:
             yield number, line
 
 
+def _columns(header: list[str], where: str) -> list[str]:
+    """The header's canonical column names; ``where`` is the manifest and the header's line."""
+    columns: list[str] = []
+    for raw in header:
+        canonical = _ALIASES.get(_normalise(raw))
+        if canonical is None:
+            known = "source1, source2, sourceFileType, subjectId, sampleId, name, referenceArn, "
+            known += "generatedFrom, description, tags"
+            raise ManifestError(f"{where}: unknown column {raw.strip()!r}; expected {known}")
+        if canonical in columns:
+            raise ManifestError(f"{where}: column {raw.strip()!r} appears twice")
+        columns.append(canonical)
+    missing = [column for column in _REQUIRED if column not in columns]
+    if missing:
+        raise ManifestError(f"{where}: missing column(s) {', '.join(missing)}")
+    return columns
+
+
+def _row_values(record: list[str], columns: list[str], where: str) -> dict[str, str]:
+    """One record's stripped values by column, every required one present."""
+    if len(record) != len(columns):
+        raise ManifestError(f"{where}: has {len(record)} fields, the header has {len(columns)}")
+    values = {column: value.strip() for column, value in zip(columns, record, strict=True)}
+    for column in _REQUIRED:
+        if not values.get(column):
+            raise ManifestError(f"{where}: {column} is empty")
+    return values
+
+
+def _row_read_set(values: dict[str, str], base_dir: Path, where: str) -> ReadSet:
+    try:
+        file_type = FileType.parse(values["file_type"])
+        source2 = values.get("source2") or None
+        return ReadSet(
+            source1=_resolve(values["source1"], base_dir),
+            source2=_resolve(source2, base_dir) if source2 else None,
+            file_type=file_type,
+            subject_id=values["subject_id"],
+            sample_id=values["sample_id"],
+            name=values["name"],
+            reference_arn=values.get("reference_arn") or None,
+            generated_from=values.get("generated_from") or None,
+            description=values.get("description") or None,
+            tags=_parse_tags(values.get("tags", ""), where),
+        )
+    except ManifestError:
+        raise
+    except ConfigError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
+
+
 def parse_manifest(text: str, *, base_dir: Path, name: str = "manifest") -> list[ManifestRow]:
     """Parse a manifest's text into rows with validated read sets. No file is opened.
 
@@ -137,51 +188,14 @@ def parse_manifest(text: str, *, base_dir: Path, name: str = "manifest") -> list
     records = list(reader)
     if len(records) != len(lines):
         raise ManifestError(f"{name}: a quoted field spans several lines, which manifests do not allow")
-    header = records[0]
-    columns: list[str] = []
-    for raw in header:
-        canonical = _ALIASES.get(_normalise(raw))
-        if canonical is None:
-            known = "source1, source2, sourceFileType, subjectId, sampleId, name, referenceArn, "
-            known += "generatedFrom, description, tags"
-            raise ManifestError(f"{name} line {lines[0][0]}: unknown column {raw.strip()!r}; expected {known}")
-        if canonical in columns:
-            raise ManifestError(f"{name} line {lines[0][0]}: column {raw.strip()!r} appears twice")
-        columns.append(canonical)
-    missing = [column for column in _REQUIRED if column not in columns]
-    if missing:
-        raise ManifestError(f"{name} line {lines[0][0]}: missing column(s) {', '.join(missing)}")
+    columns = _columns(records[0], f"{name} line {lines[0][0]}")
     if len(records) == 1:
         raise ManifestError(f"{name}: the manifest has a header but no rows")
     rows: list[ManifestRow] = []
     for number, ((line, _), record) in enumerate(zip(lines[1:], records[1:], strict=True), start=1):
         where = f"{name} row {number} (line {line})"
-        if len(record) != len(columns):
-            raise ManifestError(f"{where}: has {len(record)} fields, the header has {len(columns)}")
-        values = {column: value.strip() for column, value in zip(columns, record, strict=True)}
-        for column in _REQUIRED:
-            if not values.get(column):
-                raise ManifestError(f"{where}: {column} is empty")
-        try:
-            file_type = FileType.parse(values["file_type"])
-            source2 = values.get("source2") or None
-            read_set = ReadSet(
-                source1=_resolve(values["source1"], base_dir),
-                source2=_resolve(source2, base_dir) if source2 else None,
-                file_type=file_type,
-                subject_id=values["subject_id"],
-                sample_id=values["sample_id"],
-                name=values["name"],
-                reference_arn=values.get("reference_arn") or None,
-                generated_from=values.get("generated_from") or None,
-                description=values.get("description") or None,
-                tags=_parse_tags(values.get("tags", ""), where),
-            )
-        except ManifestError:
-            raise
-        except ConfigError as exc:
-            raise ManifestError(f"{where}: {exc}") from None
-        rows.append(ManifestRow(row=number, line=line, read_set=read_set))
+        values = _row_values(record, columns, where)
+        rows.append(ManifestRow(row=number, line=line, read_set=_row_read_set(values, base_dir, where)))
     return rows
 
 

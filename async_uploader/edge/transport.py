@@ -282,7 +282,7 @@ class HttpTransport:
     async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | BodySource) -> Response:
         return await self.send_with(method, url, headers, body)
 
-    async def send_with(
+    async def send_with(  # noqa: C901, PLR0912
         self,
         method: str,
         url: str,

@@ -289,20 +289,8 @@ class StoreApp:
         upload = self.state.upload(request.match_info["store"], request.match_info["upload"])
         source = check_source(request.query.get("partSource"))
         number = check_part_number(request.query.get("partNumber", ""))
-        file_type = upload.fields["sourceFileType"]
-        if source == "SOURCE2" and file_type != "FASTQ":
-            raise validation(f"SOURCE2 is only allowed for FASTQ read sets, not {file_type}")
-        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-            raise validation("chunked transfer encoding is not supported: send Content-Length")
-        length = request.content_length
-        if length is None:
-            raise ApiError("ValidationException", "Content-Length is required", 411)
-        if length == 0:
-            raise validation("a part must not be empty")
-        if length > self.options.max_part_size:
-            raise validation(f"part size {length} exceeds the maximum of {self.options.max_part_size} bytes")
+        length = self.part_length(request, source, upload.fields["sourceFileType"])
         sent_hash = request.headers.get("x-amz-content-sha256")
-        declared = sent_hash is not None and sent_hash != UNSIGNED_PAYLOAD
         want_sha = wants_body_sha256(sent_hash, self.options.hash_parts)
         tmp = self.state.part_tmp_path(upload, source, number)
 
@@ -318,18 +306,39 @@ class StoreApp:
             call.body_done = True
         call.nbytes = received
         try:
-            if received != length:
-                raise validation(f"body ended after {received} of {length} bytes")
-            if sent_hash is None:
-                self.verify(request, sha)
-            elif declared and sha != sent_hash:
-                raise validation("x-amz-content-sha256 does not match the request body")
+            self.check_part_body(request, received, length, sent_hash, sha)
             checksum = self.state.put_part(upload, source, number, size=received, digest=digest, tmp=tmp)
         except BaseException:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
             raise
         return web.json_response({"checksum": checksum})
+
+    def part_length(self, request: web.Request, source: str, file_type: str) -> int:
+        """A part's Content-Length, once the source, the framing and the length are ones the service takes."""
+        if source == "SOURCE2" and file_type != "FASTQ":
+            raise validation(f"SOURCE2 is only allowed for FASTQ read sets, not {file_type}")
+        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            raise validation("chunked transfer encoding is not supported: send Content-Length")
+        length = request.content_length
+        if length is None:
+            raise ApiError("ValidationException", "Content-Length is required", 411)
+        if length == 0:
+            raise validation("a part must not be empty")
+        if length > self.options.max_part_size:
+            raise validation(f"part size {length} exceeds the maximum of {self.options.max_part_size} bytes")
+        return length
+
+    def check_part_body(
+        self, request: web.Request, received: int, length: int, sent_hash: str | None, sha: str
+    ) -> None:
+        """The body as received: all of it, and the SHA-256 signed (or declared in x-amz-content-sha256)."""
+        if received != length:
+            raise validation(f"body ended after {received} of {length} bytes")
+        if sent_hash is None:
+            self.verify(request, sha)
+        elif sent_hash not in (UNSIGNED_PAYLOAD, sha):  # a declared hash must be the body's
+            raise validation("x-amz-content-sha256 does not match the request body")
 
     def pacer(self, request: web.Request) -> Pacer | None:
         mbps = self.options.connection_mbps

@@ -59,6 +59,17 @@ def parse_amz_date(value: str) -> float:
         raise denied(f"X-Amz-Date {value[:40]!r} is not in the form YYYYMMDDTHHMMSSZ") from None
 
 
+def _check_signed_headers(headers: MultiMapping[str], auth: Authorization) -> None:
+    """The signed headers include host, and each is in the request, as ASCII text."""
+    if "host" not in auth.signed_headers:
+        raise denied("the host header must be signed")
+    for name in auth.signed_headers:
+        if name not in headers:
+            raise denied(f"signed header {name[:40]!r} is missing from the request")
+        if not all(value.isascii() for value in headers.getall(name)):
+            raise denied(f"signed header {name[:40]!r} is not ASCII text")
+
+
 class Verifier:
     """Checks requests against a table of access key → secret key."""
 
@@ -76,6 +87,12 @@ class Verifier:
             raise denied("The security token included in the request is invalid.")
         if auth.service != SERVICE:
             raise denied(f"credential scope names service {auth.service[:40]!r}, expected {SERVICE!r}")
+        self._check_date(headers, auth, now)
+        _check_signed_headers(headers, auth)
+        return auth
+
+    def _check_date(self, headers: MultiMapping[str], auth: Authorization, now: float | None) -> None:
+        """X-Amz-Date is there, within the allowed skew of ``now``, and the credential scope's date."""
         amz_date = headers.get("X-Amz-Date")
         if amz_date is None:
             raise denied("missing X-Amz-Date header")
@@ -85,14 +102,6 @@ class Verifier:
             raise denied(f"Signature expired: {amz_date} is more than {int(self.skew_limit)} s from the server time.")
         if auth.date != amz_date[:8]:
             raise denied("credential scope date does not match X-Amz-Date")
-        if "host" not in auth.signed_headers:
-            raise denied("the host header must be signed")
-        for name in auth.signed_headers:
-            if name not in headers:
-                raise denied(f"signed header {name[:40]!r} is missing from the request")
-            if not all(value.isascii() for value in headers.getall(name)):
-                raise denied(f"signed header {name[:40]!r} is not ASCII text")
-        return auth
 
     def verify(
         self,

@@ -54,16 +54,22 @@ class StoreOptions:
         for name in ("idle_timeout", "body_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key go together")
-        if self.tls_cert is not None and not self.tls:
-            raise ValueError("tls_cert and tls_key need tls=True")
+        self._check_tls()
         if self.max_part_size < 1:
             raise ValueError("max_part_size must be positive")
         if self.connection_mbps is not None and self.connection_mbps <= 0:
             raise ValueError("connection_mbps must be positive")
         if self.latency_ms < 0:
             raise ValueError("latency_ms must not be negative")
+        self._check_quotas()
+
+    def _check_tls(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_cert is not None and not self.tls:
+            raise ValueError("tls_cert and tls_key need tls=True")
+
+    def _check_quotas(self) -> None:
         for kind, rate in (self.quotas or {}).items():
             if kind not in SERVICE_QUOTAS:
                 raise ValueError(f"unknown quota kind {kind!r} (expected control, parts or listings)")

@@ -77,7 +77,7 @@ class State:
         return found
 
     # --- CreateMultipartReadSetUpload
-    def create_upload(self, store_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def create_upload(self, store_id: str, body: dict[str, Any]) -> dict[str, Any]:  # noqa: C901, PLR0912
         store = self.store(store_id)
         file_type = body.get("sourceFileType")
         if file_type not in FILE_TYPES:
@@ -161,7 +161,7 @@ class State:
         shutil.rmtree(upload.directory, ignore_errors=True)
 
     # --- CompleteMultipartReadSetUpload
-    def complete(self, store_id: str, upload_id: str, body: dict[str, Any]) -> tuple[ReadSet, bool]:
+    def complete(self, store_id: str, upload_id: str, body: dict[str, Any]) -> tuple[ReadSet, bool]:  # noqa: C901, PLR0912
         """Turn an upload into a read set (PROCESSING_UPLOAD); ``(read set, True)`` when it is new.
 
         An identical Complete of an upload already completed (its reply lost) answers the same read set;

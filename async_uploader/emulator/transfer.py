@@ -68,33 +68,53 @@ class Receiver:
                 if sha is not None:
                     sha.update(chunk)
                 if fd >= 0:
-                    if writing is not None:
-                        await asyncio.wrap_future(writing)
-                        writing = None
-                    if self.threaded_writes:
-                        writing = self.writer.submit(write_all, fd, chunk)
-                    else:
-                        began = time.perf_counter()
-                        write_all(fd, chunk)
-                        self.threaded_writes = time.perf_counter() - began > SLOW_WRITE
+                    writing = await self._write(fd, chunk, writing)
                 if pacer is not None:
-                    delay = pacer.delay_after(len(chunk))
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                    await _pace(pacer, len(chunk))
             if writing is not None:
                 await asyncio.wrap_future(writing)
         except BaseException:
-            if tmp is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+            _remove(tmp)
             raise
         finally:
-            if fd >= 0:
-                if writing is not None and not writing.done():
-                    writing.add_done_callback(lambda _: os.close(fd))
-                else:
-                    os.close(fd)
+            _close_after(fd, writing)
         return received, hasher.digest(), sha.hexdigest() if sha is not None else ""
+
+    async def _write(
+        self, fd: int, chunk: bytes, writing: concurrent.futures.Future[None] | None
+    ) -> concurrent.futures.Future[None] | None:
+        """Write ``chunk`` once the previous write (``writing``) is done: inline while the disk keeps up, else in a
+        thread. Returns the write still running, if any."""
+        if writing is not None:
+            await asyncio.wrap_future(writing)
+        if self.threaded_writes:
+            return self.writer.submit(write_all, fd, chunk)
+        began = time.perf_counter()
+        write_all(fd, chunk)
+        self.threaded_writes = time.perf_counter() - began > SLOW_WRITE
+        return None
+
+
+async def _pace(pacer: Pacer, size: int) -> None:
+    delay = pacer.delay_after(size)
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def _remove(tmp: Path | None) -> None:
+    if tmp is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _close_after(fd: int, writing: concurrent.futures.Future[None] | None) -> None:
+    """Close ``fd`` (-1: none) now, or when the write still running on it ends."""
+    if fd < 0:
+        return
+    if writing is not None and not writing.done():
+        writing.add_done_callback(lambda _: os.close(fd))
+    else:
+        os.close(fd)
 
 
 async def send_slice(request: web.Request, path: Path, offset: int, length: int) -> web.StreamResponse:

@@ -54,7 +54,7 @@ def default_batch_dir(manifest: Path) -> Path:
     return uploader_home() / "batches" / f"{manifest.stem}-{key}"
 
 
-async def run_batch(
+async def run_batch(  # noqa: C901
     uploader: Uploader,
     rows: Sequence[ManifestRow],
     *,
