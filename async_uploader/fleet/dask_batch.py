@@ -53,6 +53,7 @@ from ..core.manifest import BatchPlan, BatchSummary, ManifestRow, RowOutcome, pl
 from ..edge.batchstate import BatchState
 from ..engine.batch import RESTART_NEEDED, check_done_rows, refused_outcome, row_fingerprints
 from ..engine.monitor import Monitor, Tick
+from ..engine.parts import first_error
 from ..engine.uploader import Uploader
 from .budget import DEFAULT_BUDGET, budget_rates
 from .dask_budget import install_rate_budget, worker_limiter
@@ -93,14 +94,18 @@ async def upload_row(
     limiter = worker_limiter(budget, rates)
     report = _progress_reporter(row.row)
     try:
-        async with hold_lease(lease_path, ttl=lease_ttl):
-            restart = await anyio.to_thread.run_sync(_consume, marker)
-            async with Uploader(config, service=service, limiter=limiter) as uploader:
-                handle = uploader.start(
-                    row.read_set, store_id=store_id, checkpoint=checkpoint, restart=restart, on_event=report
-                )
-                async with Monitor(Tick(1.0, lambda: report(progress_event(handle.statistics(), time.time())))):
-                    result = await handle
+        try:
+            async with hold_lease(lease_path, ttl=lease_ttl):
+                restart = await anyio.to_thread.run_sync(_consume, marker)
+                async with Uploader(config, service=service, limiter=limiter) as uploader:
+                    handle = uploader.start(
+                        row.read_set, store_id=store_id, checkpoint=checkpoint, restart=restart, on_event=report
+                    )
+                    async with Monitor(Tick(1.0, lambda: report(progress_event(handle.statistics(), time.time())))):
+                        result = await handle
+        except BaseExceptionGroup as group:  # the lease's task group wraps the upload's own error: report that one
+            error = first_error(group)
+            raise error from error.__cause__
     except UploadInterruptedError as exc:
         return {"status": "interrupted", "error": str(exc)}
     except CheckpointMismatchError as exc:  # its files changed since the read set its checkpoint records
