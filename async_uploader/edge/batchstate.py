@@ -11,8 +11,10 @@ aiofiles so the write and the fsync never hold the event loop while other rows u
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ import aiofiles.os
 
 from ..core.checkpoint import SourceFingerprint
 from ..core.config import Source
+from ..core.errors import ConfigError
 from ..core.manifest import ManifestRow
 
 __all__ = ["BatchState", "DoneRow"]
@@ -52,10 +55,7 @@ class BatchState:
         self.path = directory / self.FILE
         self.rows: dict[str, DoneRow] = {}
         self.done: dict[str, str] = {}
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            lines = []
+        lines = _read_lines(self.path)
         for line in lines:
             try:
                 done = _parse(json.loads(line))
@@ -78,6 +78,21 @@ class BatchState:
             await _fsync(out.fileno())
         self.rows[key] = DoneRow(key, read_set_id, tuple(sources) if sources is not None else None)
         self.done[key] = read_set_id
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The record's lines; ConfigError when it is a symbolic link (never followed) or cannot be read."""
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            raise ConfigError(
+                f"batch record {path} is a symbolic link; it is left as it is: name another --checkpoint-dir"
+            )
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        why = "a symbolic link in its path loops" if getattr(exc, "errno", None) == errno.ELOOP else str(exc)
+        raise ConfigError(f"cannot read the batch record {path}: {why}") from None
 
 
 def _parse(record: dict[str, Any]) -> DoneRow:
@@ -104,4 +119,4 @@ def _fingerprint(item: dict[str, Any]) -> SourceFingerprint:
 
 
 def _private(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)
+    return os.open(path, flags | os.O_NOFOLLOW, 0o600)
