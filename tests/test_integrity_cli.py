@@ -196,3 +196,25 @@ async def test_a_checkpoint_through_a_symbolic_link_is_refused_and_left_alone(
         assert (tmp_path / name).is_symlink() and os.readlink(tmp_path / name) == target, name
     assert notes.read_text() == "my notes\n" and not (tmp_path / "lockless.jsonl").exists()
     assert store.requests == [], [r["operation"] for r in store.requests]
+
+
+async def test_a_part_size_too_small_is_refused_with_the_smallest_that_works(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    small = gzip_like(tmp_path / "small.fq.gz", 1_000_001)
+    large = tmp_path / "large.fq.gz"  # sparse: 20 GB that take no room
+    with large.open("wb") as out:
+        out.write(b"\x1f\x8b")
+        out.truncate(20_000_000_001)
+
+    async def dry_run(source: Path, part_size: str) -> CliRun:
+        argv = upload_argv("http://127.0.0.1:9", source, extra=("--part-size", part_size, "--dry-run"))
+        return await run_cli_process(argv, env=cli_env)
+
+    refused = await dry_run(small, "100")
+    assert one_error_line(refused).endswith("use a part size of at least 101 bytes"), refused.stderr
+    assert (await dry_run(small, "101")).returncode == 0
+    refused = await dry_run(large, "1MiB")
+    assert "at least 2,000,001 bytes (2 MiB in whole MiB)" in one_error_line(refused)
+    fits = await dry_run(large, "2000001")
+    assert fits.returncode == 0 and "10,000 parts of 2,000,001 bytes" in fits.stdout, fits.stdout
