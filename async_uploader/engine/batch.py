@@ -167,18 +167,24 @@ def _judge(row: ManifestRow, recorded: DoneRow, checkpoint: Path | None, restart
     current = row_fingerprints(row)
     if current is None:
         return None  # a source is gone or unreadable since: the read set made from it stands
-    finished = _finished(checkpoint, recorded.read_set_id)
-    known = recorded.sources if recorded.sources is not None else finished.header.sources if finished else None
     read_set = f"read set {recorded.read_set_id}"
-    if known is None:
-        return (
-            f"{_SKIP}recorded as {read_set} by an earlier version that kept no identity of its files, and no "
-            "checkpoint is left to check them against: skipped, as before (to upload it again, remove its line "
-            "from the batch's done.jsonl)"
-        )
+    finished = None
+    if recorded.sources is None:  # an earlier version's record: the checkpoint knows the files, if it is left
+        finished = _finished(checkpoint, recorded.read_set_id)
+        if finished is None:
+            return (
+                f"{_SKIP}recorded as {read_set} by an earlier version that kept no identity of its files, and no "
+                "checkpoint is left to check them against: skipped, as before (to upload it again, remove its line "
+                "from the batch's done.jsonl)"
+            )
+        known = finished.header.sources
+    else:
+        known = recorded.sources
     changed = _changes(known, current)
     if not changed:
         return None
+    if finished is None:  # read only for a row whose files changed
+        finished = _finished(checkpoint, recorded.read_set_id)
     what = f"{changed} changed since {read_set} was made from it"
     if restart:
         return f"{what}; --restart: uploading it as a new read set"
