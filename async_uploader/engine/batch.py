@@ -174,8 +174,9 @@ def _judge(row: ManifestRow, recorded: DoneRow, checkpoint: Path | None, restart
         if finished is None:
             return (
                 f"{_SKIP}recorded as {read_set} by an earlier version that kept no identity of its files, and no "
-                "checkpoint is left to check them against: skipped, as before (to upload it again, remove its line "
-                "from the batch's done.jsonl)"
+                "checkpoint is left to check them against: skipped, as before, rather than made a second time from "
+                "files that most likely did not change (to upload it again, remove its line from the batch's "
+                "done.jsonl)"
             )
         known = finished.header.sources
     else:
