@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,68 @@ async def test_a_batch_uploads_a_repeated_row_once_and_a_missing_file_fails_only
     again = await run_cli_process(argv, env=cli_env, limit=60)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout.splitlines()[-1])["outcomes"] == {"done": [1], "duplicate": [2]}
+
+
+async def test_a_checkpoint_through_a_symbolic_link_is_refused_and_left_alone(
+    store: LocalStore, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    source = gzip_like(tmp_path / "r1.fq.gz", 4096)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    links = {
+        "self.jsonl": "self.jsonl",  # a link to itself
+        "to-notes.jsonl": "notes.txt",  # to a file that is no checkpoint
+        "dangling.jsonl": "nothing-here.jsonl",
+        "loop": "loop",  # a folder that loops
+        "gone": str(tmp_path / "no-such-folder"),
+        "lockless.jsonl.lock": "notes.txt",  # the lock beside a new checkpoint
+    }
+    for name, target in links.items():
+        (tmp_path / name).symlink_to(target)
+    cases = {
+        "self.jsonl": "symbolic link that loops",
+        "to-notes.jsonl": "is a symbolic link (to notes.txt)",
+        "dangling.jsonl": "is a symbolic link (to nothing-here.jsonl)",
+        "loop/ck.jsonl": "its folders loop",
+        "gone/ck.jsonl": "which does not exist",
+        "lockless.jsonl": "lockless.jsonl.lock is a symbolic link",
+    }
+    runs = await asyncio.gather(
+        *(
+            run_cli_process(upload_argv(store.url, source, extra=("--checkpoint", name)), env=cli_env, cwd=tmp_path)
+            for name in cases
+        )
+    )
+    for (name, expected), run in zip(cases.items(), runs, strict=True):
+        line = one_error_line(run)
+        assert expected in line, (name, line)
+    home_loop = await run_cli_process(
+        upload_argv(store.url, source), env={**cli_env, "ASYNC_UPLOADER_HOME": str(tmp_path / "loop")}, cwd=tmp_path
+    )
+    assert "loop" in one_error_line(home_loop)
+    for name, target in links.items():
+        assert (tmp_path / name).is_symlink() and os.readlink(tmp_path / name) == target, name
+    assert notes.read_text() == "my notes\n" and not (tmp_path / "lockless.jsonl").exists()
+    assert store.requests == [], [r["operation"] for r in store.requests]
+
+
+async def test_a_part_size_too_small_is_refused_with_the_smallest_that_works(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    small = gzip_like(tmp_path / "small.fq.gz", 1_000_001)
+    large = tmp_path / "large.fq.gz"  # sparse: 20 GB that take no room
+    with large.open("wb") as out:
+        out.write(b"\x1f\x8b")
+        out.truncate(20_000_000_001)
+
+    async def dry_run(source: Path, part_size: str) -> CliRun:
+        argv = upload_argv("http://127.0.0.1:9", source, extra=("--part-size", part_size, "--dry-run"))
+        return await run_cli_process(argv, env=cli_env)
+
+    refused = await dry_run(small, "100")
+    assert one_error_line(refused).endswith("use a part size of at least 101 bytes"), refused.stderr
+    assert (await dry_run(small, "101")).returncode == 0
+    refused = await dry_run(large, "1MiB")
+    assert "at least 2,000,001 bytes (2 MiB in whole MiB)" in one_error_line(refused)
+    fits = await dry_run(large, "2000001")
+    assert fits.returncode == 0 and "10,000 parts of 2,000,001 bytes" in fits.stdout, fits.stdout

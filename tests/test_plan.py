@@ -112,9 +112,12 @@ def test_explicit_part_size_too_small_names_minimum() -> None:
     size = 200 * 1024 * MIB  # 200 GiB needs 20.48 MiB parts → 21 MiB
     with pytest.raises(PlanError) as info:
         make_plan({S1: size}, 16 * MIB)
-    assert "21 MiB" in str(info.value)
-    assert f"{21 * MIB:,} bytes" in str(info.value)
+    smallest = -(-size // MAX_PARTS)  # 21,474,837 bytes: the smallest that works, to the byte
+    assert f"at least {smallest:,} bytes (21 MiB in whole MiB)" in str(info.value)
+    assert make_plan({S1: size}, smallest).part_count(S1) <= MAX_PARTS
     assert make_plan({S1: size}, 21 * MIB).part_count(S1) <= MAX_PARTS
+    with pytest.raises(PlanError, match=r"at least 101 bytes$"):
+        make_plan({S1: 1_000_001, S2: 10}, 100)
 
 
 def test_explicit_part_size_is_kept() -> None:

@@ -137,10 +137,12 @@ def make_plan(
     plan = Plan(part_size, sizes)
     for source, size in plan.sizes.items():
         if plan.part_count(source) > MAX_PARTS:
+            smallest = max(_ceil_div(each, MAX_PARTS) for each in sizes.values())  # the true smallest, to the byte
+            whole = f" ({needed // MIB} MiB in whole MiB)" if smallest >= MIB else ""
             raise PlanError(
                 f"{source} is {size:,} bytes: part size {part_size:,} bytes would need "
                 f"{plan.part_count(source):,} parts (at most {MAX_PARTS:,}); use a part size of at least "
-                f"{needed // MIB} MiB ({needed:,} bytes)"
+                f"{smallest:,} bytes{whole}"
             )
     return plan
 

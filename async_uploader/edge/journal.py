@@ -4,15 +4,18 @@ The record format and the replay rules are ``core.checkpoint``'s; this module on
 file is mode 0600 in a 0700 folder. One process at a time owns a checkpoint: ``CheckpointLock`` holds an
 exclusive ``flock`` on ``NAME.lock`` beside it for the whole upload (the kernel drops it with the process, even
 after kill -9). Nothing here removes or overwrites a file that is not one of the tool's own: a checkpoint is
-known by its header line, a lock by its first line. Every method blocks: the engine calls them from a worker
-thread.
+known by its header line, a lock by its first line, and neither is ever reached through a symbolic link (a
+checkpoint path that is a link is refused; the lock is opened with O_NOFOLLOW). Every method blocks: the engine
+calls them from a worker thread.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -76,9 +79,12 @@ def _first_line(path: Path) -> bytes:
 def check_checkpoint_path(path: Path, sources: Sequence[Path]) -> bool:
     """Raise ConfigError unless ``path`` can be this upload's checkpoint; True when a checkpoint is there already.
 
-    Refused, with nothing changed: a folder; a path under a file; one of the sources; an existing file that is not
-    a checkpoint (its first line is no checkpoint header), whatever the flags, --restart included.
+    Refused, with nothing changed: a symbolic link (whatever it points to, itself or nothing included: a
+    checkpoint is replaced by renaming a new file over it, which would replace the link); a path through a loop of
+    links or a dangling link; a folder; a path under a file; one of the sources; an existing file that is not a
+    checkpoint (its first line is no checkpoint header), whatever the flags, --restart included.
     """
+    _refuse_links(path)
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -102,6 +108,49 @@ def check_checkpoint_path(path: Path, sources: Sequence[Path]) -> bool:
     return True
 
 
+def _refuse_links(path: Path) -> None:
+    """ConfigError when ``path`` is a symbolic link, or its folders loop or lead through a dangling link."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(
+                f"checkpoint {path}: its folders loop (a symbolic link leads back to itself); "
+                "name a checkpoint in a real folder"
+            ) from None
+        if exc.errno == errno.ENOENT:
+            _refuse_dangling_folders(path)
+        return  # anything else is reported where the file is used
+    if stat.S_ISLNK(info.st_mode):
+        target = os.readlink(path)
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigError(
+                    f"checkpoint {path} is a symbolic link that loops (to {target}); it is left as it is: "
+                    "name a checkpoint file, not a link"
+                ) from None
+        raise ConfigError(
+            f"checkpoint {path} is a symbolic link (to {target}); it is left as it is: a checkpoint is never reached "
+            "through a link, name the file itself"
+        )
+
+
+def _refuse_dangling_folders(path: Path) -> None:
+    for parent in path.parents:
+        try:
+            info = os.lstat(parent)
+        except OSError:
+            continue
+        if stat.S_ISLNK(info.st_mode) and not parent.exists():
+            raise ConfigError(
+                f"checkpoint {path}: its folder {parent} is a symbolic link to {os.readlink(parent)}, which does not "
+                "exist; name a checkpoint in a real folder"
+            )
+        return
+
+
 _LOCK_MAGIC = b"async-uploader checkpoint lock\n"
 
 
@@ -120,7 +169,15 @@ class CheckpointLock:
 
     def acquire(self) -> None:
         for _ in range(10):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                raise ConfigError(
+                    f"{self.path} is a symbolic link, not a lock of async-uploader; it is left as it is: "
+                    "name another --checkpoint"
+                ) from None
             try:
                 held = self._try(fd)
             except BaseException:
@@ -252,7 +309,7 @@ class Journal:
             if self._intact is not None:
                 os.truncate(self.path, self._intact)
                 self._intact = None
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         return self._fd
 
     def close(self) -> None:

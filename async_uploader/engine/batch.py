@@ -2,26 +2,57 @@
 
 Rows run concurrently through one ``Uploader`` (one connection pool, one rate limiter), each with its own
 checkpoint under the batch directory. A row that completes is recorded in ``done.jsonl`` there
-(``edge.batchstate``), keyed by a hash of the row, so running the same manifest again skips it.
+(``edge.batchstate``), keyed by a hash of the row, with the identity of its files when its upload began. Running
+the same manifest again skips a recorded row only while its files are still those (``check_done_rows``): a row
+whose files changed runs again through its checkpoint, which reads them again and accepts them only if they hold
+the bytes sent (else CheckpointMismatchError: run again with --restart), or is refused when no checkpoint is left.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 
-from ..core.errors import UploadInterruptedError, UsageError
-from ..core.manifest import BatchSummary, ManifestError, ManifestRow, RowOutcome, parse_manifest, plan_batch
-from ..edge.batchstate import BatchState
-from ..edge.journal import uploader_home
-from ..edge.sources import check_source_path
+from ..core.checkpoint import Replay, SourceFingerprint
+from ..core.errors import CheckpointMismatchError, UploaderError, UploadInterruptedError, UsageError
+from ..core.manifest import (
+    BatchPlan,
+    BatchSummary,
+    ManifestError,
+    ManifestRow,
+    RowOutcome,
+    parse_manifest,
+    plan_batch,
+)
+from ..edge.batchstate import BatchState, DoneRow
+from ..edge.journal import load_checkpoint, uploader_home
+from ..edge.sources import check_source_path, fingerprint_source
 from .uploader import Uploader, UploadHandle
 
-__all__ = ["check_row_sources", "default_batch_dir", "read_manifest", "run_batch"]
+__all__ = [
+    "RESTART_NEEDED",
+    "DoneRows",
+    "check_done_rows",
+    "check_row_sources",
+    "default_batch_dir",
+    "read_manifest",
+    "refused_outcome",
+    "row_checkpoint",
+    "row_fingerprints",
+    "run_batch",
+]
+
+log = logging.getLogger("async_uploader")
+
+RESTART_NEEDED = "restartNeeded"
+"""The key, in the result of a row refused because its files changed since its read set was made, that says only
+``--restart`` uploads it (as a new read set)."""
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
@@ -54,7 +85,167 @@ def default_batch_dir(manifest: Path) -> Path:
     return uploader_home() / "batches" / f"{manifest.stem}-{key}"
 
 
-async def run_batch(  # noqa: C901
+def row_checkpoint(directory: Path, key: str) -> Path:
+    """The checkpoint of the row whose key is ``key`` in the batch folder ``directory``."""
+    return directory / "checkpoints" / f"{key}.jsonl"
+
+
+def row_fingerprints(row: ManifestRow) -> tuple[SourceFingerprint, ...] | None:
+    """The identity of the row's source files now; None when one cannot be read (its upload says why). Blocking."""
+    prints = []
+    for source, path in row.read_set.sources.items():
+        if not isinstance(path, Path):
+            return None
+        try:
+            prints.append(fingerprint_source(source, path))
+        except OSError:
+            return None
+    return tuple(prints)
+
+
+@dataclass
+class DoneRows:
+    """What the record of done rows means for this run of a manifest.
+
+    ``done``: the rows skipped (key -> read set id), whose files are those their read set was made from, or no
+    longer there (the read set stands: files are often removed once uploaded), or unverifiable (see ``notes``).
+    ``refused``: the rows recorded done whose files changed and that cannot be checked against what was sent (no
+    checkpoint left), with why; only --restart uploads them, as new read sets. Every other recorded row runs again.
+    ``notes``: one line per row whose record was not enough to skip it, or whose files could not be checked.
+    """
+
+    done: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_done_rows(
+    rows: Sequence[ManifestRow],
+    store_id: str,
+    state: BatchState,
+    directory: Path,
+    *,
+    checkpoints: bool = True,
+    restart: bool = False,
+    name: str = "manifest",
+) -> DoneRows:
+    """Compare each row recorded as done with its files now (stat and sampled bytes only). Blocking.
+
+    A row whose files changed since its read set was made is not skipped: it runs again through its checkpoint
+    (which records Complete and the parts sent: the upload reads the files again and accepts them only when they
+    hold the bytes sent, else refuses with CheckpointMismatchError), is uploaded as a new read set under
+    ``restart``, or is refused when no checkpoint is left. A record written before identities were kept is
+    checked against the row's checkpoint; with no checkpoint either it is skipped, as it was before, and said so.
+    """
+    result = DoneRows()
+    for row in rows:
+        key = row.key(store_id)
+        recorded = state.rows.get(key)
+        if recorded is None or key in result.done or key in result.refused:
+            continue
+        where = f"{name} {row.where}"
+        checkpoint = row_checkpoint(directory, key) if checkpoints else None
+        verdict = _judge(row, recorded, checkpoint, restart)
+        if verdict is None:
+            result.done[key] = recorded.read_set_id
+        elif verdict.startswith(_SKIP):
+            result.done[key] = recorded.read_set_id
+            result.notes.append(f"{where}: {verdict.removeprefix(_SKIP)}")
+        elif verdict.startswith(_REFUSE):
+            result.refused[key] = verdict.removeprefix(_REFUSE)
+        else:
+            result.notes.append(f"{where}: {verdict}")
+    return result
+
+
+_SKIP, _REFUSE = "skip:", "refuse:"
+
+
+def _judge(row: ManifestRow, recorded: DoneRow, checkpoint: Path | None, restart: bool) -> str | None:
+    """None to skip the row silently; else a line saying why it is skipped (``_SKIP``), refused (``_REFUSE``),
+    or run again."""
+    current = row_fingerprints(row)
+    if current is None:
+        return None  # a source is gone or unreadable since: the read set made from it stands
+    read_set = f"read set {recorded.read_set_id}"
+    finished = None
+    if recorded.sources is None:  # an earlier version's record: the checkpoint knows the files, if it is left
+        finished = _finished(checkpoint, recorded.read_set_id)
+        if finished is None:
+            return (
+                f"{_SKIP}recorded as {read_set} by an earlier version that kept no identity of its files, and no "
+                "checkpoint is left to check them against: skipped, as before, rather than made a second time from "
+                "files that most likely did not change (to upload it again, remove its line from the batch's "
+                "done.jsonl)"
+            )
+        known = finished.header.sources
+    else:
+        known = recorded.sources
+    changed = _changes(known, current)
+    if not changed:
+        return None
+    if finished is None:  # read only for a row whose files changed
+        finished = _finished(checkpoint, recorded.read_set_id)
+    what = f"{changed} changed since {read_set} was made from it"
+    if restart:
+        return f"{what}; --restart: uploading it as a new read set"
+    if finished is not None:
+        return f"{what}; reading it again to compare with the bytes sent"
+    return (
+        f"{_REFUSE}{what}, and no checkpoint is left to compare it with the bytes sent; "
+        "run again with --restart to upload it as a new read set"
+    )
+
+
+def _finished(checkpoint: Path | None, read_set_id: str) -> Replay | None:
+    """The row's checkpoint when it records Complete for ``read_set_id``."""
+    if checkpoint is None:
+        return None
+    try:
+        replayed = load_checkpoint(checkpoint)
+    except UploaderError:
+        return None
+    return replayed if replayed.read_set_id == read_set_id else None
+
+
+def _changes(known: Sequence[SourceFingerprint], current: Sequence[SourceFingerprint]) -> str:
+    """The sources that are not the files ``known`` describes, and what differs ("" when none)."""
+    recorded = {fp.source: fp for fp in known}
+    found = []
+    for new in current:
+        old = recorded.get(new.source)
+        label = f"{new.source.value.lower()} {new.path}"
+        if old is None:
+            found.append(f"{label} (not recorded)")
+        elif not old.same_file(new):
+            found.append(f"{label} ({_differences(old, new)})")
+    return "; ".join(found)
+
+
+def _differences(old: SourceFingerprint, new: SourceFingerprint) -> str:
+    figures = {
+        "path": (old.path, new.path),
+        "modification time": (old.mtime_ns, new.mtime_ns),
+        "change time": (old.ctime_ns, new.ctime_ns),
+        "inode": ((old.inode, old.device), (new.inode, new.device)),
+        "sampled bytes": (old.fingerprint, new.fingerprint),
+    }
+    differ = [name for name, (a, b) in figures.items() if a != b or a is None]
+    size = f"size {old.size:,} -> {new.size:,} bytes" if old.size != new.size else "same size"
+    return f"{size}; {', '.join(differ)} differ" if differ else size
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    emit: Callable[[RowOutcome], None]
+    on_start: Callable[[ManifestRow, UploadHandle], None] | None
+    on_finish: Callable[[ManifestRow], None] | None
+    on_event: Callable[[ManifestRow], Callable[[dict[str, object]], None]] | None
+    stopping: Callable[[], bool]
+    format_error: Callable[[BaseException], str]
+
+
+async def run_batch(
     uploader: Uploader,
     rows: Sequence[ManifestRow],
     *,
@@ -70,65 +261,111 @@ async def run_batch(  # noqa: C901
     on_event: Callable[[ManifestRow], Callable[[dict[str, object]], None]] | None = None,
     stopping: Callable[[], bool] = lambda: False,
     format_error: Callable[[BaseException], str] = str,
+    note: Callable[[str], None] = log.warning,
+    name: str = "manifest",
 ) -> BatchSummary:
     """Upload ``rows`` at most ``max_parallel`` at a time through ``uploader``; never raises for one row.
 
     A row whose files are missing fails alone (its upload does, before anything is created); rows naming the same
-    read set upload it once (``duplicate``).
+    read set upload it once (``duplicate``); a row recorded done is skipped while its files are unchanged
+    (``check_done_rows``; ``note`` gets its lines). A row refused because its files changed fails with
+    ``RESTART_NEEDED`` in its result.
     ``emit`` is called once per row as it finishes (skipped rows first). ``on_start``/``on_finish`` let the caller
     track the handles in flight (to show progress or to stop them on a signal); once ``stopping()`` is true, rows
     not yet started are reported as interrupted. ``on_event(row)`` gives the engine's event callback for a row.
     """
     started = time.monotonic()
     state = BatchState(directory)
-    plan = plan_batch(rows, store_id, state.done)
-    outcomes: list[RowOutcome] = []
+    checked = await anyio.to_thread.run_sync(
+        lambda: check_done_rows(
+            rows, store_id, state, directory, checkpoints=use_checkpoints, restart=restart, name=name
+        )
+    )
+    for line in checked.notes:
+        note(line)
+    hooks = _Hooks(emit, on_start, on_finish, on_event, stopping, format_error)
+    runner = _Runner(uploader, store_id, directory, state, hooks, restart, keep_on_failure, use_checkpoints)
+    await runner.run(plan_batch(rows, store_id, checked.done), checked.refused, max_parallel)
+    ordered = tuple(sorted(runner.outcomes, key=lambda outcome: outcome.row.row))
+    return BatchSummary(ordered, time.monotonic() - started)
 
-    def finish(*done: RowOutcome) -> None:
+
+def refused_outcome(row: ManifestRow, why: str) -> RowOutcome:
+    """A row not uploaded because its files changed since its read set was made: only --restart uploads it."""
+    return RowOutcome(row, "failed", error=why, result={RESTART_NEEDED: True})
+
+
+class _Runner:
+    """The rows of one batch run: each uploaded through ``uploader`` under a semaphore, its outcome reported."""
+
+    def __init__(
+        self,
+        uploader: Uploader,
+        store_id: str,
+        directory: Path,
+        state: BatchState,
+        hooks: _Hooks,
+        restart: bool,
+        keep_on_failure: bool | None,
+        use_checkpoints: bool,
+    ) -> None:
+        self.uploader, self.store_id, self.directory, self.state = uploader, store_id, directory, state
+        self.hooks, self.restart, self.keep_on_failure = hooks, restart, keep_on_failure
+        self.use_checkpoints = use_checkpoints
+        self.outcomes: list[RowOutcome] = []
+
+    def finish(self, *done: RowOutcome) -> None:
         for outcome in done:
-            outcomes.append(outcome)
-            emit(outcome)
+            self.outcomes.append(outcome)
+            self.hooks.emit(outcome)
 
-    finish(*plan.skipped)
-    gate = anyio.Semaphore(max(1, max_parallel))
+    async def run(self, plan: BatchPlan, refused: dict[str, str], max_parallel: int) -> None:
+        self.finish(*plan.skipped)
+        gate = anyio.Semaphore(max(1, max_parallel))
 
-    async def one(row: ManifestRow, key: str) -> None:
-        try:
-            outcome = await upload(row, key)
-        finally:
-            gate.release()
-        finish(outcome, *plan.duplicate_outcomes(key, outcome))
+        async def one(row: ManifestRow, key: str) -> None:
+            try:
+                outcome = await self.upload(row, key)
+            finally:
+                gate.release()
+            self.finish(outcome, *plan.duplicate_outcomes(key, outcome))
 
-    async def upload(row: ManifestRow, key: str) -> RowOutcome:
-        if stopping():
+        async with anyio.create_task_group() as group:
+            for row, key in plan.to_upload:
+                if key in refused:
+                    outcome = refused_outcome(row, refused[key])
+                    self.finish(outcome, *plan.duplicate_outcomes(key, outcome))
+                    continue
+                await gate.acquire()  # a task per row only once it may start: a long manifest is not 10,000 tasks
+                group.start_soon(one, row, key, name=f"batch-row-{row.row}")
+
+    async def upload(self, row: ManifestRow, key: str) -> RowOutcome:
+        hooks = self.hooks
+        if hooks.stopping():
             return RowOutcome(row, "interrupted", error="not started: the batch was stopped")
-        checkpoint: Path | bool = directory / "checkpoints" / f"{key}.jsonl" if use_checkpoints else False
+        checkpoint: Path | bool = row_checkpoint(self.directory, key) if self.use_checkpoints else False
+        prints = await anyio.to_thread.run_sync(row_fingerprints, row)  # before a byte is read: a change since shows
         try:
-            handle = uploader.start(
+            handle = self.uploader.start(
                 row.read_set,
-                store_id=store_id,
+                store_id=self.store_id,
                 checkpoint=checkpoint,
-                restart=restart,
-                keep_on_failure=keep_on_failure,
-                on_event=on_event(row) if on_event is not None else None,
+                restart=self.restart,
+                keep_on_failure=self.keep_on_failure,
+                on_event=hooks.on_event(row) if hooks.on_event is not None else None,
             )
-            if on_start is not None:
-                on_start(row, handle)
+            if hooks.on_start is not None:
+                hooks.on_start(row, handle)
             try:
                 result = await handle
             finally:
-                if on_finish is not None:
-                    on_finish(row)
+                if hooks.on_finish is not None:
+                    hooks.on_finish(row)
         except UploadInterruptedError as exc:
-            return RowOutcome(row, "interrupted", error=format_error(exc))
+            return RowOutcome(row, "interrupted", error=hooks.format_error(exc))
+        except CheckpointMismatchError as exc:
+            return refused_outcome(row, hooks.format_error(exc))
         except Exception as exc:  # one row's failure never stops the others
-            return RowOutcome(row, "failed", error=format_error(exc))
-        await state.record(key, result.read_set_id, row)
+            return RowOutcome(row, "failed", error=hooks.format_error(exc))
+        await self.state.record(key, result.read_set_id, row, prints)
         return RowOutcome(row, "done", read_set_id=result.read_set_id, result=result.as_json())
-
-    async with anyio.create_task_group() as group:
-        for row, key in plan.to_upload:
-            await gate.acquire()  # a task per row only once it may start: a long manifest is not 10,000 tasks
-            group.start_soon(one, row, key, name=f"batch-row-{row.row}")
-    ordered = tuple(sorted(outcomes, key=lambda outcome: outcome.row.row))
-    return BatchSummary(ordered, time.monotonic() - started)

@@ -6,13 +6,18 @@ The entry point, called by ``async-uploader batch MANIFEST --dask ADDRESS|local:
         rows: Sequence[ManifestRow], *, address: str, store_id: str, service: ServiceConfig,
         config: UploadConfig, checkpoint_dir: Path, on_result: Callable[[RowOutcome], None],
         restart: bool = False, margin: float = 0.9, budget: str = DEFAULT_BUDGET, lease_ttl: float = 60.0,
+        on_progress: Callable[[dict[str, object]], None] | None = None, note: Callable[[str], None] | None = None,
+        name: str = "manifest",
     ) -> BatchSummary
 
-``address`` is a scheduler address (``tcp://host:8786``) or ``local:N`` for a local cluster of N worker
-processes with one thread each. Rows already recorded as done in ``checkpoint_dir/done.jsonl`` are reported as
-skipped; every other row becomes one task whose key derives from the row's key (never from an upload id), and
-``on_result`` gets each row's ``RowOutcome`` as its task finishes. The submitting process alone writes the
-done-rows record, so the folder layout is the one the single-machine batch uses and either can resume the other.
+``address`` is a scheduler address (``tcp://host:8786``) or ``local:N`` for a local cluster of N worker processes
+with one thread each. Rows already recorded as done in ``checkpoint_dir/done.jsonl`` are reported as skipped while
+their files are those their read set was made from (``engine.batch.check_done_rows``, as the single-machine batch
+does: a row whose files changed runs again through its checkpoint, which refuses it unless its bytes are those
+sent, or is refused when no checkpoint is left); every other row becomes one task whose key derives from the row's
+key (never from an upload id), and ``on_result`` gets each row's ``RowOutcome`` as its task finishes. The
+submitting process alone writes the done-rows record, so the folder layout is the one the single-machine batch uses
+and either can resume the other.
 
 Inside a worker, the task runs the async engine on the worker's own event loop (file reading and hashing happen
 in threads, so heartbeats are never delayed) with:
@@ -40,12 +45,15 @@ from typing import Any
 import anyio
 import distributed
 
+from ..core.checkpoint import SourceFingerprint
 from ..core.config import ServiceConfig, UploadConfig
-from ..core.errors import UploadInterruptedError
+from ..core.errors import CheckpointMismatchError, UploadInterruptedError
 from ..core.events import progress_event
-from ..core.manifest import BatchSummary, ManifestRow, RowOutcome, plan_batch
+from ..core.manifest import BatchPlan, BatchSummary, ManifestRow, RowOutcome, plan_batch
 from ..edge.batchstate import BatchState
+from ..engine.batch import RESTART_NEEDED, check_done_rows, refused_outcome, row_fingerprints
 from ..engine.monitor import Monitor, Tick
+from ..engine.parts import first_error
 from ..engine.uploader import Uploader
 from .budget import DEFAULT_BUDGET, budget_rates
 from .dask_budget import install_rate_budget, worker_limiter
@@ -86,16 +94,22 @@ async def upload_row(
     limiter = worker_limiter(budget, rates)
     report = _progress_reporter(row.row)
     try:
-        async with hold_lease(lease_path, ttl=lease_ttl):
-            restart = await anyio.to_thread.run_sync(_consume, marker)
-            async with Uploader(config, service=service, limiter=limiter) as uploader:
-                handle = uploader.start(
-                    row.read_set, store_id=store_id, checkpoint=checkpoint, restart=restart, on_event=report
-                )
-                async with Monitor(Tick(1.0, lambda: report(progress_event(handle.statistics(), time.time())))):
-                    result = await handle
+        try:
+            async with hold_lease(lease_path, ttl=lease_ttl):
+                restart = await anyio.to_thread.run_sync(_consume, marker)
+                async with Uploader(config, service=service, limiter=limiter) as uploader:
+                    handle = uploader.start(
+                        row.read_set, store_id=store_id, checkpoint=checkpoint, restart=restart, on_event=report
+                    )
+                    async with Monitor(Tick(1.0, lambda: report(progress_event(handle.statistics(), time.time())))):
+                        result = await handle
+        except BaseExceptionGroup as group:  # the lease's task group wraps the upload's own error: report that one
+            error = first_error(group)
+            raise error from error.__cause__
     except UploadInterruptedError as exc:
         return {"status": "interrupted", "error": str(exc)}
+    except CheckpointMismatchError as exc:  # its files changed since the read set its checkpoint records
+        return {"status": "failed", "error": str(exc), "result": {RESTART_NEEDED: True}}
     except Exception as exc:  # one row's failure is its own result, never the task's
         return {"status": "failed", "error": str(exc) or type(exc).__name__}
     return {"status": "done", "readSetId": result.read_set_id, "result": result.as_json()}
@@ -172,59 +186,102 @@ async def run_batch_on_dask(
     budget: str = DEFAULT_BUDGET,
     lease_ttl: float = 60.0,
     on_progress: Callable[[dict[str, object]], None] | None = None,
+    note: Callable[[str], None] | None = None,
+    name: str = "manifest",
 ) -> BatchSummary:
     """Run ``rows`` as Dask tasks; ``address`` may also be an asynchronous Client already connected.
 
     ``on_progress`` receives, in the submitting process, each row's state changes, retries and a progress record
-    per second (``{"event": ..., "row": N, ...}``) as the workers send them.
+    per second (``{"event": ..., "row": N, ...}``) as the workers send them. ``note`` gets a line for each row
+    recorded done that is not skipped as it is (its files changed, or cannot be checked).
     """
-    as_completed: Any = distributed.as_completed
-
     started = time.monotonic()
     checkpoint_dir = await anyio.to_thread.run_sync(checkpoint_dir.resolve)  # workers elsewhere need no relative path
     state = BatchState(checkpoint_dir)
-    plan = plan_batch(rows, store_id, state.done)
+    checked = await anyio.to_thread.run_sync(
+        lambda: check_done_rows(rows, store_id, state, checkpoint_dir, restart=restart, name=name)
+    )
+    for line in checked.notes:
+        if note is not None:
+            note(line)
+    plan = plan_batch(rows, store_id, checked.done)
     outcomes: list[RowOutcome] = []
-    for outcome in plan.skipped:
-        outcomes.append(outcome)
-        on_result(outcome)
-    pending = {key: row for row, key in plan.to_upload}
+
+    def finish(*done: RowOutcome) -> None:
+        for outcome in done:
+            outcomes.append(outcome)
+            on_result(outcome)
+
+    finish(*plan.skipped)
+    for row, key in plan.to_upload:
+        if key in checked.refused:
+            refused = refused_outcome(row, checked.refused[key])
+            finish(refused, *plan.duplicate_outcomes(key, refused))
+    pending = {key: row for row, key in plan.to_upload if key not in checked.refused}
     if pending:
         if restart:
             await anyio.to_thread.run_sync(_mark_restart, checkpoint_dir, list(pending))
-        rates = budget_rates(config.rates, margin)
+        submit = _Submission(pending, store_id, service, config, checkpoint_dir, budget, lease_ttl)
         async with contextlib.AsyncExitStack() as stack:
             client = address if not isinstance(address, str) else await stack.enter_async_context(connect(address))
-            await install_rate_budget(client, budget, rates)
-            if on_progress is not None:
-                client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_progress(_as_sent(event[1])))
-            futures: dict[Any, tuple[str, ManifestRow]] = {}
-            for key, row in pending.items():
-                future = client.submit(
-                    upload_row,
-                    row,
-                    key,
-                    store_id=store_id,
-                    service=service,
-                    config=config,
-                    checkpoint_dir=str(checkpoint_dir),
-                    budget=budget,
-                    rates=rates,
-                    lease_ttl=lease_ttl,
-                    key=task_key(key),
-                    pure=False,
-                )
-                futures[future] = (key, row)
-            async for future in as_completed(list(futures)):
-                key, row = futures[future]
-                outcome = await _outcome(future, row)
-                if outcome.status == "done" and outcome.read_set_id is not None:
-                    await state.record(key, outcome.read_set_id, row)
-                for finished in (outcome, *plan.duplicate_outcomes(key, outcome)):
-                    outcomes.append(finished)
-                    on_result(finished)
+            await submit.run(client, budget_rates(config.rates, margin), state, plan, finish, on_progress)
     ordered = tuple(sorted(outcomes, key=lambda outcome: outcome.row.row))
     return BatchSummary(ordered, time.monotonic() - started)
+
+
+class _Submission:
+    """The rows a run submits as tasks, and what the submitting process does as each finishes."""
+
+    def __init__(
+        self,
+        pending: dict[str, ManifestRow],
+        store_id: str,
+        service: ServiceConfig,
+        config: UploadConfig,
+        checkpoint_dir: Path,
+        budget: str,
+        lease_ttl: float,
+    ) -> None:
+        self.pending, self.store_id, self.service, self.config = pending, store_id, service, config
+        self.checkpoint_dir, self.budget, self.lease_ttl = checkpoint_dir, budget, lease_ttl
+
+    async def run(
+        self,
+        client: Any,
+        rates: dict[str, float],
+        state: BatchState,
+        plan: BatchPlan,
+        finish: Callable[..., None],
+        on_progress: Callable[[dict[str, object]], None] | None,
+    ) -> None:
+        as_completed: Any = distributed.as_completed
+        await install_rate_budget(client, self.budget, rates)
+        if on_progress is not None:
+            client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_progress(_as_sent(event[1])))
+        futures: dict[Any, tuple[str, ManifestRow, tuple[SourceFingerprint, ...] | None]] = {}
+        for key, row in self.pending.items():
+            prints = await anyio.to_thread.run_sync(row_fingerprints, row)  # before a byte is read
+            future = client.submit(
+                upload_row,
+                row,
+                key,
+                store_id=self.store_id,
+                service=self.service,
+                config=self.config,
+                checkpoint_dir=str(self.checkpoint_dir),
+                budget=self.budget,
+                rates=rates,
+                lease_ttl=self.lease_ttl,
+                key=task_key(key),
+                pure=False,
+            )
+            futures[future] = (key, row, prints)
+        async for future in as_completed(list(futures)):
+            key, row, prints = futures[future]
+            outcome = await _outcome(future, row)
+            if outcome.status == "done" and outcome.read_set_id is not None:
+                await state.record(key, outcome.read_set_id, row, prints)
+            finish(outcome, *plan.duplicate_outcomes(key, outcome))
 
 
 async def _outcome(future: Any, row: ManifestRow) -> RowOutcome:
