@@ -1,8 +1,11 @@
 """What every transport speaks: the request body protocols, the answer, and the words its errors share.
 
+The failures both transports (aiohttp's and ``edge.pool``'s sockets) can meet alike are worded here, once:
+an untrusted certificate, a proxy's refusal, a proxy that cannot be reached, any other failure of an attempt.
+
 A ``BodySource`` is a part body of known ``length`` offered as fresh slices (``slices()``), which a transport
 may keep until it has written them. A ``ScratchBody`` can also fill a caller's reusable buffer (``views()``): the
-sockets of ``edge.http11`` send each view before asking for the next, so one page-aligned buffer per request
+sockets of ``edge.pool`` send each view before asking for the next, so one page-aligned buffer per request
 carries the whole part.
 """
 
@@ -15,6 +18,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from yarl import URL
 
+from ..core.errors import CertificateError, ProxyRefusedError, TransportError
+from ..core.proxy import Proxy
+
 __all__ = [
     "CA_HINT",
     "BodySource",
@@ -22,8 +28,12 @@ __all__ = [
     "Response",
     "ScratchBody",
     "Transport",
+    "certificate_error",
     "collect_body",
+    "failure",
     "iterate",
+    "proxy_answer_error",
+    "proxy_unreachable",
     "unnamed",
     "where",
 ]
@@ -100,3 +110,29 @@ def unnamed(exc: BaseException) -> str:
     """A failure no translation table names: its type and text."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def certificate_error(method: str, url: URL, reason: str) -> CertificateError:
+    """The server's certificate could not be verified (``reason``, OpenSSL's words): what to set, not retried."""
+    return CertificateError(f"{method} {where(url)}: the TLS certificate cannot be verified ({reason}); {CA_HINT}")
+
+
+def proxy_answer_error(method: str, url: URL, proxy: Proxy, status: int, reason: str) -> TransportError:
+    """The proxy answered ``status`` instead of passing the request on: 407 and 403 are a setting to fix
+    (``ProxyRefusedError``, not retried); anything else may pass (``TransportError``)."""
+    text = f"the proxy {proxy.shown} answered {status} {reason}".rstrip()
+    if status in (403, 407):
+        hint = "check the user and password in HTTPS_PROXY/HTTP_PROXY" if status == 407 else "ask its admin"
+        return ProxyRefusedError(f"{method} {where(url)}: {text}; {hint}")
+    return TransportError(f"{method} {where(url)}: {text}")
+
+
+def proxy_unreachable(method: str, url: URL, proxy: Proxy, reason: str) -> TransportError:
+    """No connection to the proxy itself (it is named, its password redacted)."""
+    return TransportError(f"{method} {where(url)}: cannot reach the proxy {proxy.shown}: {reason}")
+
+
+def failure(method: str, url: URL, proxy: Proxy | None, reason: str) -> TransportError:
+    """Any other failure of an attempt: the host (and the proxy it went through) and what happened."""
+    shown = f"{where(url)} through the proxy {proxy.shown}" if proxy is not None else where(url)
+    return TransportError(f"{method} {shown}: {reason}")

@@ -1,6 +1,6 @@
 """HTTP transport: where requests leave the process, and where the network's errors become ours.
 
-``HttpTransport`` sends part bodies of ``direct_from`` bytes and more over sockets of its own (``edge.http11``:
+``HttpTransport`` sends part bodies of ``direct_from`` bytes and more over sockets of its own (``edge.pool``:
 h11 framing, OpenSSL writing whole slices straight to the socket, one page-aligned buffer per request), and every
 other request through one aiohttp ``ClientSession`` with a bounded keep-alive pool. A body aiohttp sends (a
 ``BodySource``) is a custom payload with an explicit Content-Length (never chunked): its slices are written to the
@@ -18,7 +18,8 @@ Proxies and TLS are as botocore has them: the proxy of each URL is chosen from t
 Proxy-Authorization, CONNECT for https targets); certificates are verified against the system's CAs, or
 ``ca_bundle``. A certificate that cannot be verified is ``CertificateError`` and a proxy's 407 or 403 is
 ``ProxyRefusedError``: neither is retried. Failures to reach a proxy name it, its password redacted. Both paths
-behave alike (``tests/test_transport.py`` runs each case through both).
+word their failures with the same builders (``edge.messages``) and behave alike (``tests/test_transport.py``
+runs each case through both).
 
 ``MockTransport`` is the test seam: it hands each request, body collected, to a handler function.
 """
@@ -41,9 +42,8 @@ import aiohttp.payload
 import anyio
 from yarl import URL
 
-from ..core.errors import CertificateError, ConfigError, ProxyRefusedError, TransportError, UploaderError
+from ..core.errors import ConfigError, UploaderError
 from ..core.proxy import Proxy, proxy_for
-from .http11 import DirectPool
 from .messages import (
     CA_HINT,
     BodySource,
@@ -51,11 +51,15 @@ from .messages import (
     Response,
     ScratchBody,
     Transport,
+    certificate_error,
     collect_body,
+    failure,
     iterate,
+    proxy_answer_error,
+    proxy_unreachable,
     unnamed,
-    where,
 )
+from .pool import DirectPool
 
 __all__ = [
     "CA_HINT",
@@ -71,7 +75,7 @@ __all__ = [
 ]
 
 DIRECT_FROM = 0
-"""Part bodies at least this large go over ``edge.http11``'s sockets: every one, since the direct path is as
+"""Part bodies at least this large go over ``edge.pool``'s sockets: every one, since the direct path is as
 cheap per request as aiohttp's and cheaper per byte (``make bench``, the tiny-parts and bulk scenarios)."""
 
 _LARGE_BODY = 512 * 1024
@@ -168,21 +172,21 @@ def _describe(exc: BaseException, timeouts: _Timeouts) -> str:
 
 def _certificate_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
     cert_error = exc.certificate_error
-    reason = getattr(cert_error, "verify_message", None) or getattr(cert_error, "reason", None) or str(cert_error)
-    return f"the TLS certificate cannot be verified ({reason})"
+    return getattr(cert_error, "verify_message", None) or getattr(cert_error, "reason", None) or str(cert_error)
 
 
-def _proxy_failure(exc: BaseException, proxy: Proxy, timeouts: _Timeouts) -> TransportError | None:
-    """The error for a failure at the proxy itself (unreachable, or refusing), None for any other failure."""
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        text = f"the proxy {proxy.shown} answered {exc.status} {exc.message}".rstrip()
-        if exc.status in (403, 407):
-            hint = "check the user and password in HTTPS_PROXY/HTTP_PROXY" if exc.status == 407 else "ask its admin"
-            return ProxyRefusedError(f"{text}; {hint}")
-        return TransportError(text)
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return TransportError(f"cannot reach the proxy {proxy.shown}: {_describe(exc, timeouts)}")
-    return None
+def _translate(exc: BaseException, method: str, url: URL, proxy: Proxy | None, timeouts: _Timeouts) -> UploaderError:
+    """The one translation of an aiohttp, timeout or OS failure into the transport's errors."""
+    own = _own_cause(exc)
+    if own is not None:  # e.g. a SourceError raised while the body was read
+        return own
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return certificate_error(method, url, _certificate_reason(exc))
+    if proxy is not None and isinstance(exc, aiohttp.ClientHttpProxyError):
+        return proxy_answer_error(method, url, proxy, exc.status, exc.message)
+    if proxy is not None and isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return proxy_unreachable(method, url, proxy, _describe(exc, timeouts))
+    return failure(method, url, proxy, _describe(exc, timeouts))
 
 
 def tls_context(
@@ -206,7 +210,7 @@ def tls_context(
 
 
 class HttpTransport:
-    """Part bodies of ``direct_from`` bytes or more over ``edge.http11``; the rest over one aiohttp session.
+    """Part bodies of ``direct_from`` bytes or more over ``edge.pool``; the rest over one aiohttp session.
 
     Each keeps at most ``limit`` connections alive between requests. The session is created on first use, inside
     the running event loop. ``direct_from=None`` sends everything through aiohttp.
@@ -300,6 +304,27 @@ class HttpTransport:
             return await self._direct.send(method, target, headers, body, proxy, call)
         if call is not None and not isinstance(body, bytes | bytearray | memoryview):
             raise ValueError("only a body sent directly reports its progress through a call")
+        try:
+            return await self._send_aiohttp(method, target, headers, body, proxy)
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError, _ShortBodyError, _StalledError) as exc:
+            timeouts = _Timeouts(self.connect_timeout, self.read_timeout)
+            error = _translate(exc, method, target, proxy, timeouts)
+            if error is _own_cause(exc):
+                raise error from None
+            raise error from exc
+
+    def _payload(self, body: bytes | BodySource) -> Any:
+        """What aiohttp is handed as the request body."""
+        if isinstance(body, bytes | bytearray | memoryview):
+            # aiohttp warns that a large bytes body may stall the loop; a file-like payload is written in pieces.
+            return (io.BytesIO(body) if len(body) > _LARGE_BODY else bytes(body)) if body else None
+        return _SourcePayload(body, self.read_timeout)
+
+    async def _send_aiohttp(
+        self, method: str, target: URL, headers: Mapping[str, str], body: bytes | BodySource, proxy: Proxy | None
+    ) -> Response:
         session = self._open()
         via: dict[str, Any] = {}
         if proxy is not None and target.scheme == "https":  # CONNECT: the proxy sees only the tunnel's request
@@ -307,42 +332,14 @@ class HttpTransport:
         elif proxy is not None:  # forwarded: the proxy reads (and removes) Proxy-Authorization from the request
             via = {"proxy": proxy.url}
             headers = {**headers, **proxy.headers()}
-        data: Any
-        if isinstance(body, bytes | bytearray | memoryview):
-            # aiohttp warns that a large bytes body may stall the loop; a file-like payload is written in pieces.
-            data = (io.BytesIO(body) if len(body) > _LARGE_BODY else bytes(body)) if body else None
-        else:
-            data = _SourcePayload(body, self.read_timeout)
-        try:
-            async with session.request(
-                method,
-                target,
-                headers=dict(headers),
-                data=data,
-                allow_redirects=False,
-                **via,
-            ) as response:
-                content = await response.read()
-                if proxy is not None and response.status == 407:  # a forwarding proxy's refusal
-                    raise ProxyRefusedError(
-                        f"{method} {where(target)}: the proxy {proxy.shown} answered 407 {response.reason or ''}"
-                        "; check the user and password in HTTPS_PROXY/HTTP_PROXY"
-                    )
-                return Response(response.status, dict(response.headers), content)
-        except asyncio.CancelledError:
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError, _ShortBodyError, _StalledError) as exc:
-            own = _own_cause(exc)
-            if own is not None:  # e.g. a SourceError raised while the body was read
-                raise own from None
-            timeouts = _Timeouts(self.connect_timeout, self.read_timeout)
-            if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-                raise CertificateError(f"{method} {where(target)}: {_certificate_reason(exc)}; {CA_HINT}") from exc
-            failure = _proxy_failure(exc, proxy, timeouts) if proxy is not None else None
-            if failure is not None:
-                raise type(failure)(f"{method} {where(target)}: {failure}") from exc
-            shown = f"{where(target)} through the proxy {proxy.shown}" if proxy is not None else where(target)
-            raise TransportError(f"{method} {shown}: {_describe(exc, timeouts)}") from exc
+        data = self._payload(body)
+        async with session.request(
+            method, target, headers=dict(headers), data=data, allow_redirects=False, **via
+        ) as response:
+            content = await response.read()
+            if proxy is not None and response.status == 407:  # a forwarding proxy's refusal
+                raise proxy_answer_error(method, target, proxy, 407, response.reason or "")
+            return Response(response.status, dict(response.headers), content)
 
     async def aclose(self) -> None:
         self._closed = True
