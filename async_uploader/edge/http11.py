@@ -7,10 +7,12 @@ not the cipher, were most of what TLS added to the client's CPU per GiB. Here th
 into one page-aligned buffer per request (``edge.sources``) and the kernel's own into the socket.
 
 ``read_timeout`` is the progress deadline of every wait on the socket. A server that answers before the whole
-body is sent (a refusal) has that answer read and returned. The exceptions here (``Closed``, ``Stalled``, h11's,
-``OSError``, ``ssl.SSLError``) are the connection's own; ``edge.pool`` translates them, in one place, into the
-transport's errors (``reason`` gives the words). The pool (``edge.pool``) keeps connections alive between
-requests; the proxy tunnel is ``edge.tunnel``.
+body is sent (a refusal) has that answer read and returned. An answer's body is read up to its cap
+(``edge.messages.cap_for``, by operation and status): one that announces more, or goes on past it, is
+``TooLarge`` and the connection is not reused; h11 bounds the status line and headers (16 KiB). The exceptions
+here (``Closed``, ``Stalled``, ``TooLarge``, h11's, ``OSError``, ``ssl.SSLError``) are the connection's own;
+``edge.pool`` translates them, in one place, into the transport's errors (``reason`` gives the words). The pool
+keeps connections alive between requests; the proxy tunnel is ``edge.tunnel``.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import select
 import socket
 import ssl
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import anyio
 import h11
 from yarl import URL
 
-from .messages import ProgressCall, Response, ScratchBody, unnamed
+from .messages import ProgressCall, Response, ScratchBody, cap_for, unnamed
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -37,6 +40,7 @@ __all__ = [
     "Connection",
     "Key",
     "Stalled",
+    "TooLarge",
     "handshake",
     "host_header",
     "open_tcp",
@@ -58,6 +62,15 @@ class Closed(Exception):
 
 class Stalled(Exception):
     """No progress within the deadline."""
+
+
+class TooLarge(Exception):
+    """The answer announced, or sent, more than ``cap`` bytes (``announced`` when it said so up front)."""
+
+    def __init__(self, cap: int, announced: int | None) -> None:
+        super().__init__()
+        self.cap = cap
+        self.announced = announced
 
 
 class Answered(Exception):
@@ -219,7 +232,7 @@ class Connection:
                 raise Stalled(f"no bytes of the answer arrived for {self.read_timeout:g} s") from None
 
     async def _answer(self) -> Response:
-        status, headers, body = 0, {}, bytearray()
+        status, headers, body, cap = 0, {}, bytearray(), 0
         while True:
             event = self.http.next_event()
             if event is h11.NEED_DATA:
@@ -229,16 +242,26 @@ class Connection:
                 self.answered = self.answered or bool(data)
                 self.http.receive_data(data)
             elif isinstance(event, h11.Response):
-                status = event.status_code
+                status, cap = event.status_code, cap_for(event.status_code)
                 # as the server spelled them, as the aiohttp path returns them
                 headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers.raw_items()}
+                _check_announced(event.headers, cap)
             elif isinstance(event, h11.Data):
+                if len(body) + len(event.data) > cap:
+                    raise TooLarge(cap, None)
                 body += event.data
             elif isinstance(event, h11.EndOfMessage):
                 self.idle_since = time.monotonic()
                 return Response(status, headers, bytes(body))
             elif isinstance(event, h11.ConnectionClosed):
                 raise Closed("the server closed the connection", answered=self.answered)
+
+
+def _check_announced(headers: Iterable[tuple[bytes, bytes]], cap: int) -> None:
+    """TooLarge when the Content-Length announced is above ``cap`` (h11 has checked it is a number)."""
+    for name, value in headers:
+        if name == b"content-length" and int(value) > cap:
+            raise TooLarge(cap, int(value))
 
 
 async def open_tcp(host: str, port: int) -> socket.socket:

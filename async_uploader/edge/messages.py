@@ -11,6 +11,7 @@ carries the whole part.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -18,16 +19,20 @@ from typing import Any, Protocol, runtime_checkable
 
 from yarl import URL
 
-from ..core.errors import CertificateError, ProxyRefusedError, TransportError
+from ..core.errors import AnswerTooLargeError, CertificateError, ProxyRefusedError, TransportError
+from ..core.protocol import answer_limit
 from ..core.proxy import Proxy
 
 __all__ = [
     "CA_HINT",
+    "OPERATION",
     "BodySource",
     "ProgressCall",
     "Response",
     "ScratchBody",
     "Transport",
+    "answer_too_large",
+    "cap_for",
     "certificate_error",
     "collect_body",
     "failure",
@@ -43,6 +48,11 @@ CA_HINT = (
     "ca_bundle or --ca-bundle to its CA certificate (PEM)"
 )
 """What to set when a certificate cannot be verified."""
+
+OPERATION: contextvars.ContextVar[str] = contextvars.ContextVar("async_uploader_operation", default="")
+"""The operation of the request being sent (set by the client around each send): it sets the most the answer may
+hold (``core.protocol.answer_limit``). It follows a send into a worker's loop, as every context variable does
+through ``call_soon_threadsafe``; unset, an answer may hold ``core.protocol.DEFAULT_ANSWER_LIMIT``."""
 
 ProgressCall = Callable[[Callable[[int], None], int], object]
 """How a body's progress callback is run: called directly, or handed to the loop that owns it
@@ -136,3 +146,29 @@ def failure(method: str, url: URL, proxy: Proxy | None, reason: str) -> Transpor
     """Any other failure of an attempt: the host (and the proxy it went through) and what happened."""
     shown = f"{where(url)} through the proxy {proxy.shown}" if proxy is not None else where(url)
     return TransportError(f"{method} {shown}: {reason}")
+
+
+def cap_for(status: int) -> int:
+    """The most bytes the answer with ``status`` to the request being sent may hold."""
+    return answer_limit(OPERATION.get(), status)
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.4g} {unit}"
+    return f"{count} bytes"
+
+
+def answer_too_large(
+    method: str, url: URL, proxy: Proxy | None, cap: int, announced: int | None
+) -> AnswerTooLargeError:
+    """An answer announced, or sent, more than ``cap`` bytes: a broken proxy or middlebox, not retried."""
+    operation = OPERATION.get()
+    what = f"the answer to {operation}" if operation else "the answer"
+    if announced is not None:
+        size = f"announces {announced} bytes, more than the {_size(cap)} it may hold"
+    else:
+        size = f"went on past {_size(cap)}, the most it may hold"
+    shown = f"{where(url)} through the proxy {proxy.shown}" if proxy is not None else where(url)
+    return AnswerTooLargeError(f"{method} {shown}: {what} {size}; is a proxy or middlebox in the way broken?")

@@ -7,7 +7,8 @@ environment (``core.proxy``: CONNECT for https targets, absolute-form requests f
 from the proxy URL), certificates checked with the transport's SSL context, ``connect_timeout`` for the name
 lookup, the connect, the proxy's CONNECT and the TLS handshake together, and ``read_timeout`` as the progress
 deadline of every wait on the socket. A kept-alive connection found closed before any byte of its answer is
-replaced once, at once (parts are idempotent). Every failure becomes ``TransportError`` (or ``CertificateError``,
+replaced once, at once (parts are idempotent). An answer past its cap (``edge.http11``) is
+``AnswerTooLargeError``, not retried. Every failure becomes ``TransportError`` (or ``CertificateError``,
 ``ProxyRefusedError``) naming the host, in ``DirectPool._error`` and nowhere else, in the words of
 ``edge.messages``; ``asyncio.CancelledError`` always propagates, and any exception closes the socket.
 """
@@ -24,11 +25,23 @@ from yarl import URL
 
 from ..core.errors import TransportError, UploaderError
 from ..core.proxy import Proxy
-from .http11 import DEFAULT_PORTS, Closed, Connection, Key, Stalled, handshake, host_header, open_tcp, reason
+from .http11 import (
+    DEFAULT_PORTS,
+    Closed,
+    Connection,
+    Key,
+    Stalled,
+    TooLarge,
+    handshake,
+    host_header,
+    open_tcp,
+    reason,
+)
 from .messages import (
     ProgressCall,
     Response,
     ScratchBody,
+    answer_too_large,
     certificate_error,
     failure,
     proxy_answer_error,
@@ -43,7 +56,7 @@ SCRATCH_SIZE = 256 * 1024
 """Bytes read and handed to OpenSSL at a time: a page-aligned buffer per request in flight (measured: 256 KiB to
 1 MiB cost the same CPU per GiB; the smaller keeps memory low at high concurrency)."""
 
-_FAILURES = (OSError, ssl.SSLError, h11.ProtocolError, Closed, Stalled, ProxyAnswer)
+_FAILURES = (OSError, ssl.SSLError, h11.ProtocolError, Closed, Stalled, ProxyAnswer, TooLarge)
 
 
 def _header_list(url: URL, headers: Mapping[str, str], length: int, proxy: Proxy | None) -> list[tuple[str, str]]:
@@ -183,6 +196,8 @@ class DirectPool:
         self, method: str, url: URL, proxy: Proxy | None, exc: BaseException, *, connecting: bool = False
     ) -> UploaderError:
         """The one translation of a failure into the transport's errors."""
+        if isinstance(exc, TooLarge):
+            return answer_too_large(method, url, proxy, exc.cap, exc.announced)
         if isinstance(exc, ssl.SSLCertVerificationError):
             return certificate_error(method, url, exc.verify_message or exc.reason or str(exc))
         if isinstance(exc, ProxyAnswer) and proxy is not None:

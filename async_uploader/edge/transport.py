@@ -8,6 +8,10 @@ connection as they are read, each followed by a drain, so at most about one slic
 aiohttp, timeout or OS error becomes ``TransportError`` (``raise ... from exc``), naming the host and what
 happened; ``asyncio.CancelledError`` always propagates.
 
+Every answer's body is read up to a cap (``edge.messages.cap_for``: by operation and status, from
+``core.protocol.OPERATIONS``) on both paths: past it the attempt fails with ``AnswerTooLargeError`` (not retried),
+since a deadline of progress never fires while bytes keep coming.
+
 Timeouts are about progress, never about size: ``connect_timeout`` bounds opening a connection, and
 ``read_timeout`` is a progress deadline on both directions: an attempt fails when the connection accepts no
 slice of the body, or no byte of the answer arrives, for that long. How long a whole operation may take is the
@@ -51,6 +55,8 @@ from .messages import (
     Response,
     ScratchBody,
     Transport,
+    answer_too_large,
+    cap_for,
     certificate_error,
     collect_body,
     failure,
@@ -168,6 +174,19 @@ def _describe(exc: BaseException, timeouts: _Timeouts) -> str:
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "the response body was cut short"
     return unnamed(exc)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
+    """The answer's body, or None when it announces more than ``cap`` bytes or goes on past them: only what has
+    arrived is held (aiohttp stops reading the socket while its buffer is full)."""
+    if response.content_length is not None and response.content_length > cap:
+        return None
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        if len(body) + len(chunk) > cap:
+            return None
+        body += chunk
+    return bytes(body)
 
 
 def _certificate_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
@@ -336,9 +355,13 @@ class HttpTransport:
         async with session.request(
             method, target, headers=dict(headers), data=data, allow_redirects=False, **via
         ) as response:
-            content = await response.read()
             if proxy is not None and response.status == 407:  # a forwarding proxy's refusal
                 raise proxy_answer_error(method, target, proxy, 407, response.reason or "")
+            cap = cap_for(response.status)
+            content = await _read_capped(response, cap)
+            if content is None:
+                response.close()  # the rest of that answer is never read: the connection cannot carry another
+                raise answer_too_large(method, target, proxy, cap, response.content_length)
             return Response(response.status, dict(response.headers), content)
 
     async def aclose(self) -> None:
