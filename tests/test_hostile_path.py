@@ -9,6 +9,7 @@ speak (https:// to plain HTTP, http:// to TLS) is a setting to fix: exit 2, a hi
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,7 @@ from yarl import URL
 from async_uploader.emulator import LocalStore
 from tests.conftest import run_cli_process
 from tests.helpers import HttpProxy, SentRequest, TlsFront, gzip_like, operation_of, upload_argv
+from tests.store_serve import serve
 
 MIB = 1024 * 1024
 
@@ -140,3 +142,24 @@ async def test_an_answer_that_never_ends_ends_the_upload_with_one_line_and_bound
     print(f"{operation} {route}: exit {run.returncode} in {run.seconds:.1f} s, peak RSS {peak_mib:.0f} MiB: {line}")
     assert peak_mib < 300, f"peak RSS {peak_mib:.0f} MiB"
     assert 1 <= middlebox.hits <= 16  # not retried: each request that met it, once (parts run side by side)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["https-to-serve", "http-to-serve-tls"])
+async def test_an_endpoint_url_of_the_wrong_scheme_is_exit_2_naming_the_scheme(
+    tls: bool, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    source = gzip_like(tmp_path / "r1.fq.gz", 200_000)
+    with serve(tmp_path, *(["--tls"] if tls else [])) as served:
+        right = URL(served.url)
+        wrong = str(right.with_scheme("http" if tls else "https"))
+        env = {**cli_env, "AWS_CA_BUNDLE": str(served.ca_file)} if served.ca_file else cli_env
+        argv = upload_argv(wrong, source, extra=("--part-size", "64KiB", "--no-checkpoint"))
+        run = await run_cli_process(argv, env=env, limit=60)
+        assert run.returncode == 2, run.stderr  # a setting to fix: not 75, "try again later"
+        [line] = run.stderr_lines
+        scheme = "https://" if tls else "http://"
+        assert f"use {scheme} in --endpoint-url" in line and f"{right.host}:{right.port}" in line, line
+        assert run.seconds < 15  # not retried
+        assert not [entry for entry in map(json.loads, served.log.read_text().splitlines()) if entry]  # nothing sent
+        fixed = await run_cli_process(upload_argv(served.url, source, extra=("--part-size", "64KiB")), env=env)
+        assert fixed.returncode == 0, fixed.stderr

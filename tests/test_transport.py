@@ -236,7 +236,8 @@ async def test_server_disconnect_is_transport_error(path: Make) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.close()
 
-    async with raw_server(slam) as base, path() as transport:
+    # connect_timeout bounds the check that a server closing before it answered speaks TLS (it does not)
+    async with raw_server(slam) as base, path(connect_timeout=0.5) as transport:
         with pytest.raises(errors.TransportError, match=r"127\.0\.0\.1"):
             await transport.send("GET", base + "/x", {}, b"")
         with pytest.raises(errors.TransportError, match=r"PUT 127\.0\.0\.1:\d+: "):
@@ -548,3 +549,23 @@ async def test_an_answer_announcing_more_than_its_cap_fails_before_it_is_read(
                 await transport.send("POST", base + "/error", {}, b"{}")
         with pytest.raises(errors.AnswerTooLargeError, match="the answer announces 65537 bytes"):  # no operation
             await transport.send("PUT", base + "/error", {}, SliceBody(b"x" * 1000))
+
+
+@pytest.mark.parametrize("served", ["http", "https"])
+async def test_an_endpoint_that_does_not_speak_the_urls_scheme_is_a_configuration_error(
+    path: Make, served: str, tmp_path: Path
+) -> None:
+    """https:// to a plain server, http:// to a TLS one: ConfigError naming the scheme to use, on both paths."""
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"checksum": "ok"})
+
+    async with serve_over(served, handler, tmp_path) as (base, options), path(**options) as transport:
+        wrong = base.replace("http://", "https://") if served == "http" else base.replace("https://", "http://")
+        hint = "answered in plain HTTP, not TLS: use http://" if served == "http" else "speaks TLS, not plain HTTP"
+        for method, body in (("GET", b""), ("PUT", SliceBody(b"x" * 1000))):
+            with pytest.raises(errors.ConfigError, match=rf"^{method} [a-z0-9.]+:\d+: the endpoint {hint}") as caught:
+                await asyncio.wait_for(transport.send(method, wrong + "/p", {}, body), 30)
+            assert not caught.value.retryable and "--endpoint-url" in str(caught.value)
+        assert (await transport.send("PUT", base + "/p", {}, SliceBody(b"x" * 1000))).status == 200

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from yarl import URL
 
-from ..core.errors import AnswerTooLargeError, CertificateError, ProxyRefusedError, TransportError
+from ..core.errors import AnswerTooLargeError, CertificateError, ConfigError, ProxyRefusedError, TransportError
 from ..core.protocol import answer_limit
 from ..core.proxy import Proxy
 
@@ -41,6 +41,7 @@ __all__ = [
     "proxy_unreachable",
     "unnamed",
     "where",
+    "wrong_scheme",
 ]
 
 CA_HINT = (
@@ -172,3 +173,12 @@ def answer_too_large(
         size = f"went on past {_size(cap)}, the most it may hold"
     shown = f"{where(url)} through the proxy {proxy.shown}" if proxy is not None else where(url)
     return AnswerTooLargeError(f"{method} {shown}: {what} {size}; is a proxy or middlebox in the way broken?")
+
+
+def wrong_scheme(method: str, url: URL) -> ConfigError:
+    """The server does not speak the scheme of ``url`` (``edge.schemes`` found out): the URL to fix, not retried."""
+    if url.scheme == "https":
+        text = "the endpoint answered in plain HTTP, not TLS: use http:// in --endpoint-url (or AWS_ENDPOINT_URL)"
+    else:
+        text = "the endpoint speaks TLS, not plain HTTP: use https:// in --endpoint-url (or AWS_ENDPOINT_URL)"
+    return ConfigError(f"{method} {where(url)}: {text}")

@@ -25,6 +25,9 @@ Proxy-Authorization, CONNECT for https targets); certificates are verified again
 word their failures with the same builders (``edge.messages``) and behave alike (``tests/test_transport.py``
 runs each case through both).
 
+An endpoint whose scheme the server does not speak (``https://`` to plain HTTP, ``http://`` to TLS) is
+``ConfigError`` naming the scheme to use, on both paths (``edge.schemes``): retrying cannot help.
+
 ``MockTransport`` is the test seam: it hands each request, body collected, to a handler function.
 """
 
@@ -46,7 +49,7 @@ import aiohttp.payload
 import anyio
 from yarl import URL
 
-from ..core.errors import ConfigError, UploaderError
+from ..core.errors import CertificateError, ConfigError, ProxyRefusedError, TransportError, UploaderError
 from ..core.proxy import Proxy, proxy_for
 from .messages import (
     CA_HINT,
@@ -64,8 +67,10 @@ from .messages import (
     proxy_answer_error,
     proxy_unreachable,
     unnamed,
+    wrong_scheme,
 )
 from .pool import DirectPool
+from .schemes import answered_in_plain, may_be_tls, speaks_tls
 
 __all__ = [
     "CA_HINT",
@@ -85,6 +90,10 @@ DIRECT_FROM = 0
 cheap per request as aiohttp's and cheaper per byte (``make bench``, the tiny-parts and bulk scenarios)."""
 
 _LARGE_BODY = 512 * 1024
+
+_TLS_CHECK = 2.0
+"""Seconds a plain origin that failed before it ever answered has to show it speaks TLS (a TLS server answers a
+handshake in one round trip; a plain one that reads without answering costs this once per failed attempt)."""
 
 
 class _ShortBodyError(Exception):
@@ -265,6 +274,8 @@ class HttpTransport:
             keepalive_timeout=keepalive_timeout,
             limit=limit,
         )
+        self._answered: set[URL] = set()
+        """The origins that have answered: a failure on one of them is no sign of a wrong scheme."""
         self._closed = False
 
     def _open(self) -> aiohttp.ClientSession:
@@ -318,6 +329,25 @@ class HttpTransport:
             raise RuntimeError("the transport is closed")
         target = URL(url, encoded=True)  # already percent-encoded exactly as signed
         proxy = self.proxy_for(url)
+        try:
+            response = await self._route(method, target, headers, body, proxy, call)
+        except TransportError as exc:
+            mismatch = await self._wrong_scheme(method, target, proxy, exc)
+            if mismatch is None:
+                raise
+            raise mismatch from None
+        self._answered.add(target.origin())
+        return response
+
+    async def _route(
+        self,
+        method: str,
+        target: URL,
+        headers: Mapping[str, str],
+        body: bytes | BodySource,
+        proxy: Proxy | None,
+        call: ProgressCall | None,
+    ) -> Response:
         if self._goes_direct(body, proxy):
             assert isinstance(body, ScratchBody)
             return await self._direct.send(method, target, headers, body, proxy, call)
@@ -333,6 +363,20 @@ class HttpTransport:
             if error is _own_cause(exc):
                 raise error from None
             raise error from exc
+
+    async def _wrong_scheme(
+        self, method: str, target: URL, proxy: Proxy | None, exc: TransportError
+    ) -> ConfigError | None:
+        """``ConfigError`` when ``exc`` came of a server that does not speak the scheme of ``target``
+        (``edge.schemes``), else None. A plain origin that has answered before is not checked again."""
+        if isinstance(exc, CertificateError | ProxyRefusedError):
+            return None
+        if target.scheme == "https" and answered_in_plain(exc):
+            return wrong_scheme(method, target)
+        if target.scheme != "http" or proxy is not None or target.origin() in self._answered or not may_be_tls(exc):
+            return None
+        within = min(self.connect_timeout, _TLS_CHECK)
+        return wrong_scheme(method, target) if await speaks_tls(target, within) else None
 
     def _payload(self, body: bytes | BodySource) -> Any:
         """What aiohttp is handed as the request body."""
