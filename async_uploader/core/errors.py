@@ -4,7 +4,7 @@ Single inheritance throughout; the CLI maps a class to an exit code by walking t
 
     UploaderError                      base of everything raised on purpose
     ├── UsageError                     the caller asked for something impossible (exit 2)
-    │   ├── ConfigError                a setting or read-set field is invalid
+    │   ├── ConfigError                a setting or read-set field is invalid (an endpoint URL of the wrong scheme)
     │   ├── SourceError                a source is missing, empty, a directory, unreadable or changed while read
     │   ├── PlanError                  a source needs more than 10,000 parts of at most 100 MiB
     │   ├── CredentialsError           no AWS credentials could be found or refreshed
