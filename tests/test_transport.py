@@ -28,6 +28,7 @@ from async_uploader.edge.transport import (
     SentRequest,
     collect_body,
 )
+from async_uploader.edge.workers import WorkerTransport
 
 MIB = 1024 * 1024
 
@@ -569,3 +570,19 @@ async def test_an_endpoint_that_does_not_speak_the_urls_scheme_is_a_configuratio
                 await asyncio.wait_for(transport.send(method, wrong + "/p", {}, body), 30)
             assert not caught.value.retryable and "--endpoint-url" in str(caught.value)
         assert (await transport.send("PUT", base + "/p", {}, SliceBody(b"x" * 1000))).status == 200
+
+
+async def test_the_cap_follows_a_part_into_a_worker_loop() -> None:
+    """Parts sent side by side go to the caller's loop and a worker's: both read the answer up to the part's cap."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await endless(request)
+
+    async with serve(handler) as base, WorkerTransport.make(2, HttpTransport) as transport:
+        with answering("UploadReadSetPart"):
+            sends = [transport.send("PUT", base + f"/p{n}", {}, SliceBody(b"x" * 1000)) for n in range(2)]
+            outcomes = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 30)
+        assert len(transport._workers) == 1  # the second part went to the worker's loop
+    for outcome in outcomes:
+        assert isinstance(outcome, errors.AnswerTooLargeError), outcome
+        assert "the answer to UploadReadSetPart went on past 64 KiB" in str(outcome)
