@@ -9,9 +9,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from async_uploader.core import errors
+from async_uploader.core import errors, protocol
 from async_uploader.core.config import FileType, ReadSet, ServiceConfig, Source
 from async_uploader.edge.client import OmicsClient, resolve_region
+from async_uploader.edge.messages import OPERATION, cap_for
 from async_uploader.edge.signing import CredentialSource, Signer
 from async_uploader.edge.transport import HttpTransport, MockTransport, Response, SentRequest
 
@@ -243,3 +244,28 @@ def test_from_config_without_credentials(aws_env: pytest.MonkeyPatch) -> None:
     aws_env.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(errors.CredentialsError):
         OmicsClient.from_config(ServiceConfig(endpoint_url="http://127.0.0.1:1"), limit=1)
+
+
+async def test_each_request_is_sent_as_its_operation_so_its_answer_is_capped_for_it() -> None:
+    """The transport learns the operation of each request (``OPERATION``), hence the most its answer may hold."""
+    seen: list[tuple[str, int, int]] = []
+    reply = json.dumps({"uploadId": UPLOAD, "checksum": "c", "parts": [], "uploads": []}).encode()
+
+    def handler(request: SentRequest) -> Response:
+        seen.append((OPERATION.get(), cap_for(200), cap_for(500)))
+        return Response(200, {}, reply)
+
+    client, _ = make_client(handler)
+    await client.create_upload(STORE, read_set(), "tok")
+    await client.upload_part(STORE, UPLOAD, Source.SOURCE1, 1, Body(b"x"))
+    await client.list_parts(STORE, UPLOAD, Source.SOURCE1)
+    await client.probe()
+    assert seen == [
+        ("CreateMultipartReadSetUpload", 64 * 1024, 64 * 1024),
+        ("UploadReadSetPart", 64 * 1024, 64 * 1024),
+        ("ListReadSetUploadParts", 4 * 1024 * 1024, 64 * 1024),
+        ("probe", 1024 * 1024, 64 * 1024),
+    ]
+    assert OPERATION.get() == ""  # reset after each request
+    assert {protocol.answer_limit(name, 200) for name in protocol.OPERATIONS} >= {64 * 1024, 4 * 1024 * 1024}
+    assert protocol.answer_limit("GetReadSet", 200) > 100 * 1024 * 1024  # one whole part

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import socket
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -18,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from async_uploader.core import errors
-from async_uploader.edge.messages import ProgressCall, ScratchBody
+from async_uploader.edge.messages import OPERATION, ProgressCall, ScratchBody
 from async_uploader.edge.transport import (
     BodySource,
     HttpTransport,
@@ -27,6 +28,7 @@ from async_uploader.edge.transport import (
     SentRequest,
     collect_body,
 )
+from async_uploader.edge.workers import WorkerTransport
 
 MIB = 1024 * 1024
 
@@ -235,7 +237,8 @@ async def test_server_disconnect_is_transport_error(path: Make) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.close()
 
-    async with raw_server(slam) as base, path() as transport:
+    # connect_timeout bounds the check that a server closing before it answered speaks TLS (it does not)
+    async with raw_server(slam) as base, path(connect_timeout=0.5) as transport:
         with pytest.raises(errors.TransportError, match=r"127\.0\.0\.1"):
             await transport.send("GET", base + "/x", {}, b"")
         with pytest.raises(errors.TransportError, match=r"PUT 127\.0\.0\.1:\d+: "):
@@ -457,3 +460,129 @@ async def test_progress_runs_through_the_call_given(path: Make) -> None:
         else:
             assert (await transport.send_with("PUT", base + "/p", {}, body, run_now)).status == 200
             assert sum(calls) == 3 * MIB and len(calls) > 1
+
+
+@contextlib.asynccontextmanager
+async def serve_over(scheme: str, handler: Handler, tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """(base URL, transport options) of ``handler`` served over plain HTTP or TLS."""
+    if scheme == "http":
+        async with serve(handler) as base:
+            yield base, {}
+    else:
+        async with serve_tls(handler, tmp_path) as (base, ca_file):
+            yield base, {"ca_bundle": str(ca_file)}
+
+
+@contextlib.contextmanager
+def answering(operation: str) -> Any:
+    """Requests sent inside are ``operation``'s, as the client marks them."""
+    token = OPERATION.set(operation)
+    try:
+        yield
+    finally:
+        OPERATION.reset(token)
+
+
+async def endless(request: web.Request) -> web.StreamResponse:
+    """200 and a body that never ends (chunked), written as fast as the client reads it."""
+    await request.read()
+    response = web.StreamResponse(status=200)
+    await response.prepare(request)
+    chunk = b"x" * 65536
+    while True:
+        await response.write(chunk)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_an_answer_that_never_ends_fails_at_its_operations_cap(path: Make, scheme: str, tmp_path: Path) -> None:
+    """A part's answer may hold 64 KiB: an endless one fails past that, the endpoint and the size named, not
+    retried; the next request (a fresh connection) is answered."""
+    calls: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(request.path)
+        if request.path == "/endless":
+            return await endless(request)
+        await request.read()
+        return web.json_response({"checksum": "ok"})
+
+    async with serve_over(scheme, handler, tmp_path) as (base, options), path(**options) as transport:
+        with answering("UploadReadSetPart"):
+            for body in (SliceBody(b"x" * 100_000), b"{}"):
+                with pytest.raises(errors.AnswerTooLargeError) as caught:
+                    await asyncio.wait_for(transport.send("PUT", base + "/endless", {}, body), 30)
+                message = str(caught.value)
+                assert re.search(r"^PUT (127\.0\.0\.1|localhost):\d+: the answer to UploadReadSetPart ", message)
+                assert "went on past 64 KiB" in message and "\n" not in message
+                assert not caught.value.retryable
+            response = await transport.send("PUT", base + "/p", {}, SliceBody(b"y" * 100_000))
+            assert response.status == 200
+    assert calls == ["/endless", "/endless", "/p"]
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_an_answer_announcing_more_than_its_cap_fails_before_it_is_read(
+    path: Make, scheme: str, tmp_path: Path
+) -> None:
+    """Content-Length above the cap fails at once; an error's answer is capped at 64 KiB whatever the operation;
+    an answer up to its cap arrives whole."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if request.path == "/huge":
+            response = web.StreamResponse(status=200, headers={"Content-Length": str(10 * 1024 * MIB)})
+            await response.prepare(request)
+            await response.write(b"x" * 1000)  # and no more: the client decides on the Content-Length alone
+            return response
+        if request.path == "/error":
+            return web.Response(status=500, body=b"e" * (64 * 1024 + 1))
+        return web.Response(status=200, body=b"p" * (64 * 1024))
+
+    async with serve_over(scheme, handler, tmp_path) as (base, options), path(**options) as transport:
+        with answering("UploadReadSetPart"):
+            with pytest.raises(errors.AnswerTooLargeError, match=r": the answer to UploadReadSetPart announces 10737"):
+                await asyncio.wait_for(transport.send("PUT", base + "/huge", {}, SliceBody(b"x" * 1000)), 10)
+            response = await transport.send("PUT", base + "/fits", {}, SliceBody(b"x" * 1000))
+            assert len(response.body) == 64 * 1024
+        with answering("ListReadSets"):
+            assert len((await transport.send("POST", base + "/fits", {}, b"{}")).body) == 64 * 1024
+            with pytest.raises(errors.AnswerTooLargeError, match="the answer to ListReadSets announces 65537 bytes"):
+                await transport.send("POST", base + "/error", {}, b"{}")
+        with pytest.raises(errors.AnswerTooLargeError, match="the answer announces 65537 bytes"):  # no operation
+            await transport.send("PUT", base + "/error", {}, SliceBody(b"x" * 1000))
+
+
+@pytest.mark.parametrize("served", ["http", "https"])
+async def test_an_endpoint_that_does_not_speak_the_urls_scheme_is_a_configuration_error(
+    path: Make, served: str, tmp_path: Path
+) -> None:
+    """https:// to a plain server, http:// to a TLS one: ConfigError naming the scheme to use, on both paths."""
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"checksum": "ok"})
+
+    async with serve_over(served, handler, tmp_path) as (base, options), path(**options) as transport:
+        wrong = base.replace("http://", "https://") if served == "http" else base.replace("https://", "http://")
+        hint = "answered in plain HTTP, not TLS: use http://" if served == "http" else "speaks TLS, not plain HTTP"
+        for method, body in (("GET", b""), ("PUT", SliceBody(b"x" * 1000))):
+            with pytest.raises(errors.ConfigError, match=rf"^{method} [a-z0-9.]+:\d+: the endpoint {hint}") as caught:
+                await asyncio.wait_for(transport.send(method, wrong + "/p", {}, body), 30)
+            assert not caught.value.retryable and "--endpoint-url" in str(caught.value)
+        assert (await transport.send("PUT", base + "/p", {}, SliceBody(b"x" * 1000))).status == 200
+
+
+async def test_the_cap_follows_a_part_into_a_worker_loop() -> None:
+    """Parts sent side by side go to the caller's loop and a worker's: both read the answer up to the part's cap."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await endless(request)
+
+    async with serve(handler) as base, WorkerTransport.make(2, HttpTransport) as transport:
+        with answering("UploadReadSetPart"):
+            sends = [transport.send("PUT", base + f"/p{n}", {}, SliceBody(b"x" * 1000)) for n in range(2)]
+            outcomes = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 30)
+        assert len(transport._workers) == 1  # the second part went to the worker's loop
+    for outcome in outcomes:
+        assert isinstance(outcome, errors.AnswerTooLargeError), outcome
+        assert "the answer to UploadReadSetPart went on past 64 KiB" in str(outcome)

@@ -21,9 +21,10 @@ EXIT_CODES_HELP = """\
 exit codes (sysexits):
   0   done (upload: the read set id is the last line of stdout)
   1   a permanent failure: the service refused (validation, quota, not found), an untrusted TLS
-      certificate, a proxy refusing, the read set failed its checks, a batch row failed
-  2   bad usage or input: arguments, sources, manifest, checkpoint mismatch, AWS configuration,
-      wrong credentials or clock
+      certificate, a proxy refusing, an answer past its size cap, the read set failed its checks,
+      a batch row failed
+  2   bad usage or input: arguments, sources, manifest, checkpoint mismatch, AWS configuration
+      (an endpoint URL of the wrong scheme among it), wrong credentials or clock
   75  temporary (EX_TEMPFAIL), run the same command again later: interrupted (SIGINT/SIGTERM), or
       network, proxy, timeouts, throttling or 5xx still failing after every retry
 

@@ -4,7 +4,7 @@ Single inheritance throughout; the CLI maps a class to an exit code by walking t
 
     UploaderError                      base of everything raised on purpose
     ├── UsageError                     the caller asked for something impossible (exit 2)
-    │   ├── ConfigError                a setting or read-set field is invalid
+    │   ├── ConfigError                a setting or read-set field is invalid (an endpoint URL of the wrong scheme)
     │   ├── SourceError                a source is missing, empty, a directory, unreadable or changed while read
     │   ├── PlanError                  a source needs more than 10,000 parts of at most 100 MiB
     │   ├── CredentialsError           no AWS credentials could be found or refreshed
@@ -14,6 +14,7 @@ Single inheritance throughout; the CLI maps a class to an exit code by walking t
     ├── TransportError                 no HTTP answer: connection refused or reset, timeout, a lost proxy (retryable)
     │   ├── CertificateError           the server's TLS certificate is not trusted (not retried)
     │   └── ProxyRefusedError          the proxy refused the request: 407 or 403 (not retried)
+    ├── AnswerTooLargeError            an answer larger than its operation's cap: a broken middlebox (not retried)
     ├── ServiceError                   the service answered with an error (code, status, message)
     │   ├── ValidationError            400 ValidationException
     │   ├── ServiceQuotaExceededError  402 ServiceQuotaExceededException
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDeniedError",
+    "AnswerTooLargeError",
     "CertificateError",
     "CheckpointBusyError",
     "CheckpointError",
@@ -121,6 +123,15 @@ class ProxyRefusedError(TransportError):
     """The proxy answered 407 (authentication) or 403 (policy): a setting to fix, not retried."""
 
     retryable = False
+
+
+class AnswerTooLargeError(UploaderError):
+    """An answer held (or announced) more bytes than its operation's cap (``core.protocol.OPERATIONS``).
+
+    The service's answers are small JSON documents, a listing's page or one part: a body past the cap, or one that
+    never ends, is a proxy or middlebox in the way gone wrong. Not retried: the same path would answer the same,
+    each try costing the cap's bytes; the run ends at once with one line naming the endpoint and the size (exit 1).
+    """
 
 
 class ServiceError(UploaderError):

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from .config import ReadSet, Source
+from .config import MAX_PART_SIZE, ReadSet, Source
 from .errors import ServiceError, UnavailableError, error_for_code
 from .ratelimit import RequestKind
 
 __all__ = [
+    "DEFAULT_ANSWER_LIMIT",
+    "ERROR_ANSWER_LIMIT",
     "OPERATIONS",
     "CompletedPart",
     "CreatedUpload",
@@ -31,6 +33,7 @@ __all__ = [
     "ReadSetMetadata",
     "UploadSummary",
     "abort_upload",
+    "answer_limit",
     "complete_upload",
     "create_upload",
     "error_from_response",
@@ -55,16 +58,34 @@ _SAFE = "-_.~"
 """Characters left unescaped in path labels and query values, as botocore's percent_encode does."""
 
 
+_KIB = 1024
+_MIB = 1024 * _KIB
+
+_SMALL_ANSWER = 64 * _KIB
+"""Create, a part, Complete, Abort: a few hundred bytes of JSON in truth."""
+_PAGE_ANSWER = 4 * _MIB
+"""A listing's page (at most 100 entries of a few hundred bytes to a few KiB) or one read set's metadata."""
+
+ERROR_ANSWER_LIMIT = 64 * _KIB
+"""The most an error answer (any status outside 2xx) may hold: a code and a message."""
+DEFAULT_ANSWER_LIMIT = 1 * _MIB
+"""The most an answer to a request of no operation here (the reachability probe) may hold."""
+
+
 @dataclass(frozen=True, slots=True)
 class OperationInfo:
-    """What the request machinery needs to know of an operation: its quota, and whether it carries bulk data.
+    """What the request machinery needs to know of an operation: its quota, whether it carries bulk data, and the
+    most its successful answer may hold.
 
     A request that carries bulk data (a part, a downloaded part) may take as long as its bytes need; every other
-    operation has an overall deadline.
+    operation has an overall deadline. ``answer_limit`` bounds the bytes read of an answer: past it (or when the
+    answer announces more) the attempt fails (``AnswerTooLargeError``) instead of the process's memory growing
+    with a body that never ends, which no deadline of progress would stop.
     """
 
     kind: RequestKind
     moves_data: bool = False
+    answer_limit: int = _SMALL_ANSWER
 
 
 OPERATIONS: Mapping[str, OperationInfo] = {
@@ -72,15 +93,23 @@ OPERATIONS: Mapping[str, OperationInfo] = {
     "CompleteMultipartReadSetUpload": OperationInfo(RequestKind.CONTROL),
     "AbortMultipartReadSetUpload": OperationInfo(RequestKind.CONTROL),
     "UploadReadSetPart": OperationInfo(RequestKind.PART, moves_data=True),
-    "ListReadSetUploadParts": OperationInfo(RequestKind.LISTING),
-    "ListMultipartReadSetUploads": OperationInfo(RequestKind.LISTING),
-    "GetReadSetMetadata": OperationInfo(RequestKind.LISTING),
-    "ListReadSets": OperationInfo(RequestKind.LISTING),
-    "GetReadSet": OperationInfo(RequestKind.UNLIMITED, moves_data=True),
-    "GetSequenceStore": OperationInfo(RequestKind.LISTING),
+    "ListReadSetUploadParts": OperationInfo(RequestKind.LISTING, answer_limit=_PAGE_ANSWER),
+    "ListMultipartReadSetUploads": OperationInfo(RequestKind.LISTING, answer_limit=_PAGE_ANSWER),
+    "GetReadSetMetadata": OperationInfo(RequestKind.LISTING, answer_limit=_PAGE_ANSWER),
+    "ListReadSets": OperationInfo(RequestKind.LISTING, answer_limit=_PAGE_ANSWER),
+    "GetReadSet": OperationInfo(RequestKind.UNLIMITED, moves_data=True, answer_limit=MAX_PART_SIZE + _SMALL_ANSWER),
+    "GetSequenceStore": OperationInfo(RequestKind.LISTING, answer_limit=_PAGE_ANSWER),
 }
 """Every operation the client sends, with the service quota it counts against (healthomics-api.md, "Service
-quotas"): Create, Complete and Abort share 1/s; parts 10/s; listings and metadata 5/s."""
+quotas"): Create, Complete and Abort share 1/s; parts 10/s; listings and metadata 5/s. A part's answer is a
+checksum, a listing's a page, GetReadSet's one part of at most 100 MiB."""
+
+
+def answer_limit(operation: str, status: int) -> int:
+    """The most bytes the answer to ``operation`` with ``status`` may hold (an error's: ``ERROR_ANSWER_LIMIT``)."""
+    info = OPERATIONS.get(operation)
+    limit = info.answer_limit if info is not None else DEFAULT_ANSWER_LIMIT
+    return limit if 200 <= status < 300 else min(limit, ERROR_ANSWER_LIMIT)
 
 
 class Endpoint(enum.StrEnum):

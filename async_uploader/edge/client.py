@@ -32,6 +32,7 @@ from ..core.protocol import (
     UploadSummary,
 )
 from .awsconfig import resolve_service
+from .messages import OPERATION
 from .signing import CredentialSource, Signer, session_region
 from .transport import BodySource, HttpTransport, Response, Transport
 from .workers import WorkerTransport
@@ -147,7 +148,17 @@ class OmicsClient:
     async def _timed(
         self, method: str, operation: str, url: str, headers: Mapping[str, str], body: bytes | BodySource, size: int
     ) -> Response:
-        """Send one request; with debug logging on, one line about it (whatever its outcome)."""
+        """Send one request (its operation sets the most its answer may hold: ``edge.messages.OPERATION``); with
+        debug logging on, one line about it (whatever its outcome)."""
+        token = OPERATION.set(operation)
+        try:
+            return await self._logged(method, operation, url, headers, body, size)
+        finally:
+            OPERATION.reset(token)
+
+    async def _logged(
+        self, method: str, operation: str, url: str, headers: Mapping[str, str], body: bytes | BodySource, size: int
+    ) -> Response:
         if not log.isEnabledFor(logging.DEBUG):
             return await self.transport.send(method, url, headers, body)
         started = time.monotonic()

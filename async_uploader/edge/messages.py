@@ -1,13 +1,17 @@
 """What every transport speaks: the request body protocols, the answer, and the words its errors share.
 
+The failures both transports (aiohttp's and ``edge.pool``'s sockets) can meet alike are worded here, once:
+an untrusted certificate, a proxy's refusal, a proxy that cannot be reached, any other failure of an attempt.
+
 A ``BodySource`` is a part body of known ``length`` offered as fresh slices (``slices()``), which a transport
 may keep until it has written them. A ``ScratchBody`` can also fill a caller's reusable buffer (``views()``): the
-sockets of ``edge.http11`` send each view before asking for the next, so one page-aligned buffer per request
+sockets of ``edge.pool`` send each view before asking for the next, so one page-aligned buffer per request
 carries the whole part.
 """
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -15,17 +19,29 @@ from typing import Any, Protocol, runtime_checkable
 
 from yarl import URL
 
+from ..core.errors import AnswerTooLargeError, CertificateError, ConfigError, ProxyRefusedError, TransportError
+from ..core.protocol import answer_limit
+from ..core.proxy import Proxy
+
 __all__ = [
     "CA_HINT",
+    "OPERATION",
     "BodySource",
     "ProgressCall",
     "Response",
     "ScratchBody",
     "Transport",
+    "answer_too_large",
+    "cap_for",
+    "certificate_error",
     "collect_body",
+    "failure",
     "iterate",
+    "proxy_answer_error",
+    "proxy_unreachable",
     "unnamed",
     "where",
+    "wrong_scheme",
 ]
 
 CA_HINT = (
@@ -33,6 +49,11 @@ CA_HINT = (
     "ca_bundle or --ca-bundle to its CA certificate (PEM)"
 )
 """What to set when a certificate cannot be verified."""
+
+OPERATION: contextvars.ContextVar[str] = contextvars.ContextVar("async_uploader_operation", default="")
+"""The operation of the request being sent (set by the client around each send): it sets the most the answer may
+hold (``core.protocol.answer_limit``). It follows a send into a worker's loop, as every context variable does
+through ``call_soon_threadsafe``; unset, an answer may hold ``core.protocol.DEFAULT_ANSWER_LIMIT``."""
 
 ProgressCall = Callable[[Callable[[int], None], int], object]
 """How a body's progress callback is run: called directly, or handed to the loop that owns it
@@ -100,3 +121,64 @@ def unnamed(exc: BaseException) -> str:
     """A failure no translation table names: its type and text."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def certificate_error(method: str, url: URL, reason: str) -> CertificateError:
+    """The server's certificate could not be verified (``reason``, OpenSSL's words): what to set, not retried."""
+    return CertificateError(f"{method} {where(url)}: the TLS certificate cannot be verified ({reason}); {CA_HINT}")
+
+
+def proxy_answer_error(method: str, url: URL, proxy: Proxy, status: int, reason: str) -> TransportError:
+    """The proxy answered ``status`` instead of passing the request on: 407 and 403 are a setting to fix
+    (``ProxyRefusedError``, not retried); anything else may pass (``TransportError``)."""
+    text = f"the proxy {proxy.shown} answered {status} {reason}".rstrip()
+    if status in (403, 407):
+        hint = "check the user and password in HTTPS_PROXY/HTTP_PROXY" if status == 407 else "ask its admin"
+        return ProxyRefusedError(f"{method} {where(url)}: {text}; {hint}")
+    return TransportError(f"{method} {where(url)}: {text}")
+
+
+def proxy_unreachable(method: str, url: URL, proxy: Proxy, reason: str) -> TransportError:
+    """No connection to the proxy itself (it is named, its password redacted)."""
+    return TransportError(f"{method} {where(url)}: cannot reach the proxy {proxy.shown}: {reason}")
+
+
+def failure(method: str, url: URL, proxy: Proxy | None, reason: str) -> TransportError:
+    """Any other failure of an attempt: the host (and the proxy it went through) and what happened."""
+    shown = f"{where(url)} through the proxy {proxy.shown}" if proxy is not None else where(url)
+    return TransportError(f"{method} {shown}: {reason}")
+
+
+def cap_for(status: int) -> int:
+    """The most bytes the answer with ``status`` to the request being sent may hold."""
+    return answer_limit(OPERATION.get(), status)
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.4g} {unit}"
+    return f"{count} bytes"
+
+
+def answer_too_large(
+    method: str, url: URL, proxy: Proxy | None, cap: int, announced: int | None
+) -> AnswerTooLargeError:
+    """An answer announced, or sent, more than ``cap`` bytes: a broken proxy or middlebox, not retried."""
+    operation = OPERATION.get()
+    what = f"the answer to {operation}" if operation else "the answer"
+    if announced is not None:
+        size = f"announces {announced} bytes, more than the {_size(cap)} it may hold"
+    else:
+        size = f"went on past {_size(cap)}, the most it may hold"
+    shown = f"{where(url)} through the proxy {proxy.shown}" if proxy is not None else where(url)
+    return AnswerTooLargeError(f"{method} {shown}: {what} {size}; is a proxy or middlebox in the way broken?")
+
+
+def wrong_scheme(method: str, url: URL) -> ConfigError:
+    """The server does not speak the scheme of ``url`` (``edge.schemes`` found out): the URL to fix, not retried."""
+    if url.scheme == "https":
+        text = "the endpoint answered in plain HTTP, not TLS: use http:// in --endpoint-url (or AWS_ENDPOINT_URL)"
+    else:
+        text = "the endpoint speaks TLS, not plain HTTP: use https:// in --endpoint-url (or AWS_ENDPOINT_URL)"
+    return ConfigError(f"{method} {where(url)}: {text}")

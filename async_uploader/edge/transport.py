@@ -1,12 +1,16 @@
 """HTTP transport: where requests leave the process, and where the network's errors become ours.
 
-``HttpTransport`` sends part bodies of ``direct_from`` bytes and more over sockets of its own (``edge.http11``:
+``HttpTransport`` sends part bodies of ``direct_from`` bytes and more over sockets of its own (``edge.pool``:
 h11 framing, OpenSSL writing whole slices straight to the socket, one page-aligned buffer per request), and every
 other request through one aiohttp ``ClientSession`` with a bounded keep-alive pool. A body aiohttp sends (a
 ``BodySource``) is a custom payload with an explicit Content-Length (never chunked): its slices are written to the
 connection as they are read, each followed by a drain, so at most about one slice per request is buffered. Every
 aiohttp, timeout or OS error becomes ``TransportError`` (``raise ... from exc``), naming the host and what
 happened; ``asyncio.CancelledError`` always propagates.
+
+Every answer's body is read up to a cap (``edge.messages.cap_for``: by operation and status, from
+``core.protocol.OPERATIONS``) on both paths: past it the attempt fails with ``AnswerTooLargeError`` (not retried),
+since a deadline of progress never fires while bytes keep coming.
 
 Timeouts are about progress, never about size: ``connect_timeout`` bounds opening a connection, and
 ``read_timeout`` is a progress deadline on both directions: an attempt fails when the connection accepts no
@@ -18,7 +22,11 @@ Proxies and TLS are as botocore has them: the proxy of each URL is chosen from t
 Proxy-Authorization, CONNECT for https targets); certificates are verified against the system's CAs, or
 ``ca_bundle``. A certificate that cannot be verified is ``CertificateError`` and a proxy's 407 or 403 is
 ``ProxyRefusedError``: neither is retried. Failures to reach a proxy name it, its password redacted. Both paths
-behave alike (``tests/test_transport.py`` runs each case through both).
+word their failures with the same builders (``edge.messages``) and behave alike (``tests/test_transport.py``
+runs each case through both).
+
+An endpoint whose scheme the server does not speak (``https://`` to plain HTTP, ``http://`` to TLS) is
+``ConfigError`` naming the scheme to use, on both paths (``edge.schemes``): retrying cannot help.
 
 ``MockTransport`` is the test seam: it hands each request, body collected, to a handler function.
 """
@@ -43,7 +51,6 @@ from yarl import URL
 
 from ..core.errors import CertificateError, ConfigError, ProxyRefusedError, TransportError, UploaderError
 from ..core.proxy import Proxy, proxy_for
-from .http11 import DirectPool
 from .messages import (
     CA_HINT,
     BodySource,
@@ -51,11 +58,19 @@ from .messages import (
     Response,
     ScratchBody,
     Transport,
+    answer_too_large,
+    cap_for,
+    certificate_error,
     collect_body,
+    failure,
     iterate,
+    proxy_answer_error,
+    proxy_unreachable,
     unnamed,
-    where,
+    wrong_scheme,
 )
+from .pool import DirectPool
+from .schemes import answered_in_plain, may_be_tls, speaks_tls
 
 __all__ = [
     "CA_HINT",
@@ -71,10 +86,14 @@ __all__ = [
 ]
 
 DIRECT_FROM = 0
-"""Part bodies at least this large go over ``edge.http11``'s sockets: every one, since the direct path is as
+"""Part bodies at least this large go over ``edge.pool``'s sockets: every one, since the direct path is as
 cheap per request as aiohttp's and cheaper per byte (``make bench``, the tiny-parts and bulk scenarios)."""
 
 _LARGE_BODY = 512 * 1024
+
+_TLS_CHECK = 2.0
+"""Seconds a plain origin that failed before it ever answered has to show it speaks TLS (a TLS server answers a
+handshake in one round trip; a plain one that reads without answering costs this once per failed attempt)."""
 
 
 class _ShortBodyError(Exception):
@@ -166,23 +185,36 @@ def _describe(exc: BaseException, timeouts: _Timeouts) -> str:
     return unnamed(exc)
 
 
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
+    """The answer's body, or None when it announces more than ``cap`` bytes or goes on past them: only what has
+    arrived is held (aiohttp stops reading the socket while its buffer is full)."""
+    if response.content_length is not None and response.content_length > cap:
+        return None
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        if len(body) + len(chunk) > cap:
+            return None
+        body += chunk
+    return bytes(body)
+
+
 def _certificate_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
     cert_error = exc.certificate_error
-    reason = getattr(cert_error, "verify_message", None) or getattr(cert_error, "reason", None) or str(cert_error)
-    return f"the TLS certificate cannot be verified ({reason})"
+    return getattr(cert_error, "verify_message", None) or getattr(cert_error, "reason", None) or str(cert_error)
 
 
-def _proxy_failure(exc: BaseException, proxy: Proxy, timeouts: _Timeouts) -> TransportError | None:
-    """The error for a failure at the proxy itself (unreachable, or refusing), None for any other failure."""
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        text = f"the proxy {proxy.shown} answered {exc.status} {exc.message}".rstrip()
-        if exc.status in (403, 407):
-            hint = "check the user and password in HTTPS_PROXY/HTTP_PROXY" if exc.status == 407 else "ask its admin"
-            return ProxyRefusedError(f"{text}; {hint}")
-        return TransportError(text)
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return TransportError(f"cannot reach the proxy {proxy.shown}: {_describe(exc, timeouts)}")
-    return None
+def _translate(exc: BaseException, method: str, url: URL, proxy: Proxy | None, timeouts: _Timeouts) -> UploaderError:
+    """The one translation of an aiohttp, timeout or OS failure into the transport's errors."""
+    own = _own_cause(exc)
+    if own is not None:  # e.g. a SourceError raised while the body was read
+        return own
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return certificate_error(method, url, _certificate_reason(exc))
+    if proxy is not None and isinstance(exc, aiohttp.ClientHttpProxyError):
+        return proxy_answer_error(method, url, proxy, exc.status, exc.message)
+    if proxy is not None and isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return proxy_unreachable(method, url, proxy, _describe(exc, timeouts))
+    return failure(method, url, proxy, _describe(exc, timeouts))
 
 
 def tls_context(
@@ -206,7 +238,7 @@ def tls_context(
 
 
 class HttpTransport:
-    """Part bodies of ``direct_from`` bytes or more over ``edge.http11``; the rest over one aiohttp session.
+    """Part bodies of ``direct_from`` bytes or more over ``edge.pool``; the rest over one aiohttp session.
 
     Each keeps at most ``limit`` connections alive between requests. The session is created on first use, inside
     the running event loop. ``direct_from=None`` sends everything through aiohttp.
@@ -242,6 +274,8 @@ class HttpTransport:
             keepalive_timeout=keepalive_timeout,
             limit=limit,
         )
+        self._answered: set[URL] = set()
+        """The origins that have answered: a failure on one of them is no sign of a wrong scheme."""
         self._closed = False
 
     def _open(self) -> aiohttp.ClientSession:
@@ -295,11 +329,65 @@ class HttpTransport:
             raise RuntimeError("the transport is closed")
         target = URL(url, encoded=True)  # already percent-encoded exactly as signed
         proxy = self.proxy_for(url)
+        try:
+            response = await self._route(method, target, headers, body, proxy, call)
+        except TransportError as exc:
+            mismatch = await self._wrong_scheme(method, target, proxy, exc)
+            if mismatch is None:
+                raise
+            raise mismatch from None
+        self._answered.add(target.origin())
+        return response
+
+    async def _route(
+        self,
+        method: str,
+        target: URL,
+        headers: Mapping[str, str],
+        body: bytes | BodySource,
+        proxy: Proxy | None,
+        call: ProgressCall | None,
+    ) -> Response:
         if self._goes_direct(body, proxy):
             assert isinstance(body, ScratchBody)
             return await self._direct.send(method, target, headers, body, proxy, call)
         if call is not None and not isinstance(body, bytes | bytearray | memoryview):
             raise ValueError("only a body sent directly reports its progress through a call")
+        try:
+            return await self._send_aiohttp(method, target, headers, body, proxy)
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError, _ShortBodyError, _StalledError) as exc:
+            timeouts = _Timeouts(self.connect_timeout, self.read_timeout)
+            error = _translate(exc, method, target, proxy, timeouts)
+            if error is _own_cause(exc):
+                raise error from None
+            raise error from exc
+
+    async def _wrong_scheme(
+        self, method: str, target: URL, proxy: Proxy | None, exc: TransportError
+    ) -> ConfigError | None:
+        """``ConfigError`` when ``exc`` came of a server that does not speak the scheme of ``target``
+        (``edge.schemes``), else None. A plain origin that has answered before is not checked again."""
+        if isinstance(exc, CertificateError | ProxyRefusedError):
+            return None
+        if target.scheme == "https" and answered_in_plain(exc):
+            return wrong_scheme(method, target)
+        if target.scheme != "http" or proxy is not None or target.origin() in self._answered or not may_be_tls(exc):
+            return None
+        within = min(self.connect_timeout, _TLS_CHECK)
+        return wrong_scheme(method, target) if await speaks_tls(target, within) else None
+
+    def _payload(self, body: bytes | BodySource) -> Any:
+        """What aiohttp is handed as the request body."""
+        if isinstance(body, bytes | bytearray | memoryview):
+            # aiohttp warns that a large bytes body may stall the loop; a file-like payload is written in pieces.
+            return (io.BytesIO(body) if len(body) > _LARGE_BODY else bytes(body)) if body else None
+        return _SourcePayload(body, self.read_timeout)
+
+    async def _send_aiohttp(
+        self, method: str, target: URL, headers: Mapping[str, str], body: bytes | BodySource, proxy: Proxy | None
+    ) -> Response:
         session = self._open()
         via: dict[str, Any] = {}
         if proxy is not None and target.scheme == "https":  # CONNECT: the proxy sees only the tunnel's request
@@ -307,42 +395,18 @@ class HttpTransport:
         elif proxy is not None:  # forwarded: the proxy reads (and removes) Proxy-Authorization from the request
             via = {"proxy": proxy.url}
             headers = {**headers, **proxy.headers()}
-        data: Any
-        if isinstance(body, bytes | bytearray | memoryview):
-            # aiohttp warns that a large bytes body may stall the loop; a file-like payload is written in pieces.
-            data = (io.BytesIO(body) if len(body) > _LARGE_BODY else bytes(body)) if body else None
-        else:
-            data = _SourcePayload(body, self.read_timeout)
-        try:
-            async with session.request(
-                method,
-                target,
-                headers=dict(headers),
-                data=data,
-                allow_redirects=False,
-                **via,
-            ) as response:
-                content = await response.read()
-                if proxy is not None and response.status == 407:  # a forwarding proxy's refusal
-                    raise ProxyRefusedError(
-                        f"{method} {where(target)}: the proxy {proxy.shown} answered 407 {response.reason or ''}"
-                        "; check the user and password in HTTPS_PROXY/HTTP_PROXY"
-                    )
-                return Response(response.status, dict(response.headers), content)
-        except asyncio.CancelledError:
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError, _ShortBodyError, _StalledError) as exc:
-            own = _own_cause(exc)
-            if own is not None:  # e.g. a SourceError raised while the body was read
-                raise own from None
-            timeouts = _Timeouts(self.connect_timeout, self.read_timeout)
-            if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-                raise CertificateError(f"{method} {where(target)}: {_certificate_reason(exc)}; {CA_HINT}") from exc
-            failure = _proxy_failure(exc, proxy, timeouts) if proxy is not None else None
-            if failure is not None:
-                raise type(failure)(f"{method} {where(target)}: {failure}") from exc
-            shown = f"{where(target)} through the proxy {proxy.shown}" if proxy is not None else where(target)
-            raise TransportError(f"{method} {shown}: {_describe(exc, timeouts)}") from exc
+        data = self._payload(body)
+        async with session.request(
+            method, target, headers=dict(headers), data=data, allow_redirects=False, **via
+        ) as response:
+            if proxy is not None and response.status == 407:  # a forwarding proxy's refusal
+                raise proxy_answer_error(method, target, proxy, 407, response.reason or "")
+            cap = cap_for(response.status)
+            content = await _read_capped(response, cap)
+            if content is None:
+                response.close()  # the rest of that answer is never read: the connection cannot carry another
+                raise answer_too_large(method, target, proxy, cap, response.content_length)
+            return Response(response.status, dict(response.headers), content)
 
     async def aclose(self) -> None:
         self._closed = True
