@@ -50,6 +50,7 @@ async def test_demo_runs_end_to_end_at_a_small_size(cli_env: dict[str, str]) -> 
     stdout, stderr = out.decode(), err.decode()
     assert process.returncode == 0, stderr
     assert "verified" in stderr and "GetReadSet" in stderr
-    assert re.search(r"^throughput: [0-9.]+ MB/s$", stdout, re.MULTILINE), stdout
+    assert re.search(r"^transfer: [0-9.]+ MB/s$", stdout, re.MULTILINE), stdout
+    assert re.search(r"^store processing: [0-9.]+ s$", stdout, re.MULTILINE), stdout
     assert re.fullmatch(r"read set id: [0-9]{10,36}", stdout.splitlines()[-1]), stdout
     assert "\x1b[" not in stderr

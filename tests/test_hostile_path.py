@@ -21,9 +21,10 @@ import trustme
 from aiohttp import web
 from yarl import URL
 
+from async_uploader.edge.transport import SentRequest
 from async_uploader.emulator import LocalStore
 from tests.conftest import run_cli_process
-from tests.helpers import HttpProxy, SentRequest, TlsFront, gzip_like, operation_of, upload_argv
+from tests.helpers import HttpProxy, TlsFront, gzip_like, operation_of, upload_argv
 from tests.store_serve import serve
 
 MIB = 1024 * 1024

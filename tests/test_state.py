@@ -15,6 +15,7 @@ from async_uploader.core.errors import (
     CheckpointMismatchError,
     ResourceNotFoundError,
     SourceError,
+    StillProcessingError,
     UploadFailedError,
     VerificationError,
 )
@@ -233,16 +234,58 @@ def test_the_wait_polls_at_a_growing_pace_until_active() -> None:
         s.polled(metadata(next(polls)), 1.0)
 
     walk(state, {Action.WAIT: poll})
-    assert delays == [0.0, 0.05, 0.1, 0.2, 0.4] and state.status == "ACTIVE"
+    assert delays == [0.0, 0.1, 0.2, 0.4, 0.8] and state.status == "ACTIVE"
 
 
-def test_a_wait_past_its_timeout_ends_done_but_not_verified() -> None:
-    state, _ = new_state(wait_timeout=10.0)
-    clock = iter([0.0, 5.0, 10.0])
-    walk(state, {Action.WAIT: lambda s: s.polled(metadata("PROCESSING_UPLOAD"), next(clock))})
-    assert state.phase is Phase.DONE and state.status == "PROCESSING_UPLOAD"
-    assert state.verification is not None and not state.verification.verified
-    assert "still PROCESSING_UPLOAD after 10 s" in (state.verification.reason or "")
+def test_a_wait_past_its_timeout_is_transient_and_names_how_to_go_on_waiting() -> None:
+    state, _ = new_state(wait_timeout=1800.0)
+    clock = iter([0.0, 900.0, 1800.0])
+    with pytest.raises(StillProcessingError, match=r"still PROCESSING_UPLOAD after 30 min .* go on waiting") as info:
+        walk(state, {Action.WAIT: lambda s: s.polled(metadata("PROCESSING_UPLOAD"), next(clock))})
+    assert info.value.retryable and info.value.read_set_id == "2222222222"
+    state.failed(cancelled=False)
+    assert state.next_action() is Action.END  # the read set exists and the checkpoint records it: nothing to abort
+
+
+def test_each_phase_is_timed_on_its_own() -> None:
+    now = [0.0]
+    state = UploadState([S1, S2], started=0.0, verify=True, clock=lambda: now[0])
+
+    def at(seconds: float, answer: Callable[[UploadState], object]) -> Callable[[UploadState], None]:
+        def step(s: UploadState) -> None:
+            now[0] = seconds
+            answer(s)
+
+        return step
+
+    def send(s: UploadState) -> None:
+        for part in list(s.missing()):
+            s.sending(part.source, 1)
+            now[0] += 1.0
+            s.acknowledge(record(part.source, part.number, part.length))
+            s.sending(part.source, -1)
+        s.all_sent()
+
+    polls = iter(["PROCESSING_UPLOAD", "ACTIVE"])
+
+    def wait(s: UploadState) -> None:
+        now[0] += 10.0
+        s.polled(metadata(next(polls)), now[0])
+
+    walk(
+        state,
+        {
+            Action.CREATE: at(1.0, HAPPY[Action.CREATE]),
+            Action.SEND: send,
+            Action.COMPLETE: at(7.0, HAPPY[Action.COMPLETE]),
+            Action.WAIT: wait,
+            Action.VERIFY: at(30.0, HAPPY[Action.VERIFY]),
+        },
+    )
+    timings = state.result(store_id="1", now=30.0, checkpoint=None).timings
+    assert timings.transfer == 4.0  # four parts, each a second: the first sent at 1, the last acknowledged at 5
+    assert (timings.complete, timings.store, timings.verify, timings.total) == (2.0, 20.0, 3.0, 30.0)
+    assert timings.transferred == 35 and timings.transfer_rate == 8.75
 
 
 def test_upload_failed_and_a_verification_mismatch_fail_the_upload_and_abort_nothing() -> None:

@@ -113,6 +113,10 @@ def upload_config(args: argparse.Namespace) -> UploadConfig:
         extra["memory_budget"] = args.memory_budget
     if args.verify is not None:
         extra["verify"] = args.verify
+    if getattr(args, "wait_timeout", None) is not None:
+        extra["active_timeout"] = args.wait_timeout
+    if getattr(args, "no_wait", False):
+        extra["wait_for_active"] = False
     settings = settings_for(args)
     attempts = args.max_attempts if args.max_attempts is not None else settings.max_attempts
     retry = aws_retry(attempts, settings.retry_mode)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__
-from ..core.config import MAX_PART_SIZE, FileType, Source, check_store_id, parse_size
+from ..core.config import MAX_PART_SIZE, FileType, Source, check_store_id, parse_duration, parse_size
 from ..core.errors import ConfigError
 from ..core.events import log_event
 from ..core.fields import check_field
@@ -225,6 +225,7 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
     _add_concurrency_options(group)
     _add_rate_options(group)
     _add_verify_options(group)
+    _add_wait_options(group)
     group.add_argument(
         "--memory-budget",
         type=_memory,
@@ -281,6 +282,34 @@ def _add_rate_options(group: argparse._ArgumentGroup) -> None:
         help="share the account's request quotas with every process on this machine naming the same file "
         "(Snakemake jobs, Nextflow tasks, other shells): Create/Complete/Abort 1/s in all, parts 10/s, "
         "listings 5/s by default, each at 90%%; implies these quotas against a loopback endpoint too",
+    )
+
+
+def _duration(text: str) -> float:
+    try:
+        value = parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the wait must be more than 0 seconds")
+    return value
+
+
+def _add_wait_options(group: argparse._ArgumentGroup) -> None:
+    """After Complete: wait for the store to process the read set (and verify it), or return at once."""
+    wait = group.add_mutually_exclusive_group()
+    wait.add_argument(
+        "--wait-timeout",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="wait at most this long for the store to make the read set ACTIVE (90, 90s, 30m, 6h; default 12h); "
+        "past it exit 75, and the same command run again goes on waiting",
+    )
+    wait.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return at Complete: the read set id, not verified yet; check it later with 'async-uploader verify'",
     )
 
 

@@ -18,10 +18,40 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TaskProgr
 
 from ..core.stats import UploadStatistics
 
-__all__ = ["BatchProgress", "EventWriter", "ProgressBar", "format_rate", "format_seconds"]
+__all__ = [
+    "PHASE_WORDS",
+    "BatchProgress",
+    "EventWriter",
+    "ProgressBar",
+    "describe_phase",
+    "format_rate",
+    "format_seconds",
+]
 
 _PAST_THE_BYTES = frozenset({"confirming", "completing", "finding", "checking", "waiting", "verifying", "done"})
-"""States in which no part is moving: the rate shown is the upload's average, not the last second's."""
+"""States in which no part is moving: the rate shown is the transfer's own, not the last second's."""
+PHASE_WORDS = {
+    "starting": "checking the sources",
+    "creating": "creating the upload",
+    "resuming": "resuming: listing the parts on the store",
+    "finding": "looking for the read set an earlier run made",
+    "checking": "reading the parts again",
+    "uploading": "uploading",
+    "confirming": "checking the sources did not change",
+    "completing": "completing",
+    "waiting": "waiting for the store to process the read set",
+    "verifying": "verifying: the store's ETag against the local hash",
+    "done": "done",
+    "failed": "failed",
+    "interrupted": "interrupted",
+}
+"""What each state is, in words, as the bar and the log lines say it."""
+
+
+def describe_phase(state: str, elapsed: float) -> str:
+    """``waiting for the store to process the read set, 0:01:12``: the phase and how long it has lasted."""
+    words = PHASE_WORDS.get(state, state)
+    return words if state in ("uploading", "done", "failed", "interrupted") else f"{words}, {format_seconds(elapsed)}"
 
 
 def format_rate(bytes_per_second: float) -> str:
@@ -134,10 +164,13 @@ class ProgressBar:
         total_bytes = stats.total_bytes
         recent = self._rate.update(now, done)
         average = done / stats.elapsed if stats.elapsed > 0 else 0.0
-        rate = average if recent is None or stats.state in _PAST_THE_BYTES else recent
+        if stats.state in _PAST_THE_BYTES:
+            rate = stats.timings.transfer_rate or average
+        else:
+            rate = average if recent is None else recent
         eta = (total_bytes - done) / rate if total_bytes is not None and rate > 0 else None
         detail = f"{format_rate(rate)}  ETA {format_seconds(eta)}  retries {stats.retries}"
-        detail += f"  throttles {stats.throttles}  {stats.state}"
+        detail += f"  throttles {stats.throttles}  {describe_phase(stats.state, stats.phase_elapsed)}"
         if len(sources) > 1 or self._label:
             self._progress.update(
                 self._task("total", self._label or "total"), completed=done, total=total_bytes, detail=detail

@@ -164,15 +164,33 @@ async def run_upload(
 
 
 def _summary_line(result: UploadResult) -> str:
+    """What took the time, phase by phase: the transfer's own rate, the store's processing, the verification."""
     total = sum(result.bytes.values())
     parts = sum(result.parts.values())
-    rate = total / result.seconds / 1e6 if result.seconds > 0 else 0.0
-    line = f"{PROG}: uploaded {total / 1e6:.1f} MB in {parts} parts, {result.seconds:.1f} s ({rate:.1f} MB/s)"
+    timings = result.timings
+    line = f"{PROG}: uploaded {total / 1e6:.1f} MB in {parts} parts"
+    if timings.transferred:
+        line += f": transfer {timings.transfer:.1f} s ({timings.transfer_rate / 1e6:.1f} MB/s)"
+    if result.status == "ACTIVE":
+        line += f", store processing {timings.store:.1f} s"
+    if timings.verify >= 0.05:
+        line += f", verification {timings.verify:.1f} s more"
+    line += f"; {result.seconds:.1f} s in all"
     if result.resumed_parts:
         line += f", {result.resumed_parts} parts kept from before"
     if result.retries:
         line += f", {result.retries} retries ({result.throttles} throttled)"
     return line
+
+
+def _verification_line(result: UploadResult) -> str:
+    if result.status != "ACTIVE":
+        return (
+            f"not verified yet: the store is processing read set {result.read_set_id} ({result.status}); "
+            "run the same command again to wait for it and verify it"
+        )
+    verification = result.verification
+    return verification.line() if verification is not None else "not verified: verification was switched off"
 
 
 async def _cmd_upload(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -186,8 +204,6 @@ async def _cmd_upload(args: argparse.Namespace, argv: Sequence[str]) -> int:
     else:
         if not args.events:
             say(args, _summary_line(result))
-            verification = result.verification
-            line = verification.line() if verification is not None else "not verified: verification was switched off"
-            say(args, f"{PROG}: {line}")
+            say(args, f"{PROG}: {_verification_line(result)}")
         print(result.read_set_id)
     return EXIT_OK

@@ -19,6 +19,7 @@ from .fields import RULES, check_field, check_tags
 
 __all__ = [
     "DEFAULT_PART_SIZE",
+    "DEFAULT_WAIT_TIMEOUT",
     "MAX_PARTS",
     "MAX_PART_SIZE",
     "MIB",
@@ -29,6 +30,7 @@ __all__ = [
     "ServiceConfig",
     "Source",
     "UploadConfig",
+    "parse_duration",
     "parse_size",
 ]
 
@@ -40,6 +42,11 @@ MAX_PARTS = 10_000
 DEFAULT_PART_SIZE = 100 * MIB
 """Chosen by measurement; see README "Choosing the part size"."""
 DEFAULT_SLICE_SIZE = 1 * MIB
+DEFAULT_WAIT_TIMEOUT = 12 * 3600.0
+"""How long an upload waits for its read set to be ACTIVE. The service hashes every source before ACTIVE and
+publishes no figure for how long; the largest read set it takes is 2 x 10,000 x 100 MiB of gzip, about 8 TB of
+FASTQ once inflated, which at a few hundred MB/s of hashing is 6-11 hours. Twelve hours covers it; a pipeline that
+would rather not hold a slot passes --no-wait and verifies later."""
 
 
 class Source(enum.StrEnum):
@@ -247,7 +254,7 @@ class UploadConfig:
     slice_size: int = DEFAULT_SLICE_SIZE
     wait_for_active: bool = True
     verify: bool = True
-    active_timeout: float = 600.0
+    active_timeout: float = DEFAULT_WAIT_TIMEOUT
     adaptive: bool = True
     adaptive_concurrency: bool = True
     workers: int = 1
@@ -298,6 +305,19 @@ def parse_size(text: str) -> int:
     if value != int(value):
         raise ConfigError(f"size {text!r} is not a whole number of bytes")
     return int(value)
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hr|hrs|hours?|d|days?)?\s*")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Parse ``90``, ``90s``, ``30m``, ``6h`` or ``1d`` into seconds (a bare number is seconds)."""
+    match = _DURATION.fullmatch(text)
+    if not match:
+        raise ConfigError(f"duration {text!r} is not a number of seconds or a duration like 90s, 30m or 6h")
+    unit = (match.group(2) or "s")[0].lower()
+    return float(match.group(1)) * _DURATION_UNITS[unit]
 
 
 def env_region() -> str | None:

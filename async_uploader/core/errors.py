@@ -29,6 +29,7 @@ Single inheritance throughout; the CLI maps a class to an exit code by walking t
     │   └── UnavailableError           502, 503, 504 or another unexpected status from the network path (retryable)
     ├── RetryExhaustedError            a retryable failure persisted past the attempt limit (cause chained)
     ├── UploadFailedError              the store completed the upload but marked the read set UPLOAD_FAILED
+    ├── StillProcessingError           the read set is not ACTIVE within the wait timeout (retryable: run again)
     ├── VerificationError              the read set's ETag or counts differ from the user's bytes (read set kept)
     └── UploadInterruptedError         stopped by a signal or cancellation; the checkpoint can resume it
 """
@@ -56,6 +57,7 @@ __all__ = [
     "ServiceError",
     "ServiceQuotaExceededError",
     "SourceError",
+    "StillProcessingError",
     "ThrottlingError",
     "TransportError",
     "UnavailableError",
@@ -237,6 +239,17 @@ class RetryExhaustedError(UploaderError):
 
 class UploadFailedError(UploaderError):
     """The store accepted Complete but marked the read set UPLOAD_FAILED."""
+
+
+class StillProcessingError(UploaderError):
+    """The read set is still being processed by the store when the wait for it ends. Nothing is lost: the same
+    command run again goes on waiting (nothing is sent again), so it counts as transient."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, read_set_id: str) -> None:
+        super().__init__(message)
+        self.read_set_id = read_set_id
 
 
 class VerificationError(UploaderError):

@@ -132,6 +132,7 @@ _PROGRESS = {
     "rateLimit": {"type": ["number", "null"]},
     "resumedParts": _INT,
     "elapsed": _NUMBER,
+    "phaseElapsed": _NUMBER,
     "bytesPerSecond": _NUMBER,
     "sources": {
         "type": "object",
@@ -165,11 +166,16 @@ _RESULT = {
     "bytes": _BY_SOURCE,
     "parts": _BY_SOURCE,
     "seconds": _NUMBER,
+    "transferSeconds": _NUMBER,
+    "completeSeconds": _NUMBER,
+    "storeSeconds": _NUMBER,
+    "verifySeconds": _NUMBER,
+    "transferMBps": _NUMBER,
     "retries": _INT,
     "throttles": _INT,
     "resumedParts": _INT,
     "status": {"type": "string"},
-    "verified": {"type": "boolean"},
+    "verified": {"type": ["boolean", "null"]},
     "verification": _VERIFICATION,
 }
 

@@ -33,6 +33,7 @@ Acknowledged parts are held once, here (``acked``); the counts and bytes done de
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +47,14 @@ from .errors import (
     ReadSetGoneError,
     ResourceNotFoundError,
     SourceError,
+    StillProcessingError,
     UploadFailedError,
     VerificationError,
 )
 from .plan import Part, Plan
 from .protocol import ListedPart, ReadSetMetadata
 from .retry import Verdict
-from .stats import UploadResult, UploadStatistics, Verification
+from .stats import Timings, UploadResult, UploadStatistics, Verification
 
 __all__ = [
     "CONFIRM_ROUNDS",
@@ -71,9 +73,11 @@ __all__ = [
 
 CONFIRM_ROUNDS = 3
 """How many times a source that changes while it is uploaded has its changed parts sent again before giving up."""
-FIRST_POLL = 0.05
-LAST_POLL = 5.0
-"""The pause between two looks at a read set the store is processing: doubling from the first to the last."""
+FIRST_POLL = 0.1
+LAST_POLL = 1.0
+"""The pause between two looks at a read set the store is processing: doubling from the first to the last, then
+steady, so the store's time is seen within a second (GetReadSetMetadata's quota is 5 a second per account, shared
+through the limiter by everything in the process)."""
 
 
 class Phase(enum.StrEnum):
@@ -214,9 +218,16 @@ class UploadState:
         verify: bool = False,
         wait_timeout: float = 600.0,
         keep_on_failure: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sources = tuple(sources)
         self.started = started
+        self._clock = clock
+        self._since = started
+        self._spent = dict.fromkeys(Phase, 0.0)
+        self._first_send: float | None = None
+        self._last_ack: float | None = None
+        self._transferred = 0
         self.phase = Phase.STARTING
         self._on_phase = on_phase
         self.wait = wait
@@ -299,6 +310,9 @@ class UploadState:
             following = _FROM_ANY_LIVE.get(event)
         if following is None:
             raise StateError(f"internal error: event {event.value} in phase {self.phase.value}")
+        now = self._clock()
+        self._spent[self.phase] += max(0.0, now - self._since)
+        self._since = now
         self.phase = following
         if self._on_phase is not None:
             self._on_phase(following)
@@ -468,10 +482,11 @@ class UploadState:
             reason = metadata.status_message or "no reason given"
             raise UploadFailedError(f"the store rejected read set {metadata.id}: {reason}")
         elif now >= self._wait_until:
-            if self.verify:
-                why = f"the read set is still {metadata.status} after {self.wait_timeout:g} s"
-                self.verification = Verification(verified=False, reason=why)
-            self.fire(Event.SETTLED)
+            raise StillProcessingError(
+                f"read set {metadata.id} is still {metadata.status} after {_duration(self.wait_timeout)} "
+                "(--wait-timeout); run the same command again to go on waiting (nothing is sent again)",
+                read_set_id=metadata.id,
+            )
         else:
             self.poll_delay = min(LAST_POLL, max(FIRST_POLL, self.poll_delay * 2))
 
@@ -537,6 +552,8 @@ class UploadState:
     def acknowledge(self, record: PartRecord) -> None:
         """The store acknowledged a part and the checkpoint (if any) recorded it."""
         self._acked[(record.source, record.number)] = record
+        self._last_ack = self._clock()
+        self._transferred += record.length
 
     def forget(self, keys: Iterable[tuple[Source, int]]) -> None:
         """Count these parts as missing again (their source changed: they are sent again)."""
@@ -586,6 +603,8 @@ class UploadState:
     def sending(self, source: Source, change: int) -> None:
         """A part of ``source`` started (+1) or stopped (-1) being sent."""
         self._in_flight[source] += change
+        if self._first_send is None and change > 0:
+            self._first_send = self._clock()
 
     def sent(self, source: Source, nbytes: int) -> None:
         """Bytes handed to a connection (negative when an attempt is rewound before a retry)."""
@@ -596,6 +615,21 @@ class UploadState:
         self.throttles += verdict is Verdict.THROTTLE
 
     # -- what it reports ----------------------------------------------------------------------------------------
+
+    def timings(self, now: float | None = None) -> Timings:
+        """Seconds in each phase so far (the one in progress counted up to ``now``)."""
+        now = self._clock() if now is None else now
+        spent = dict(self._spent)
+        spent[self.phase] += max(0.0, now - self._since)
+        first, last = self._first_send, self._last_ack
+        return Timings(
+            transfer=max(0.0, last - first) if first is not None and last is not None else 0.0,
+            complete=spent[Phase.COMPLETING],
+            store=spent[Phase.WAITING],
+            verify=spent[Phase.VERIFYING],
+            total=max(0.0, now - self.started),
+            transferred=self._transferred,
+        )
 
     def statistics(self, now: float, rate_limit: float | None) -> UploadStatistics:
         done = self._done()
@@ -612,6 +646,8 @@ class UploadState:
             rate_limit=rate_limit,
             elapsed=max(0.0, now - self.started),
             resumed_parts=self.resumed_parts,
+            phase_elapsed=max(0.0, now - self._since),
+            timings=self.timings(now),
         )
 
     def result(self, *, store_id: str, now: float, checkpoint: Path | None) -> UploadResult:
@@ -630,7 +666,17 @@ class UploadState:
             checkpoint=checkpoint,
             status=self.status,
             verification=self.verification,
+            timings=self.timings(now),
         )
+
+
+def _duration(seconds: float) -> str:
+    """``90 s``, ``30 min``, ``6 h``: a wait timeout as people write it."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
 
 
 # -- plain functions of what the store and the checkpoint say ------------------------------------------------------

@@ -61,6 +61,35 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class Timings:
+    """Seconds spent in each phase of one upload: ``transfer`` from the first part sent to the last acknowledged,
+    ``complete`` in Complete, ``store`` waiting for the store to process the read set (PROCESSING_UPLOAD to
+    ACTIVE, as seen by polling), ``verify`` comparing once ACTIVE (waiting for the local hash to finish
+    included), ``total`` the whole upload; ``transferred`` the bytes sent in the transfer."""
+
+    transfer: float = 0.0
+    complete: float = 0.0
+    store: float = 0.0
+    verify: float = 0.0
+    total: float = 0.0
+    transferred: int = 0
+
+    @property
+    def transfer_rate(self) -> float:
+        """Bytes per second over the transfer alone."""
+        return self.transferred / self.transfer if self.transfer > 0 else 0.0
+
+    def as_json(self) -> dict[str, float]:
+        return {
+            "transferSeconds": round(self.transfer, 3),
+            "completeSeconds": round(self.complete, 3),
+            "storeSeconds": round(self.store, 3),
+            "verifySeconds": round(self.verify, 3),
+            "transferMBps": round(self.transfer_rate / 1e6, 1),
+        }
+
+
+@dataclass(frozen=True)
 class UploadResult:
     """What a finished upload produced."""
 
@@ -76,6 +105,7 @@ class UploadResult:
     checkpoint: Path | None = None
     status: str = "ACTIVE"
     verification: Verification | None = None
+    timings: Timings = field(default_factory=Timings)
 
     @property
     def verified(self) -> bool:
@@ -83,6 +113,8 @@ class UploadResult:
 
     def as_json(self) -> dict[str, object]:
         verification = self.verification or Verification(False, reason="verification was switched off")
+        if self.status != "ACTIVE" and self.verification is None:
+            verification = Verification(False, reason=f"the read set is {self.status}: not verified yet")
         return {
             "readSetId": self.read_set_id,
             "uploadId": self.upload_id,
@@ -90,11 +122,12 @@ class UploadResult:
             "bytes": {s.value: n for s, n in self.bytes.items()},
             "parts": {s.value: n for s, n in self.parts.items()},
             "seconds": round(self.seconds, 3),
+            **self.timings.as_json(),
             "retries": self.retries,
             "throttles": self.throttles,
             "resumedParts": self.resumed_parts,
             "status": self.status,
-            "verified": verification.verified,
+            "verified": None if self.status != "ACTIVE" and self.verification is None else verification.verified,
             "verification": verification.as_json(),
         }
 
@@ -128,6 +161,8 @@ class UploadStatistics:
     rate_limit: float | None
     elapsed: float
     resumed_parts: int
+    phase_elapsed: float = 0.0
+    timings: Timings = field(default_factory=Timings)
 
     @property
     def total_bytes_done(self) -> int:
@@ -172,6 +207,7 @@ class UploadStatistics:
             "rateLimit": self.rate_limit,
             "resumedParts": self.resumed_parts,
             "elapsed": round(self.elapsed, 3),
+            "phaseElapsed": round(self.phase_elapsed, 3),
             "bytesPerSecond": round(self.total_bytes_done / self.elapsed, 1) if self.elapsed > 0 else 0.0,
             "sources": {
                 source.value: {

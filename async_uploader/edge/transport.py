@@ -316,7 +316,7 @@ class HttpTransport:
     async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | BodySource) -> Response:
         return await self.send_with(method, url, headers, body)
 
-    async def send_with(  # noqa: C901, PLR0912
+    async def send_with(
         self,
         method: str,
         url: str,
