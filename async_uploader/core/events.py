@@ -177,6 +177,7 @@ _RESULT = {
     "status": {"type": "string"},
     "verified": {"type": ["boolean", "null"]},
     "verification": _VERIFICATION,
+    "receipt": {"type": ["string", "null"]},
 }
 
 EVENT_SCHEMA: dict[str, Any] = {

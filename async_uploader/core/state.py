@@ -129,7 +129,7 @@ class Action(enum.Enum):
     CHECK_SOURCES = "check_sources"  # identify every file source again: ``sources_checked``
     COMPLETE = "complete"  # CompleteMultipartReadSetUpload: ``completed`` or ``complete_lost``
     FIND_COMPLETED = "find_completed"  # ListReadSets + GetReadSetMetadata: ``found``
-    RECORD_COMPLETE = "record_complete"  # the read set id into the checkpoint: ``recorded``
+    RECORD_COMPLETE = "record_complete"  # the read set id into the checkpoint and a receipt: ``recorded``
     WAIT = "wait"  # pause ``poll_delay`` seconds, then GetReadSetMetadata: ``polled``
     VERIFY = "verify"  # compare the ETag and counts with the local hash: ``verified``
     ABORT = "abort"  # AbortMultipartReadSetUpload of an upload nothing will resume: ``aborted``
@@ -418,7 +418,7 @@ class UploadState:
 
     def completed(self, read_set_id: str) -> None:
         self.read_set_id = read_set_id
-        self._read_set_recorded = not self.resumable
+        self._read_set_recorded = False
         self.fire(Event.COMPLETED)
         self._settle_unless_waiting()
 
@@ -451,7 +451,7 @@ class UploadState:
         if self.phase is Phase.STARTING:
             self._replace_acked(self._recorded)
         self.read_set_id = read_set_id
-        self._read_set_recorded = recorded or not self.resumable
+        self._read_set_recorded = recorded
         if self._reread:
             self.fire(Event.SUSPECT)
             return
@@ -459,7 +459,7 @@ class UploadState:
         self._settle_unless_waiting()
 
     def recorded(self) -> None:
-        """The checkpoint records the read set id."""
+        """The read set id is recorded: in the checkpoint (if one is kept) and in the upload's receipt."""
         self._read_set_recorded = True
         self._settle_unless_waiting()
 

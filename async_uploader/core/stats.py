@@ -106,6 +106,7 @@ class UploadResult:
     status: str = "ACTIVE"
     verification: Verification | None = None
     timings: Timings = field(default_factory=Timings)
+    receipt: Path | None = None
 
     @property
     def verified(self) -> bool:
@@ -129,6 +130,7 @@ class UploadResult:
             "status": self.status,
             "verified": None if self.status != "ACTIVE" and self.verification is None else verification.verified,
             "verification": verification.as_json(),
+            "receipt": str(self.receipt) if self.receipt is not None else None,
         }
 
 

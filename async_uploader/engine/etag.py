@@ -102,6 +102,11 @@ class Verifier:
         done = self._hashed[source] = anyio.Event()
         self._group.start_soon(self._hash_file, source, path, self.family, scope, done, name=f"verify-{source}")
 
+    def summaries(self) -> dict[Source, FastqSummary]:
+        """What has been computed so far, per source (a stream's once it has been read to its end)."""
+        self._finish_streams()
+        return dict(self._summaries)
+
     async def hashed(self) -> None:
         """Wait until every file source started with ``start`` (or ``restart``) has been hashed."""
         for done in list(self._hashed.values()):
@@ -124,6 +129,8 @@ class Verifier:
 
     def _finish_streams(self) -> None:
         for source, summer in self._streams.items():
+            if source in self._summaries or source in self._failures:
+                continue
             try:
                 self._summaries[source] = summer.finish()
             except NotFastqError as exc:

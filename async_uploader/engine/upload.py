@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,10 +29,12 @@ from ..core.events import retry_event, state_event
 from ..core.ratelimit import RequestKind
 from ..core.state import Action, Phase, UploadState, match_adoption
 from ..core.stats import UploadResult, UploadStatistics
+from ..edge.receipts import default_receipt_path, write_receipt
 from .calls import Calls, Requests, Retry
 from .etag import Verifier
 from .parts import EventSink, GroupCommit, PartSender, first_error
 from .prepare import Preparation
+from .receipt import build_receipt
 from .reread import changed_parts
 
 __all__ = ["ABORT_TIMEOUT", "Upload"]
@@ -56,8 +59,11 @@ class Upload:
         restart: bool,
         keep_on_failure: bool | None,
         on_event: EventSink | None,
+        receipt: Path | None = None,
     ) -> None:
         self._calls = calls
+        self._receipt_arg = receipt
+        self.receipt_path: Path | None = None
         self._requests = Requests(calls, self._retried)
         self._config = config
         self.read_set = read_set
@@ -143,16 +149,16 @@ class Upload:
             await self._scoped()
         except BaseException as exc:
             self.state.failed(cancelled=isinstance(exc, anyio.get_cancelled_exc_class()))
+            with anyio.CancelScope(shield=True):
+                await self._write_receipt()
             await self._abort_if_wanted(ABORT_TIMEOUT)
             raise
         finally:
             self._local.close()
+        await self._write_receipt()
         if self.state.phase is Phase.DONE:
-            if self.state.status != "ACTIVE" and self._config.wait_for_active:
-                log.warning(
-                    "read set %s is still %s; not waiting any longer", self.state.read_set_id, self.state.status
-                )
-            return self.state.result(store_id=self.store_id, now=time.monotonic(), checkpoint=self.checkpoint_path)
+            result = self.state.result(store_id=self.store_id, now=time.monotonic(), checkpoint=self.checkpoint_path)
+            return replace(result, receipt=self.receipt_path)
         self.state.failed(cancelled=True)
         aborted = await self._abort_if_wanted(self._grace_left())
         raise self._interrupted(aborted)
@@ -336,7 +342,33 @@ class Upload:
         journal, read_set_id = self._local.journal, self.state.read_set_id
         if journal is not None and read_set_id is not None:
             await anyio.to_thread.run_sync(journal.record_complete, read_set_id)
+        await self._write_receipt()
         self.state.recorded()
+
+    async def _write_receipt(self) -> None:
+        """The receipt of the read set Complete made, as it stands (a write that fails is a warning: the read set
+        exists whatever happens to its receipt)."""
+        read_set_id = self.state.read_set_id
+        if read_set_id is None:
+            return
+        service = self._calls.client.service
+        receipt = build_receipt(
+            self.state,
+            self.read_set,
+            store_id=self.store_id,
+            endpoint=service.endpoint_url,
+            region=service.region,
+            summaries=self._verifier.summaries() if self._verifier is not None else {},
+        )
+        try:
+            path = self._receipt_arg
+            if path is None:
+                path = await anyio.to_thread.run_sync(default_receipt_path, read_set_id)
+            await anyio.to_thread.run_sync(write_receipt, path, receipt)
+        except UploaderError as exc:
+            log.warning("%s", exc)
+            return
+        self.receipt_path = path
 
     async def _wait(self) -> None:
         """Pause as the core says (a stop cuts it short), then look at the read set once."""

@@ -103,12 +103,14 @@ class Uploader:
         restart: bool = False,
         keep_on_failure: bool | None = None,
         on_event: EventSink | None = None,
+        receipt: Path | None = None,
     ) -> UploadHandle:
         """Start uploading ``read_set``; await the handle for the result.
 
         ``checkpoint``: a path, True or None for the default path, False for none (streams never have one).
         ``keep_on_failure``: leave a failed upload open (default when a checkpoint can resume it) or abort it.
-        ``on_event`` receives every event (``core.events``) of this upload.
+        ``on_event`` receives every event (``core.events``) of this upload. ``receipt``: where the upload's receipt
+        goes once Complete has made the read set (default ``$ASYNC_UPLOADER_HOME/receipts/READSETID.json``).
         """
         upload = Upload(
             self.calls,
@@ -119,6 +121,7 @@ class Uploader:
             restart=restart,
             keep_on_failure=keep_on_failure,
             on_event=on_event,
+            receipt=receipt,
         )
         handle = UploadHandle(upload)
         self._handles.add(handle)
@@ -134,6 +137,7 @@ class Uploader:
         restart: bool = False,
         keep_on_failure: bool | None = None,
         on_event: EventSink | None = None,
+        receipt: Path | None = None,
     ) -> UploadResult:
         """Upload ``read_set`` and return its result."""
         return await self.start(
@@ -143,6 +147,7 @@ class Uploader:
             restart=restart,
             keep_on_failure=keep_on_failure,
             on_event=on_event,
+            receipt=receipt,
         )
 
     def statistics(self) -> list[UploadStatistics]:
