@@ -446,7 +446,11 @@ def _add_batch_command(commands: argparse._SubParsersAction[_Parser]) -> None:
     batch.add_argument("manifest", type=Path, metavar="MANIFEST")
     batch.add_argument("--store-id", required=True, type=_store_id, metavar="ID", help="sequence store id")
     batch.add_argument(
-        "--max-parallel", type=_positive_int, default=4, metavar="N", help="read sets at once (default 4)"
+        "--max-parallel",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="read sets sending parts at once (default 4); one Complete has made waits for the store without its slot",
     )
     batch.add_argument(
         "--checkpoint-dir",

@@ -373,9 +373,14 @@ class StoreApp:
         return web.json_response({"readSetId": read_set.read_set_id})
 
     async def process(self, read_set: ReadSet, job: Job) -> None:
-        """PROCESSING_UPLOAD for at least ``processing_delay`` seconds, and until the worker thread is done."""
+        """PROCESSING_UPLOAD for at least ``processing_delay`` seconds (and the read set's size at ``ingest_mbps``),
+        and until the worker thread is done."""
         loop = asyncio.get_running_loop()
-        done_by = loop.time() + self.options.processing_delay
+        least = self.options.processing_delay
+        if self.options.ingest_mbps:
+            size = sum(stored.length for stored in read_set.files.values())
+            least = max(least, size / (self.options.ingest_mbps * 1e6))
+        done_by = loop.time() + least
         try:
             outcome = await loop.run_in_executor(self.ingesters, ingest, job)
         except Cancelled:

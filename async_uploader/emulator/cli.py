@@ -67,6 +67,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--quota-parts", type=float, help="UploadReadSetPart requests per second")
     faults.add_argument("--quota-listings", type=float, help="listing and metadata requests per second")
     faults.add_argument("--connection-mbps", type=float, help="cap each TCP connection at this many MB/s")
+    faults.add_argument(
+        "--ingest-delay",
+        type=float,
+        default=0.05,
+        metavar="SECONDS",
+        help="keep each read set PROCESSING_UPLOAD at least this long after Complete (default 0.05)",
+    )
+    faults.add_argument(
+        "--ingest-rate",
+        type=float,
+        metavar="MBPS",
+        help="... and at least its size over this many MB/s, as the service hashing it would",
+    )
     faults.add_argument("--corrupt-etag", action="store_true", help="report every FASTQ ETag with one digit wrong")
     faults.add_argument(
         "--clock-offset", type=float, default=0.0, metavar="S", help="run the store's clock S seconds off (Date, SigV4)"
@@ -106,6 +119,8 @@ def options_from_args(args: argparse.Namespace) -> StoreOptions:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         clock_offset=args.clock_offset,
+        processing_delay=args.ingest_delay,
+        ingest_mbps=args.ingest_rate,
     )
 
 

@@ -35,7 +35,10 @@ class StoreOptions:
     # Seconds the store's clock is off from this machine's: the Date it sends and the time signatures are judged by.
     clock_offset: float = 0.0
     clock_skew_limit: float = 900.0
+    # A read set stays PROCESSING_UPLOAD at least this long after Complete (serve --ingest-delay), and at least
+    # its size over ``ingest_mbps`` MB/s (serve --ingest-rate): as slow as the service can be, to try waiting.
     processing_delay: float = 0.05
+    ingest_mbps: float | None = None
     # The ETag family the store computes FASTQ ETags with (MD5up, SHA256up or SHA512up).
     etag_family: str = "MD5up"
     # A connection with no request for this long is closed; so is one still sending its headers by then.
@@ -59,8 +62,10 @@ class StoreOptions:
             raise ValueError("max_part_size must be positive")
         if self.connection_mbps is not None and self.connection_mbps <= 0:
             raise ValueError("connection_mbps must be positive")
-        if self.latency_ms < 0:
-            raise ValueError("latency_ms must not be negative")
+        if self.latency_ms < 0 or self.processing_delay < 0:
+            raise ValueError("latency_ms and processing_delay must not be negative")
+        if self.ingest_mbps is not None and self.ingest_mbps <= 0:
+            raise ValueError("ingest_mbps must be positive")
         self._check_quotas()
 
     def _check_tls(self) -> None:

@@ -290,6 +290,10 @@ async def run_batch(
     return BatchSummary(ordered, time.monotonic() - started)
 
 
+_PAST_COMPLETE = frozenset({"waiting", "verifying", "done"})
+"""A row in one of these states has its read set: it no longer needs a slot to send parts."""
+
+
 def refused_outcome(row: ManifestRow, why: str) -> RowOutcome:
     """A row not uploaded because its files changed since its read set was made: only --restart uploads it."""
     return RowOutcome(row, "failed", error=why, result={RESTART_NEEDED: True})
@@ -324,10 +328,18 @@ class _Runner:
         gate = anyio.Semaphore(max(1, max_parallel))
 
         async def one(row: ManifestRow, key: str) -> None:
+            held = True
+
+            def release() -> None:  # at Complete, or at the end: whichever comes first
+                nonlocal held
+                if held:
+                    held = False
+                    gate.release()
+
             try:
-                outcome = await self.upload(row, key)
+                outcome = await self.upload(row, key, release)
             finally:
-                gate.release()
+                release()
             self.finish(outcome, *plan.duplicate_outcomes(key, outcome))
 
         async with anyio.create_task_group() as group:
@@ -339,8 +351,18 @@ class _Runner:
                 await gate.acquire()  # a task per row only once it may start: a long manifest is not 10,000 tasks
                 group.start_soon(one, row, key, name=f"batch-row-{row.row}")
 
-    async def upload(self, row: ManifestRow, key: str) -> RowOutcome:
+    async def upload(self, row: ManifestRow, key: str, completed: Callable[[], None] = lambda: None) -> RowOutcome:
+        """Upload one row; ``completed()`` once Complete has made its read set: the row's slot goes to the next
+        row while this one waits for the store (and is verified)."""
         hooks = self.hooks
+        given = hooks.on_event(row) if hooks.on_event is not None else None
+
+        def on_event(event: dict[str, object]) -> None:
+            if event.get("event") == "state" and event.get("state") in _PAST_COMPLETE:
+                completed()
+            if given is not None:
+                given(event)
+
         if hooks.stopping():
             return RowOutcome(row, "interrupted", error="not started: the batch was stopped")
         checkpoint: Path | bool = row_checkpoint(self.directory, key) if self.use_checkpoints else False
@@ -352,7 +374,7 @@ class _Runner:
                 checkpoint=checkpoint,
                 restart=self.restart,
                 keep_on_failure=self.keep_on_failure,
-                on_event=hooks.on_event(row) if hooks.on_event is not None else None,
+                on_event=on_event,
             )
             if hooks.on_start is not None:
                 hooks.on_start(row, handle)

@@ -36,6 +36,7 @@ from .parts import EventSink, GroupCommit, PartSender, first_error
 from .prepare import Preparation
 from .receipt import build_receipt
 from .reread import changed_parts
+from .watch import ReadSetWatcher
 
 __all__ = ["ABORT_TIMEOUT", "Upload"]
 
@@ -60,9 +61,11 @@ class Upload:
         keep_on_failure: bool | None,
         on_event: EventSink | None,
         receipt: Path | None = None,
+        watcher: ReadSetWatcher | None = None,
     ) -> None:
         self._calls = calls
         self._receipt_arg = receipt
+        self._watcher = watcher or ReadSetWatcher()
         self.receipt_path: Path | None = None
         self._requests = Requests(calls, self._retried)
         self._config = config
@@ -155,6 +158,8 @@ class Upload:
             raise
         finally:
             self._local.close()
+            if self.state.read_set_id is not None:
+                self._watcher.forget(self.store_id, self.state.read_set_id)
         await self._write_receipt()
         if self.state.phase is Phase.DONE:
             result = self.state.result(store_id=self.store_id, now=time.monotonic(), checkpoint=self.checkpoint_path)
@@ -377,11 +382,9 @@ class Upload:
                 await self._stopped.wait()
             if self.state.stopping:
                 return
-        read_set_id, client = self.state.read_set_id or "", self._requests.client
+        read_set_id = self.state.read_set_id or ""
         try:
-            metadata = await self._requests(
-                "GetReadSetMetadata", lambda: client.get_read_set_metadata(self.store_id, read_set_id)
-            )
+            metadata = await self._watcher.look(self._requests, self.store_id, read_set_id, self._local.created_at)
         except ResourceNotFoundError as exc:
             self.state.read_set_gone(exc)
         self.state.polled(metadata, time.monotonic())

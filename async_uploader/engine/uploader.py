@@ -26,6 +26,7 @@ from .calls import Calls
 from .limiter import LocalLimiter
 from .parts import EventSink
 from .upload import Upload
+from .watch import ReadSetWatcher
 
 __all__ = ["UploadHandle", "Uploader", "upload_read_set"]
 
@@ -53,6 +54,8 @@ class Uploader:
         self._client = client
         self._calls: Calls | None = None
         self._handles: set[UploadHandle] = set()
+        self.watcher = ReadSetWatcher()
+        """Read sets waited for by this Uploader's uploads, asked for together."""
 
     @property
     def calls(self) -> Calls:
@@ -122,6 +125,7 @@ class Uploader:
             keep_on_failure=keep_on_failure,
             on_event=on_event,
             receipt=receipt,
+            watcher=self.watcher,
         )
         handle = UploadHandle(upload)
         self._handles.add(handle)
