@@ -242,7 +242,10 @@ class UploadConfig:
     caller's loop alone). ``memory_budget`` bounds the part buffers
     used for sources that cannot seek (stdin, pipes). ``wait_for_active`` polls GetReadSetMetadata after Complete
     until the store has checked the read set (ACTIVE, or UPLOAD_FAILED raised as an error), for at most
-    ``active_timeout`` seconds. ``verify`` hashes each FASTQ source while it uploads and compares the read set's
+    ``active_timeout`` seconds. ``if_exists``: when no checkpoint knows the upload and the store already holds a
+    read set of the same name, subject, sample, file type and source sizes, ``skip`` reports it (when its ETag is
+    the files' hash, or none can be computed), ``upload`` uploads all the same, ``fail`` fails naming it.
+    ``verify`` hashes each FASTQ source while it uploads and compares the read set's
     ETag and counts with it once ACTIVE (README, "End-to-end verification").
     """
 
@@ -255,6 +258,7 @@ class UploadConfig:
     wait_for_active: bool = True
     verify: bool = True
     active_timeout: float = DEFAULT_WAIT_TIMEOUT
+    if_exists: str = "skip"
     adaptive: bool = True
     adaptive_concurrency: bool = True
     workers: int = 1
@@ -270,6 +274,8 @@ class UploadConfig:
             raise ConfigError("slice size must be between 4 KiB and 16 MiB")
         if self.memory_budget < 1 * MIB:
             raise ConfigError("memory budget must be at least 1 MiB")
+        if self.if_exists not in ("skip", "upload", "fail"):
+            raise ConfigError(f"if_exists must be skip, upload or fail, not {self.if_exists!r}")
 
 
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?i?b?)?\s*", re.IGNORECASE)

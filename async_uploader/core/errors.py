@@ -30,6 +30,7 @@ Single inheritance throughout; the CLI maps a class to an exit code by walking t
     ├── RetryExhaustedError            a retryable failure persisted past the attempt limit (cause chained)
     ├── UploadFailedError              the store completed the upload but marked the read set UPLOAD_FAILED
     ├── StillProcessingError           the read set is not ACTIVE within the wait timeout (retryable: run again)
+    ├── AlreadyInStoreError            --if-exists fail, and the store holds a read set of these files already
     ├── VerificationError              the read set's ETag or counts differ from the user's bytes (read set kept)
     └── UploadInterruptedError         stopped by a signal or cancellation; the checkpoint can resume it
 """
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDeniedError",
+    "AlreadyInStoreError",
     "AnswerTooLargeError",
     "CertificateError",
     "CheckpointBusyError",
@@ -239,6 +241,15 @@ class RetryExhaustedError(UploaderError):
 
 class UploadFailedError(UploaderError):
     """The store accepted Complete but marked the read set UPLOAD_FAILED."""
+
+
+class AlreadyInStoreError(UploaderError):
+    """The store already holds a read set of these files (same name, subject, sample, type and sizes, and the same
+    ETag where one can be computed), and the caller asked for that to be a failure (``if_exists="fail"``)."""
+
+    def __init__(self, message: str, *, read_set_id: str) -> None:
+        super().__init__(message)
+        self.read_set_id = read_set_id
 
 
 class StillProcessingError(UploaderError):

@@ -178,6 +178,7 @@ _RESULT = {
     "verified": {"type": ["boolean", "null"]},
     "verification": _VERIFICATION,
     "receipt": {"type": ["string", "null"]},
+    "existing": {"type": "boolean"},
 }
 
 EVENT_SCHEMA: dict[str, Any] = {

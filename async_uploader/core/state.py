@@ -12,6 +12,7 @@ The phases and the events that move between them, as one table (``TRANSITIONS``)
     STARTING   --FINISHED-->  WAITING      the checkpoint records Complete's read set, for these very files
     STARTING   --SUSPECT-->   CHECKING     ... for files that may have changed since: read every part again first
     CREATING   --CREATED-->   UPLOADING    Create answered with an upload id
+    CREATING   --EXISTS-->    DONE         the store holds a read set of these very files already: not sent again
     RESUMING   --RECONCILED-> UPLOADING    the parts still on the store (and still in the files) are kept
     RESUMING   --GONE-->      FINDING      the upload is gone, every part was acknowledged: Complete may have run
     FINDING    --FOUND-->     WAITING      the read set that upload made is found
@@ -43,6 +44,7 @@ from typing import NoReturn
 from .checkpoint import PartRecord, SourceFingerprint
 from .config import Source
 from .errors import (
+    AlreadyInStoreError,
     CheckpointMismatchError,
     ReadSetGoneError,
     ResourceNotFoundError,
@@ -102,6 +104,7 @@ class Event(enum.Enum):
     FINISHED = "finished"
     SUSPECT = "suspect"
     CREATED = "created"
+    EXISTS = "exists"
     RECONCILED = "reconciled"
     GONE = "gone"
     FOUND = "found"
@@ -122,6 +125,7 @@ class Action(enum.Enum):
     """What the shell does next; each is one await, its outcome fed back to the state."""
 
     PREPARE = "prepare"  # open the sources, plan, lock and read the checkpoint: ``prepared``
+    FIND_EXISTING = "find_existing"  # ListReadSets for a read set of these files: ``existing``
     CREATE = "create"  # CreateMultipartReadSetUpload: ``created``
     LIST_PARTS = "list_parts"  # ListReadSetUploadParts for every source: ``listed`` or ``upload_gone``
     REREAD = "reread"  # read ``reread_request()`` again from the files: ``reread``
@@ -145,7 +149,7 @@ TRANSITIONS: Mapping[Phase, Mapping[Event, Phase]] = {
         Event.FINISHED: Phase.WAITING,
         Event.SUSPECT: Phase.CHECKING,
     },
-    Phase.CREATING: {Event.CREATED: Phase.UPLOADING},
+    Phase.CREATING: {Event.CREATED: Phase.UPLOADING, Event.EXISTS: Phase.DONE},
     Phase.RESUMING: {Event.RECONCILED: Phase.UPLOADING, Event.GONE: Phase.FINDING},
     Phase.FINDING: {Event.FOUND: Phase.WAITING, Event.SUSPECT: Phase.CHECKING},
     Phase.CHECKING: {Event.CHECKED: Phase.WAITING},
@@ -192,6 +196,7 @@ class Prepared:
     recorded_read_set: str | None = None
     recorded_parts: Mapping[tuple[Source, int], PartRecord] = field(default_factory=dict)
     suspect: frozenset[Source] = frozenset()
+    restart: bool = False  # --restart: a new upload, whatever the store holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +223,7 @@ class UploadState:
         verify: bool = False,
         wait_timeout: float = 600.0,
         keep_on_failure: bool | None = None,
+        if_exists: str = "upload",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sources = tuple(sources)
@@ -234,6 +240,9 @@ class UploadState:
         self.verify = verify and wait
         self.wait_timeout = wait_timeout
         self.keep_on_failure = keep_on_failure
+        self.if_exists = if_exists
+        self._look_for_existing = False
+        self.existing = False
         self.upload_id: str | None = None
         self.read_set_id: str | None = None
         self.status: str | None = None
@@ -278,6 +287,8 @@ class UploadState:
             return Action.REREAD if self._reread else Action.CHECK_SOURCES
         if self.phase is Phase.WAITING:
             return Action.WAIT if self._read_set_recorded else Action.RECORD_COMPLETE
+        if self.phase is Phase.CREATING and self._look_for_existing:
+            return Action.FIND_EXISTING
         return _ACTIONS[self.phase]
 
     def stop(self, *, at_once: bool = False) -> None:
@@ -333,7 +344,23 @@ class UploadState:
             self.upload_id = prepared.recorded_upload
             self.fire(Event.RESUME)
         else:
+            self._look_for_existing = self.if_exists != "upload" and not prepared.plan.streams and not prepared.restart
             self.fire(Event.CREATE)
+
+    def existing_found(self, read_set_id: str | None, status: str | None, verification: Verification | None) -> None:
+        """What the store holds already: a read set of the same name, subject, sample, type and sizes whose ETag
+        is the files' hash (``verification``: verified, or not computable), or None (upload them)."""
+        self._look_for_existing = False
+        if read_set_id is None:
+            return
+        if self.if_exists == "fail":
+            raise AlreadyInStoreError(
+                f"the store already holds these files as read set {read_set_id} (--if-exists fail)",
+                read_set_id=read_set_id,
+            )
+        self.read_set_id, self.status, self.verification = read_set_id, status, verification
+        self.existing = True
+        self.fire(Event.EXISTS)
 
     def created(self, upload_id: str) -> None:
         self.upload_id = upload_id

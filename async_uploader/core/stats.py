@@ -107,6 +107,7 @@ class UploadResult:
     verification: Verification | None = None
     timings: Timings = field(default_factory=Timings)
     receipt: Path | None = None
+    existing: bool = False  # the store held these files already: nothing was sent
 
     @property
     def verified(self) -> bool:
@@ -131,6 +132,7 @@ class UploadResult:
             "verified": None if self.status != "ACTIVE" and self.verification is None else verification.verified,
             "verification": verification.as_json(),
             "receipt": str(self.receipt) if self.receipt is not None else None,
+            "existing": self.existing,
         }
 
 

@@ -68,6 +68,7 @@ class Preparation:
             recorded_read_set=replayed.read_set_id if replayed else None,
             recorded_parts=replayed.parts if replayed else {},
             suspect=suspect,
+            restart=self._restart,
         )
 
     def _identities(self) -> dict[Source, SourceFingerprint]:

@@ -32,6 +32,7 @@ from ..core.stats import UploadResult, UploadStatistics
 from ..edge.receipts import default_receipt_path, write_receipt
 from .calls import Calls, Requests, Retry
 from .etag import Verifier
+from .existing import find_existing
 from .parts import EventSink, GroupCommit, PartSender, first_error
 from .prepare import Preparation
 from .receipt import build_receipt
@@ -80,6 +81,7 @@ class Upload:
             verify=config.verify,
             wait_timeout=config.active_timeout,
             keep_on_failure=keep_on_failure,
+            if_exists=config.if_exists,
         )
         self._local = Preparation(config, read_set, store_id, checkpoint=checkpoint, restart=restart)
         self._scope: anyio.CancelScope | None = None
@@ -91,6 +93,7 @@ class Upload:
         self._hashing: TaskGroup | None = None
         self._perform: dict[Action, Callable[[], Awaitable[None]]] = {
             Action.PREPARE: self._prepare,
+            Action.FIND_EXISTING: self._find_existing,
             Action.CREATE: self._create,
             Action.LIST_PARTS: self._list_parts,
             Action.REREAD: self._reread,
@@ -163,7 +166,7 @@ class Upload:
         await self._write_receipt()
         if self.state.phase is Phase.DONE:
             result = self.state.result(store_id=self.store_id, now=time.monotonic(), checkpoint=self.checkpoint_path)
-            return replace(result, receipt=self.receipt_path)
+            return replace(result, receipt=self.receipt_path, existing=self.state.existing)
         self.state.failed(cancelled=True)
         aborted = await self._abort_if_wanted(self._grace_left())
         raise self._interrupted(aborted)
@@ -227,6 +230,13 @@ class Upload:
         if self._calls.client.service.endpoint_url:
             return "check --endpoint-url and that the store is running"
         return "check --region and the network path to AWS"
+
+    async def _find_existing(self) -> None:
+        """No checkpoint knows this upload: the store may hold these files already (another host, a cleared home)."""
+        found = await find_existing(self._requests, self.store_id, self.read_set, self.state.shape(), self._verifier)
+        if found[0] is not None:
+            log.info("the store holds these files already as read set %s: nothing is sent", found[0])
+        self.state.existing_found(*found)
 
     async def _create(self) -> None:
         client = self._requests.client
