@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import email.utils
 import hashlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -248,13 +249,7 @@ class StoreApp:
         options = self.options.faults
         if not options.active:
             return
-        key = RequestKey(
-            call.operation,
-            call.store_id or "",
-            call.upload_id or "",
-            call.source or "",
-            call.part_number or 0,
-        )
+        key = self.request_key(call)
         attempt = self.attempts.get(key, 0)
         self.attempts[key] = attempt + 1
         fault = decide(options, key, attempt)
@@ -269,6 +264,19 @@ class StoreApp:
             self.drop(request, call)
         code, message = FAULT_ERRORS[fault]
         raise ApiError(code, message)
+
+    def request_key(self, call: Call) -> RequestKey:
+        """The request's stable identity: an upload's id stands for the upload's fields, never for a random draw."""
+        store_id = call.store_id or ""
+        if call.operation == "CreateMultipartReadSetUpload":
+            try:
+                body: object = json.loads(call.body)
+            except ValueError:
+                body = call.body.hex()
+            upload = self.state.create_identity(store_id, body)
+        else:
+            upload = self.state.upload_identity(store_id, call.upload_id) if call.upload_id else ""
+        return RequestKey(call.operation, store_id, upload, call.source or "", call.part_number or 0)
 
     def drop(self, request: web.Request, call: Call) -> None:
         call.reset = True

@@ -53,7 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tls.add_argument("--tls-cert", type=Path, help="the server certificate chain (PEM); implies --tls")
     tls.add_argument("--tls-key", type=Path, help="its private key (PEM)")
     faults = parser.add_argument_group("fault injection (deterministic per --seed)")
-    faults.add_argument("--seed", type=int, default=0)
+    faults.add_argument(
+        "--seed",
+        type=int,
+        help="make the faults and the ids handed out (upload, read set) the same on every run with the same requests "
+        "(default: faults as for seed 0, random ids)",
+    )
     faults.add_argument("--throttle-rate", type=float, default=0.0, help="share of requests answered 429")
     faults.add_argument("--error-rate", type=float, default=0.0, help="share answered 500 or 503")
     faults.add_argument("--reset-rate", type=float, default=0.0, help="share whose connection is dropped")
