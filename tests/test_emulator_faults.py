@@ -21,7 +21,7 @@ from botocore.credentials import Credentials
 
 from async_uploader.emulator import FaultOptions, LocalStore, StoreOptions
 from async_uploader.emulator.faults import Fault, Pacer, QuotaBucket, RequestKey, decide, reset_offset
-from async_uploader.emulator.store import State
+from async_uploader.emulator.store import State, create_identity, upload_identity
 
 STORE_ID = "1234567890"
 MakeStore = Callable[..., Awaitable[LocalStore]]
@@ -50,6 +50,8 @@ def test_fault_options_validated() -> None:
         FaultOptions(error_rate=1.5)
     with pytest.raises(ValueError, match="exceed 1"):
         FaultOptions(error_rate=0.6, throttle_rate=0.6)
+    with pytest.raises(ValueError, match="unknown operation 'UploadPart'"):
+        FaultOptions(operations=frozenset({"UploadReadSetPart", "UploadPart"}))
     with pytest.raises(ValueError, match="unknown quota kind"):
         StoreOptions(quotas={"uploads": 1.0})
     assert StoreOptions.service_quotas() == {"control": 1.0, "parts": 10.0, "listings": 5.0}
@@ -120,9 +122,12 @@ def test_fault_draws_hang_on_the_uploads_fields_not_its_random_id(tmp_path: Path
     identities = {first.upload_identity(STORE_ID, u) for u in (ids[0], again, other)}
     assert len(identities) == 3
     # A Create's key ignores its clientToken (a client makes a new one each run) and the order of its fields.
-    assert State.create_identity(STORE_ID, {**FIELDS, "clientToken": "a"}) == State.create_identity(
+    assert create_identity(STORE_ID, {**FIELDS, "clientToken": "a"}) == create_identity(
         STORE_ID, dict(reversed(list(FIELDS.items())))
     )
+    # What the store will call the first and second upload with given fields can be told before it makes them.
+    assert first.upload_identity(STORE_ID, ids[0]) == upload_identity(STORE_ID, dict(FIELDS))
+    assert first.upload_identity(STORE_ID, again) == upload_identity(STORE_ID, dict(FIELDS), 1)
 
 
 class Client:
@@ -194,6 +199,20 @@ async def test_same_seed_same_ids_checksums_and_faults(make_store: MakeStore) ->
 async def test_without_a_seed_ids_differ_from_run_to_run(make_store: MakeStore) -> None:
     seen = [(await run_script(await make_store(), ["a"]))[0]["a"] for _ in range(2)]
     assert seen[0][0] != seen[1][0] and seen[0][1] != seen[1][1] and seen[0][2] != seen[1][2]
+
+
+async def test_faults_only_into_the_operations_named(make_store: MakeStore) -> None:
+    store = await make_store(faults=FaultOptions(throttle_rate=1.0, operations=frozenset({"UploadReadSetPart"})))
+    async with aiohttp.ClientSession() as session:
+        client = Client(session, store)
+        create = json.dumps(FIELDS).encode()
+        upload_id = (await client.call("POST", "/upload", create))["uploadId"]
+        with pytest.raises(AssertionError, match="never succeeded"):
+            await client.call("PUT", f"/upload/{upload_id}/part?partSource=SOURCE1&partNumber=1", b"@" * 100)
+    assert [(r["operation"], r["fault"]) for r in store.requests[:2]] == [
+        ("CreateMultipartReadSetUpload", None),
+        ("UploadReadSetPart", "throttle"),
+    ]
 
 
 async def test_request_log_lines(tmp_path: Path, make_store: MakeStore) -> None:

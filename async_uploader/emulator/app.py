@@ -21,7 +21,7 @@ from .ingest import Cancelled, Job, Outcome, ingest
 from .options import StoreOptions
 from .parsing import check_id, check_part_number, check_source, json_object, page
 from .records import ReadSet, iso, part_info_json
-from .store import State
+from .store import State, create_identity
 from .transfer import CHUNK, Receiver, send_slice
 from .wire import LOG, error_response, read_bounded
 
@@ -67,6 +67,7 @@ class Call:
     operation: str
     store_id: str | None = None
     upload_id: str | None = None
+    read_set_id: str | None = None
     source: str | None = None
     part_number: int | None = None
     nbytes: int = 0
@@ -213,7 +214,7 @@ class StoreApp:
         if "upload" in info:
             call.upload_id = check_id(info["upload"], "uploadId")
         if "readset" in info:
-            check_id(info["readset"], "id")
+            call.read_set_id = check_id(info["readset"], "id")
         if call.operation == "UploadReadSetPart":
             call.source = request.query.get("partSource")
             number = request.query.get("partNumber", "")
@@ -247,7 +248,7 @@ class StoreApp:
 
     def inject_fault(self, request: web.Request, call: Call) -> None:
         options = self.options.faults
-        if not options.active:
+        if not options.active or not options.applies_to(call.operation):
             return
         key = self.request_key(call)
         attempt = self.attempts.get(key, 0)
@@ -273,9 +274,13 @@ class StoreApp:
                 body: object = json.loads(call.body)
             except ValueError:
                 body = call.body.hex()
-            upload = self.state.create_identity(store_id, body)
+            upload = create_identity(store_id, body)
+        elif call.upload_id:
+            upload = self.state.upload_identity(store_id, call.upload_id)
+        elif call.read_set_id:
+            upload = self.state.read_set_identity(store_id, call.read_set_id)
         else:
-            upload = self.state.upload_identity(store_id, call.upload_id) if call.upload_id else ""
+            upload = ""
         return RequestKey(call.operation, store_id, upload, call.source or "", call.part_number or 0)
 
     def drop(self, request: web.Request, call: Call) -> None:

@@ -62,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--throttle-rate", type=float, default=0.0, help="share of requests answered 429")
     faults.add_argument("--error-rate", type=float, default=0.0, help="share answered 500 or 503")
     faults.add_argument("--reset-rate", type=float, default=0.0, help="share whose connection is dropped")
+    faults.add_argument(
+        "--fault-operations",
+        metavar="OP[,OP...]",
+        help="inject throttles, errors and resets only into these operations, e.g. UploadReadSetPart (default: all)",
+    )
     faults.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every request")
     faults.add_argument(
         "--service-quotas",
@@ -100,6 +105,7 @@ def options_from_args(args: argparse.Namespace) -> StoreOptions:
             error_rate=args.error_rate,
             reset_rate=args.reset_rate,
             corrupt_etag=args.corrupt_etag,
+            operations=None if args.fault_operations is None else frozenset(args.fault_operations.split(",")),
         ),
         quotas=quotas or None,
         connection_mbps=args.connection_mbps,

@@ -14,6 +14,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# The operations a store answers, by the names of the service model.
+OPERATIONS = (
+    "CreateMultipartReadSetUpload",
+    "UploadReadSetPart",
+    "CompleteMultipartReadSetUpload",
+    "AbortMultipartReadSetUpload",
+    "ListReadSetUploadParts",
+    "ListMultipartReadSetUploads",
+    "GetReadSetMetadata",
+    "GetReadSet",
+    "ListReadSets",
+    "GetSequenceStore",
+)
+
 
 @dataclass(frozen=True)
 class FaultOptions:
@@ -29,6 +43,8 @@ class FaultOptions:
     reset_rate: float = 0.0
     # Report every FASTQ ETag with one hex digit changed, so a client's end-to-end check can be seen to fail.
     corrupt_etag: bool = False
+    # Inject throttles, errors and resets only into these operations (None: into every operation).
+    operations: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("throttle_rate", "error_rate", "reset_rate"):
@@ -37,10 +53,16 @@ class FaultOptions:
                 raise ValueError(f"{name} must be within 0..1, got {value}")
         if self.throttle_rate + self.error_rate + self.reset_rate > 1.0:
             raise ValueError("throttle_rate + error_rate + reset_rate must not exceed 1")
+        unknown = sorted(set(self.operations or ()) - set(OPERATIONS))
+        if unknown:
+            raise ValueError(f"unknown operation {unknown[0]!r} for faults (expected one of {', '.join(OPERATIONS)})")
 
     @property
     def active(self) -> bool:
         return self.throttle_rate > 0 or self.error_rate > 0 or self.reset_rate > 0
+
+    def applies_to(self, operation: str) -> bool:
+        return self.operations is None or operation in self.operations
 
 
 class Fault(enum.StrEnum):

@@ -75,26 +75,19 @@ class State:
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- stable identities, for ids and fault decisions
-    @staticmethod
-    def create_identity(store_id: str, body: object) -> str:
-        """What identifies a Create request (its retries share it): the store and the body but its clientToken."""
-        if isinstance(body, dict):
-            body = {k: v for k, v in body.items() if k != "clientToken"}
-        try:
-            text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        except (TypeError, ValueError):
-            text = repr(body)
-        return _digest(f"create|{store_id}|{text}")
-
     def upload_identity(self, store_id: str, upload_id: str) -> str:
         """The stable identity of an upload this store made; an id it never made stands for itself."""
         return self._identities.get((store_id, upload_id), upload_id)
 
+    def read_set_identity(self, store_id: str, read_set_id: str) -> str:
+        """The stable identity of a read set this store made; an id it never made stands for itself."""
+        return self._identities.get((store_id, read_set_id), read_set_id)
+
     def _identify_upload(self, store_id: str, fields: dict[str, Any]) -> str:
-        made_like_it = self.create_identity(store_id, fields)
+        made_like_it = create_identity(store_id, fields)
         occurrence = self._occurrences[made_like_it]
         self._occurrences[made_like_it] += 1
-        return _digest(f"upload|{made_like_it}|{occurrence}")
+        return upload_identity(store_id, fields, occurrence)
 
     def store(self, store_id: str) -> SequenceStore:
         check_id(store_id, "sequenceStoreId")
@@ -202,6 +195,7 @@ class State:
             return candidate in store.read_sets or self.read_set_dir(store_id, candidate).exists()
 
         read_set_id = self._new_id("read set", identity, taken)
+        self._identities[(store_id, read_set_id)] = f"read set of {identity}"
         if not self.discard:
             _move_parts(files, self.read_set_dir(store_id, read_set_id))
         del store.uploads[upload_id]
@@ -271,6 +265,25 @@ class State:
             )
         offset = (number - 1) * stored.part_size
         return stored, offset, min(stored.part_size, stored.length - offset)
+
+
+def create_identity(store_id: str, body: object) -> str:
+    """What identifies a Create request (its retries share it): the store and the body but its clientToken."""
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k != "clientToken"}
+    try:
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(body)
+    return _digest(f"create|{store_id}|{text}")
+
+
+def upload_identity(store_id: str, fields: dict[str, Any], occurrence: int = 0) -> str:
+    """The stable identity of the ``occurrence``-th upload (0-based) a store made with these fields.
+
+    Fault draws of requests about the upload hang on it, and with a seed so do its id and its read set's id.
+    """
+    return _digest(f"upload|{create_identity(store_id, fields)}|{occurrence}")
 
 
 def _digest(text: str) -> str:
@@ -434,4 +447,4 @@ def _parse_time(value: object) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-__all__ = ["ApiError", "State"]
+__all__ = ["ApiError", "State", "create_identity", "upload_identity"]
