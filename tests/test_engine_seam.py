@@ -36,6 +36,7 @@ from async_uploader.core.checkpoint import PartRecord
 from async_uploader.core.config import Source
 from async_uploader.core.events import EVENT_SCHEMA
 from async_uploader.edge.transport import MockTransport, Response
+from async_uploader.engine.limiter import LocalLimiter
 from async_uploader.engine.parts import GroupCommit
 from tests.helpers import (
     HANG,
@@ -62,6 +63,20 @@ def uploader(store: ScriptedStore, config: object = None, service: ServiceConfig
     return Uploader(config or fast_config(64 * KIB), service=service, transport=MockTransport(store))  # type: ignore[arg-type]
 
 
+class LimiterClock:
+    """The rate limiter's time: it passes only when the limiter waits, so what it decides is the same on any machine."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
 async def wait_for(condition: object, limit: float = LIMIT) -> None:
     with anyio.fail_after(limit):
         while not condition():  # type: ignore[operator]
@@ -73,14 +88,17 @@ async def test_throttled_parts_are_retried_counted_and_slow_the_part_rate(tmp_pa
     store.script("UploadReadSetPart", throttled(), throttled(), throttled())
     events: list[dict[str, object]] = []
     config = fast_config(64 * KIB, rates=RateLimits(parts=1000.0, control=None, listings=None))
-    async with uploader(store, config) as up:
+    clock = LimiterClock()
+    limiter = LocalLimiter(config.rates, clock=clock, sleep=clock.sleep)
+    async with Uploader(config, service=LOCAL, transport=MockTransport(store), limiter=limiter) as up:
         result = await up.upload(
             paired(tmp_path, 200 * KIB), store_id=STORE_ID, checkpoint=False, on_event=events.append
         )
         rate = up.limiter.current_rate(RequestKind.PART)
     assert (result.retries, result.throttles, result.read_set_id) == (3, 3, READ_SET_ID)
     assert len(store.parts) == 8 and store.counts["UploadReadSetPart"] == 11
-    assert rate is not None and rate < 1000.0  # the adaptive rate was cut
+    assert rate is not None and rate < 1000.0  # the adaptive rate was cut (and did not recover: no 10 s passed)
+    assert 0 < clock.now < 1  # the parts waited for the limiter's tokens, on its clock
     retries = [e for e in events if e["event"] == "retry"]
     assert len(retries) == 3 and all(e["error"] == "ThrottlingException" for e in retries)
     for event in events:
