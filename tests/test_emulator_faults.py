@@ -1,4 +1,4 @@
-"""Fault decisions are pure and order-independent; quotas, pacing and the request log."""
+"""Fault decisions are pure and order-independent, a seeded store repeats its ids; quotas, pacing, request log."""
 
 from __future__ import annotations
 
@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials
+from store_helpers import create, put
+from store_serve import serve
 
 from async_uploader.emulator import FaultOptions, LocalStore, StoreOptions
 from async_uploader.emulator.faults import Fault, Pacer, QuotaBucket, RequestKey, decide, reset_offset
@@ -213,6 +217,33 @@ async def test_faults_only_into_the_operations_named(make_store: MakeStore) -> N
         ("CreateMultipartReadSetUpload", None),
         ("UploadReadSetPart", "throttle"),
     ]
+
+
+def test_serve_with_a_seed_hands_out_the_same_ids_every_run(tmp_path: Path) -> None:
+    def one_run(name: str, *flags: str) -> tuple[str, str, str]:
+        with serve(tmp_path / name, *flags) as served:
+            client = boto3.client(
+                "omics",
+                region_name="us-east-1",
+                endpoint_url=served.url,
+                aws_access_key_id="test",
+                aws_secret_access_key="test",
+                config=Config(inject_host_prefix=False, retries={"mode": "standard", "total_max_attempts": 1}),
+            )
+            upload_id = create(client, clientToken=uuid.uuid4().hex)
+            part = put(client, upload_id, "SOURCE1", 1, b"@r\nACGT\n+\nIIII\n")
+            done = client.complete_multipart_read_set_upload(sequenceStoreId=STORE_ID, uploadId=upload_id, parts=[part])
+            return upload_id, part["checksum"], done["readSetId"]
+
+    first, again, other, unseeded = (
+        one_run("a", "--seed", "5"),
+        one_run("b", "--seed", "5"),
+        one_run("c", "--seed", "6"),
+        one_run("d"),
+    )
+    assert first == again
+    assert all(x != y for x, y in zip(first, other, strict=True))
+    assert all(x != y for x, y in zip(first, unseeded, strict=True))
 
 
 async def test_request_log_lines(tmp_path: Path, make_store: MakeStore) -> None:
