@@ -24,7 +24,8 @@ from store_helpers import create, put
 from store_serve import serve
 
 from async_uploader.emulator import FaultOptions, LocalStore, StoreOptions
-from async_uploader.emulator.faults import Fault, Pacer, QuotaBucket, RequestKey, decide, reset_offset
+from async_uploader.emulator.app import ROUTES
+from async_uploader.emulator.faults import OPERATIONS, Fault, Pacer, QuotaBucket, RequestKey, decide, reset_offset
 from async_uploader.emulator.store import State, create_identity, upload_identity
 
 STORE_ID = "1234567890"
@@ -47,6 +48,10 @@ def test_decisions_are_pure_and_follow_the_rates() -> None:
     assert decide(FaultOptions(), keys[0], 0) is None
     offsets = {reset_offset(options, key, 0, 1000) for key in keys[:100]}
     assert min(offsets) >= 100 and max(offsets) <= 900 and len(offsets) > 50
+
+
+def test_faults_know_every_operation_the_store_answers() -> None:
+    assert set(OPERATIONS) == {operation for _, _, operation in ROUTES}
 
 
 def test_fault_options_validated() -> None:

@@ -215,11 +215,13 @@ class StoreApp:
             call.upload_id = check_id(info["upload"], "uploadId")
         if "readset" in info:
             call.read_set_id = check_id(info["readset"], "id")
-        if call.operation == "UploadReadSetPart":
-            call.source = request.query.get("partSource")
+        if call.operation in ("UploadReadSetPart", "GetReadSet"):
+            # Known before any fault is drawn, so each part (of an upload, of a read set's file) has its own draws.
+            upload = call.operation == "UploadReadSetPart"
+            call.source = request.query.get("partSource") if upload else request.query.get("file", "SOURCE1")
             number = request.query.get("partNumber", "")
             call.part_number = int(number) if number.isascii() and number.isdigit() and len(number) < 9 else None
-        else:
+        if call.operation != "UploadReadSetPart":
             call.body = await self.read_json_body(request, content_hash)
         self.check_quota(call)
         self.inject_fault(request, call)
