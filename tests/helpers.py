@@ -44,6 +44,22 @@ class LostReply:
     """An outcome: the store does what the request asks, and the connection breaks before its answer."""
 
 
+class Gate:
+    """An outcome: the normal answer once the test calls ``open()``: a wait on the test's word, not a guessed time.
+
+    One gate may be scripted for several requests; every one of them waits for the same ``open()``.
+    """
+
+    def __init__(self) -> None:
+        self._opened = anyio.Event()
+
+    def open(self) -> None:
+        self._opened.set()
+
+    async def wait(self) -> None:
+        await self._opened.wait()
+
+
 UPLOAD_ID = "1000000001"
 READ_SET_ID = "2000000001"
 
@@ -112,6 +128,9 @@ class ScriptedStore:
                 await anyio.sleep_forever()
             if isinstance(outcome, Delay):
                 await anyio.sleep(outcome.seconds)
+                return self._answer(operation, request)
+            if isinstance(outcome, Gate):
+                await outcome.wait()
                 return self._answer(operation, request)
             if isinstance(outcome, LostReply):
                 self._answer(operation, request)

@@ -1,7 +1,9 @@
 """The real CLI against endpoints that misbehave: never answering, hanging in Create, a checkpoint disk that fills.
 
 Every case is a subprocess of ``python -m async_uploader`` with a bound on its wall time, against a server in this
-process (a raw TCP server, a small aiohttp app) or the local store.
+process (a raw TCP server, a small aiohttp app) or the local store. The tests wait for what the process says or does
+(a request arriving, a line on stderr), never a guessed time; the wall-clock bounds left are the point of their tests
+(a deadline, a grace), each several times what the process takes on an idle machine.
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ async def start_cli(argv: list[str], env: dict[str, str]) -> asyncio.subprocess.
     )
 
 
-async def wait_exit(process: asyncio.subprocess.Process, limit: float) -> tuple[int, str, float]:
+async def wait_exit(process: asyncio.subprocess.Process, limit: float, err_before: str = "") -> tuple[int, str, float]:
+    """The exit code, stderr (after ``err_before``, what was read of it already) and the seconds it took to exit."""
     started = time.monotonic()
     try:
         _, err = await asyncio.wait_for(process.communicate(), limit)
@@ -123,7 +126,27 @@ async def wait_exit(process: asyncio.subprocess.Process, limit: float) -> tuple[
         await process.wait()
         raise AssertionError(f"the uploader did not exit within {limit} s") from None
     assert process.returncode is not None
-    return process.returncode, err.decode(), time.monotonic() - started
+    return process.returncode, err_before + err.decode(), time.monotonic() - started
+
+
+async def read_stderr_until(process: asyncio.subprocess.Process, wanted: str, limit: float = 30) -> str:
+    """Read the uploader's stderr line by line until one contains ``wanted`` (bounded); what was read."""
+    assert process.stderr is not None
+    lines: list[str] = []
+
+    async def read() -> None:
+        assert process.stderr is not None
+        while line := (await process.stderr.readline()).decode():
+            lines.append(line)
+            if wanted in line:
+                return
+        raise AssertionError(f"stderr ended without {wanted!r}:\n{''.join(lines)}")
+
+    try:
+        await asyncio.wait_for(read(), limit)
+    except TimeoutError:
+        raise AssertionError(f"no {wanted!r} on stderr within {limit} s:\n{''.join(lines)}") from None
+    return "".join(lines)
 
 
 async def test_sigterm_while_create_hangs_exits_75_within_the_grace(tmp_path: Path, cli_env: dict[str, str]) -> None:
@@ -134,7 +157,9 @@ async def test_sigterm_while_create_hangs_exits_75_within_the_grace(tmp_path: Pa
         process.send_signal(signal.SIGTERM)
         code, err, seconds = await wait_exit(process, 30)
     assert code == 75, err
-    assert seconds < 2 + 2, seconds
+    # The Create never answers, so only the grace ends the run: not before it, and not at the default 10 s. The
+    # exit itself takes well under a second on an idle machine; 7 s leaves room for a busy one.
+    assert 2 <= seconds < 2 + 7, seconds
     assert "Traceback" not in err and "To resume, run:" in err
 
 
@@ -145,12 +170,12 @@ async def test_a_second_signal_stops_at_once(tmp_path: Path, cli_env: dict[str, 
         process = await start_cli(upload_argv(url, source, extra=("--stop-grace", "60")), cli_env)
         await asyncio.wait_for(seen.wait(), 30)
         process.send_signal(signals[0])
-        await asyncio.sleep(0.3)
+        err_before = await read_stderr_until(process, "stopping; work in flight gets 60 s")
         for signum in signals[1:]:
             process.send_signal(signum)
-        code, err, seconds = await wait_exit(process, 30)
+        code, err, seconds = await wait_exit(process, 30, err_before)
     assert code == 75, err
-    assert seconds < 1, seconds
+    assert seconds < 10, seconds  # at once: the 60 s grace was cut short (idle: a fraction of a second)
     assert "Traceback" not in err
 
 

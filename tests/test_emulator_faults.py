@@ -1,4 +1,4 @@
-"""Fault decisions are pure and order-independent; quotas, pacing and the request log."""
+"""Fault decisions are pure and order-independent, a seeded store repeats its ids; quotas, pacing, request log."""
 
 from __future__ import annotations
 
@@ -8,17 +8,25 @@ import random
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import boto3
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials
+from store_helpers import create, put
+from store_serve import serve
 
 from async_uploader.emulator import FaultOptions, LocalStore, StoreOptions
-from async_uploader.emulator.faults import Fault, Pacer, QuotaBucket, RequestKey, decide, reset_offset
+from async_uploader.emulator.app import ROUTES
+from async_uploader.emulator.faults import OPERATIONS, Fault, Pacer, QuotaBucket, RequestKey, decide, reset_offset
+from async_uploader.emulator.store import State, create_identity, upload_identity
 
 STORE_ID = "1234567890"
 MakeStore = Callable[..., Awaitable[LocalStore]]
@@ -42,11 +50,17 @@ def test_decisions_are_pure_and_follow_the_rates() -> None:
     assert min(offsets) >= 100 and max(offsets) <= 900 and len(offsets) > 50
 
 
+def test_faults_know_every_operation_the_store_answers() -> None:
+    assert set(OPERATIONS) == {operation for _, _, operation in ROUTES}
+
+
 def test_fault_options_validated() -> None:
     with pytest.raises(ValueError, match=r"within 0\.\.1"):
         FaultOptions(error_rate=1.5)
     with pytest.raises(ValueError, match="exceed 1"):
         FaultOptions(error_rate=0.6, throttle_rate=0.6)
+    with pytest.raises(ValueError, match="unknown operation 'UploadPart'"):
+        FaultOptions(operations=frozenset({"UploadReadSetPart", "UploadPart"}))
     with pytest.raises(ValueError, match="unknown quota kind"):
         StoreOptions(quotas={"uploads": 1.0})
     assert StoreOptions.service_quotas() == {"control": 1.0, "parts": 10.0, "listings": 5.0}
@@ -99,14 +113,142 @@ async def test_same_seed_same_faults_whatever_the_order(make_store: MakeStore) -
     results = []
     for order in (parts, shuffled):
         store = await make_store(faults=faults)
-        # The same upload id in both stores: fault decisions hash the request's identity.
-        upload = store.state.create_upload(STORE_ID, dict(FIELDS))
-        store.state.stores[STORE_ID].uploads["5" * 18] = store.state.stores[STORE_ID].uploads.pop(upload["uploadId"])
-        store.state.stores[STORE_ID].uploads["5" * 18].upload_id = "5" * 18
-        results.append(await put_parts(store, "5" * 18, order))
+        upload = store.state.create_upload(STORE_ID, dict(FIELDS))["uploadId"]
+        results.append(await put_parts(store, upload, order))
     assert results[0] == results[1]
     flat = [f for faults_seen in results[0].values() for f in faults_seen]
     assert {"throttle", "reset", None} <= set(flat)
+
+
+def test_fault_draws_hang_on_the_uploads_fields_not_its_random_id(tmp_path: Path) -> None:
+    first, second = State(tmp_path / "a", discard=True), State(tmp_path / "b", discard=True)
+    ids = [state.create_upload(STORE_ID, dict(FIELDS))["uploadId"] for state in (first, second)]
+    assert ids[0] != ids[1]  # no seed: ids as random as AWS's
+    assert first.upload_identity(STORE_ID, ids[0]) == second.upload_identity(STORE_ID, ids[1])
+    # A second upload with the same fields is another upload; one with other fields too.
+    again = first.create_upload(STORE_ID, dict(FIELDS))["uploadId"]
+    other = first.create_upload(STORE_ID, {**FIELDS, "name": "m"})["uploadId"]
+    identities = {first.upload_identity(STORE_ID, u) for u in (ids[0], again, other)}
+    assert len(identities) == 3
+    # A Create's key ignores its clientToken (a client makes a new one each run) and the order of its fields.
+    assert create_identity(STORE_ID, {**FIELDS, "clientToken": "a"}) == create_identity(
+        STORE_ID, dict(reversed(list(FIELDS.items())))
+    )
+    # What the store will call the first and second upload with given fields can be told before it makes them.
+    assert first.upload_identity(STORE_ID, ids[0]) == upload_identity(STORE_ID, dict(FIELDS))
+    assert first.upload_identity(STORE_ID, again) == upload_identity(STORE_ID, dict(FIELDS), 1)
+
+
+class Client:
+    """Signed requests to a store, each repeated until answered 200 (at most 30 times): what a patient client does."""
+
+    def __init__(self, session: aiohttp.ClientSession, store: LocalStore) -> None:
+        self.session, self.base = session, f"{store.url}/sequencestore/{STORE_ID}"
+
+    async def call(self, method: str, path: str, body: bytes) -> dict[str, Any]:
+        url = self.base + path
+        for _ in range(30):
+            try:
+                async with self.session.request(
+                    method, url, data=body, headers=signed_headers(method, url, body)
+                ) as response:
+                    reply = await response.read()
+                    if response.status == 200:
+                        return dict(json.loads(reply))
+            except aiohttp.ClientError:
+                pass
+        raise AssertionError(f"{method} {path} never succeeded")
+
+    async def upload(self, name: str, parts: list[tuple[str, int]]) -> tuple[str, list[str], str]:
+        """Create (with a fresh clientToken), send ``parts``, Complete: the upload id, checksums, read set id."""
+        create = json.dumps({**FIELDS, "name": name, "clientToken": uuid.uuid4().hex}).encode()
+        upload_id = str((await self.call("POST", "/upload", create))["uploadId"])
+        listed = []
+        for source, number in parts:
+            path = f"/upload/{upload_id}/part?partSource={source}&partNumber={number}"
+            checksum = (await self.call("PUT", path, name.encode() * 500))["checksum"]
+            listed.append({"partSource": source, "partNumber": number, "checksum": checksum})
+        complete = json.dumps({"parts": listed}).encode()
+        read_set_id = str((await self.call("POST", f"/upload/{upload_id}/complete", complete))["readSetId"])
+        return upload_id, [str(p["checksum"]) for p in listed], read_set_id
+
+
+async def run_script(store: LocalStore, names: list[str]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Upload one read set per name, all at once, the later names started first; what the client saw, and the
+    faults the store injected per (operation, name, source, part number)."""
+    parts = [(s, n) for s in ("SOURCE1", "SOURCE2") for n in range(1, 6)]
+    async with aiohttp.ClientSession() as session:
+        client = Client(session, store)
+        results = await asyncio.gather(*(client.upload(name, parts) for name in reversed(names)))
+    seen = dict(zip(reversed(names), results, strict=True))
+    names_of = {upload_id: name for name, (upload_id, _, _) in seen.items()}
+    faults: dict[str, list[Any]] = {}
+    for record in store.requests:
+        where = (record["operation"], names_of.get(record["upload_id"]), record["source"], record["part_number"])
+        faults.setdefault(repr(where), []).append(record["fault"])
+    return seen, faults
+
+
+async def test_same_seed_same_ids_checksums_and_faults(make_store: MakeStore) -> None:
+    rates = {"throttle_rate": 0.3, "error_rate": 0.15, "reset_rate": 0.05}
+    runs = []
+    for seed, names in ((42, ["a", "b", "c"]), (42, ["c", "a", "b"]), (43, ["a", "b", "c"])):
+        store = await make_store(faults=FaultOptions(seed=seed, **rates))
+        runs.append(await run_script(store, names))
+    (seen, faults), (seen_again, faults_again), (other_seen, other_faults) = runs
+    assert seen == seen_again and faults == faults_again  # whatever the order the uploads were started in
+    injected = [f for per_request in faults.values() for f in per_request]
+    assert {"throttle", "error500", "error503", None} <= set(injected), "the script met too few faults to show much"
+    upload_ids = {upload_id for upload_id, _, _ in seen.values()}
+    other_ids = {upload_id for upload_id, _, _ in other_seen.values()}
+    assert not upload_ids & other_ids and faults != other_faults  # another seed, other ids and faults
+    assert {r for _, _, r in seen.values()}.isdisjoint(r for _, _, r in other_seen.values())
+
+
+async def test_without_a_seed_ids_differ_from_run_to_run(make_store: MakeStore) -> None:
+    seen = [(await run_script(await make_store(), ["a"]))[0]["a"] for _ in range(2)]
+    assert seen[0][0] != seen[1][0] and seen[0][1] != seen[1][1] and seen[0][2] != seen[1][2]
+
+
+async def test_faults_only_into_the_operations_named(make_store: MakeStore) -> None:
+    store = await make_store(faults=FaultOptions(throttle_rate=1.0, operations=frozenset({"UploadReadSetPart"})))
+    async with aiohttp.ClientSession() as session:
+        client = Client(session, store)
+        create = json.dumps(FIELDS).encode()
+        upload_id = (await client.call("POST", "/upload", create))["uploadId"]
+        with pytest.raises(AssertionError, match="never succeeded"):
+            await client.call("PUT", f"/upload/{upload_id}/part?partSource=SOURCE1&partNumber=1", b"@" * 100)
+    assert [(r["operation"], r["fault"]) for r in store.requests[:2]] == [
+        ("CreateMultipartReadSetUpload", None),
+        ("UploadReadSetPart", "throttle"),
+    ]
+
+
+def test_serve_with_a_seed_hands_out_the_same_ids_every_run(tmp_path: Path) -> None:
+    def one_run(name: str, *flags: str) -> tuple[str, str, str]:
+        with serve(tmp_path / name, *flags) as served:
+            client = boto3.client(
+                "omics",
+                region_name="us-east-1",
+                endpoint_url=served.url,
+                aws_access_key_id="test",
+                aws_secret_access_key="test",
+                config=Config(inject_host_prefix=False, retries={"mode": "standard", "total_max_attempts": 1}),
+            )
+            upload_id = create(client, clientToken=uuid.uuid4().hex)
+            part = put(client, upload_id, "SOURCE1", 1, b"@r\nACGT\n+\nIIII\n")
+            done = client.complete_multipart_read_set_upload(sequenceStoreId=STORE_ID, uploadId=upload_id, parts=[part])
+            return upload_id, part["checksum"], done["readSetId"]
+
+    first, again, other, unseeded = (
+        one_run("a", "--seed", "5"),
+        one_run("b", "--seed", "5"),
+        one_run("c", "--seed", "6"),
+        one_run("d"),
+    )
+    assert first == again
+    assert all(x != y for x, y in zip(first, other, strict=True))
+    assert all(x != y for x, y in zip(first, unseeded, strict=True))
 
 
 async def test_request_log_lines(tmp_path: Path, make_store: MakeStore) -> None:

@@ -1,6 +1,9 @@
 """The engine through the transport seam: throttles, failures, hangs and stops scripted in a few lines, no server.
 
-The real-store tests (test_engine.py) prove the same engine against HTTP; these pin its decisions exactly.
+The real-store tests (test_engine.py) prove the same engine against HTTP; these pin its decisions exactly. Nothing
+here waits a guessed time or measures one: a test waits for a condition (a count of requests, a gate it opens
+itself), and what must end ends within ``LIMIT`` seconds, far beyond what it takes on a busy machine, and far short
+of what it would take had the engine not acted (a hanging request never ends; a grace of a minute).
 """
 
 from __future__ import annotations
@@ -8,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
+import threading
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import jsonschema
 import pytest
 
@@ -32,11 +36,12 @@ from async_uploader.core.checkpoint import PartRecord
 from async_uploader.core.config import Source
 from async_uploader.core.events import EVENT_SCHEMA
 from async_uploader.edge.transport import MockTransport, Response
+from async_uploader.engine.limiter import LocalLimiter
 from async_uploader.engine.parts import GroupCommit
 from tests.helpers import (
     HANG,
     READ_SET_ID,
-    Delay,
+    Gate,
     LostReply,
     ScriptedStore,
     error,
@@ -51,13 +56,28 @@ pytestmark = pytest.mark.usefixtures("test_credentials")
 STORE_ID = "1234567890"
 KIB = 1024
 LOCAL = ServiceConfig(endpoint_url="http://127.0.0.1:9")  # never dialled: the mock transport answers
+LIMIT = 30.0  # the bound of every wait in this file
 
 
 def uploader(store: ScriptedStore, config: object = None, service: ServiceConfig = LOCAL) -> Uploader:
     return Uploader(config or fast_config(64 * KIB), service=service, transport=MockTransport(store))  # type: ignore[arg-type]
 
 
-async def wait_for(condition: object, limit: float = 5.0) -> None:
+class LimiterClock:
+    """The rate limiter's time: it passes only when the limiter waits, so what it decides is the same on any machine."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+async def wait_for(condition: object, limit: float = LIMIT) -> None:
     with anyio.fail_after(limit):
         while not condition():  # type: ignore[operator]
             await anyio.sleep(0.005)
@@ -68,14 +88,17 @@ async def test_throttled_parts_are_retried_counted_and_slow_the_part_rate(tmp_pa
     store.script("UploadReadSetPart", throttled(), throttled(), throttled())
     events: list[dict[str, object]] = []
     config = fast_config(64 * KIB, rates=RateLimits(parts=1000.0, control=None, listings=None))
-    async with uploader(store, config) as up:
+    clock = LimiterClock()
+    limiter = LocalLimiter(config.rates, clock=clock, sleep=clock.sleep)
+    async with Uploader(config, service=LOCAL, transport=MockTransport(store), limiter=limiter) as up:
         result = await up.upload(
             paired(tmp_path, 200 * KIB), store_id=STORE_ID, checkpoint=False, on_event=events.append
         )
         rate = up.limiter.current_rate(RequestKind.PART)
     assert (result.retries, result.throttles, result.read_set_id) == (3, 3, READ_SET_ID)
     assert len(store.parts) == 8 and store.counts["UploadReadSetPart"] == 11
-    assert rate is not None and rate < 1000.0  # the adaptive rate was cut
+    assert rate is not None and rate < 1000.0  # the adaptive rate was cut (and did not recover: no 10 s passed)
+    assert 0 < clock.now < 1  # the parts waited for the limiter's tokens, on its clock
     retries = [e for e in events if e["event"] == "retry"]
     assert len(retries) == 3 and all(e["error"] == "ThrottlingException" for e in retries)
     for event in events:
@@ -108,12 +131,13 @@ async def test_retries_stop_at_the_attempt_limit_with_the_last_error(tmp_path: P
 async def test_a_create_that_never_answers_fails_at_the_operation_deadline(tmp_path: Path) -> None:
     store = ScriptedStore()
     store.script("CreateMultipartReadSetUpload", HANG)
-    started = time.monotonic()
     service = ServiceConfig(endpoint_url=LOCAL.endpoint_url, operation_timeout=0.3)
     async with uploader(store, service=service) as up:
-        with pytest.raises(RetryExhaustedError, match=r"CreateMultipartReadSetUpload: no answer within 0\.3 s"):
+        with (
+            anyio.fail_after(LIMIT),  # the Create never answers: only the deadline ends the upload
+            pytest.raises(RetryExhaustedError, match=r"CreateMultipartReadSetUpload: no answer within 0\.3 s"),
+        ):
             await up.upload(paired(tmp_path, 4 * KIB), store_id=STORE_ID, checkpoint=False)
-    assert time.monotonic() - started < 3
 
 
 async def test_a_graceful_stop_reaches_a_create_in_flight(tmp_path: Path) -> None:
@@ -122,23 +146,23 @@ async def test_a_graceful_stop_reaches_a_create_in_flight(tmp_path: Path) -> Non
     async with uploader(store) as up:
         handle = up.start(paired(tmp_path, 4 * KIB), store_id=STORE_ID)
         await wait_for(lambda: store.counts["CreateMultipartReadSetUpload"] == 1)
-        started = time.monotonic()
         handle.stop(0.2)
-        with pytest.raises(UploadInterruptedError):
+        with anyio.fail_after(LIMIT), pytest.raises(UploadInterruptedError):  # the Create never answers
             await handle
-        assert time.monotonic() - started < 2
         assert handle.statistics().state == "interrupted"
 
 
 async def test_parts_in_flight_finish_within_the_grace_and_no_new_part_starts(tmp_path: Path) -> None:
     store = ScriptedStore()
-    store.script("UploadReadSetPart", *[Delay(0.2)] * 4)
+    gate = Gate()
+    store.script("UploadReadSetPart", *[gate] * 4)
     config = fast_config(64 * KIB, max_concurrency=4)
     async with uploader(store, config) as up:
         handle = up.start(paired(tmp_path, 1024 * KIB), store_id=STORE_ID)
-        await wait_for(lambda: store.counts["UploadReadSetPart"] == 4)
-        handle.stop(5.0)
-        with pytest.raises(UploadInterruptedError, match="run the same command again"):
+        await wait_for(lambda: store.counts["UploadReadSetPart"] == 4)  # all four held at the gate
+        handle.stop(60.0)
+        gate.open()  # the parts in flight are answered during the grace
+        with anyio.fail_after(LIMIT), pytest.raises(UploadInterruptedError, match="run the same command again"):
             await handle
     assert store.counts["UploadReadSetPart"] == 4 and len(store.parts) == 4  # the four finished, none started
     assert handle.statistics().parts_done == {Source.SOURCE1: 2, Source.SOURCE2: 2}
@@ -151,12 +175,11 @@ async def test_a_second_stop_cancels_hanging_parts_at_once(tmp_path: Path) -> No
         handle = up.start(paired(tmp_path, 1024 * KIB), store_id=STORE_ID)
         await wait_for(lambda: store.counts["UploadReadSetPart"] == 8)
         handle.stop(60.0)
-        await anyio.sleep(0.05)
-        started = time.monotonic()
+        for _ in range(10):  # let every task act on the first stop (turns of the loop, not a time)
+            await anyio.lowlevel.checkpoint()
         handle.stop(0.0)
-        with pytest.raises(UploadInterruptedError):
+        with anyio.fail_after(LIMIT), pytest.raises(UploadInterruptedError):  # LIMIT is well within the 60 s grace
             await handle
-        assert time.monotonic() - started < 1
 
 
 async def test_rerunning_a_finished_checkpoint_ends_done(tmp_path: Path) -> None:
@@ -181,12 +204,15 @@ async def test_a_checkpoint_that_cannot_be_written_is_one_error(
     store = ScriptedStore()
     checkpoint = tmp_path / "ck.jsonl"
 
+    created = Gate()
+
     async def fill_the_disk() -> None:
         await wait_for(lambda: store.counts["CreateMultipartReadSetUpload"] == 1)
         checkpoint.unlink()
         checkpoint.symlink_to("/dev/full")  # the journal's first append opens this path: ENOSPC
+        created.open()  # only now does the Create return and the upload go on to record parts
 
-    store.script("CreateMultipartReadSetUpload", Delay(0.1))
+    store.script("CreateMultipartReadSetUpload", created)
     async with uploader(store) as up, anyio.create_task_group() as group:
         group.start_soon(fill_the_disk)
         with caplog.at_level(logging.ERROR), pytest.raises(CheckpointError, match="cannot write checkpoint"):
@@ -200,10 +226,13 @@ class FailingJournal:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.writing = threading.Event()
+        self.fail_now = threading.Event()
 
     def record_parts(self, records: list[PartRecord]) -> None:
         self.calls += 1
-        time.sleep(0.05)
+        self.writing.set()
+        assert self.fail_now.wait(LIMIT), "the test never let the write fail"
         raise CheckpointError("cannot write checkpoint x: No space left on device")
 
 
@@ -219,8 +248,13 @@ async def test_a_failed_group_commit_fails_every_record_it_held_and_every_later_
             failures.append(exc)
 
     async with anyio.create_task_group() as group:
-        for number in range(1, 6):
-            group.start_soon(record, number)
+        group.start_soon(record, 1)
+        await wait_for(journal.writing.is_set)  # the first record's write is under way (in a worker thread)
+        for number in range(2, 6):
+            group.start_soon(record, number)  # these queue behind it
+        for _ in range(10):
+            await anyio.lowlevel.checkpoint()
+        journal.fail_now.set()
     await record(6)
     assert len(failures) == 6 and journal.calls == 1  # one write was tried; nobody was told it succeeded
     assert all("No space left" in str(f) for f in failures)

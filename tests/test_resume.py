@@ -1,21 +1,27 @@
 """Crash and resume, end to end: a real ``async-uploader upload`` process against a store in another process.
 
-The uploader is killed (SIGKILL) or interrupted (SIGINT) at points found by watching the store's JSON-lines request
-log (one line per finished request) and the uploader's checkpoint journal; the same command is then run again and
-must finish the same upload: exit 0, the read set id on stdout, the bytes back through GetReadSet, exactly one
-CreateMultipartReadSetUpload, and no more parts sent twice than could have been in flight at the kill.
+The uploader is killed (SIGKILL) or interrupted (SIGINT) at points made exact by a relay between it and the store,
+which holds part requests past a count, a Complete, or the store's answer to it, and by watching the store's
+JSON-lines request log (one line per finished request) and the uploader's checkpoint journal: no kill waits a guessed
+time or races the upload. The same command is then run again and must finish the same upload: exit 0, the read set
+id on stdout, the bytes back through GetReadSet, exactly one CreateMultipartReadSetUpload, and no more parts sent
+twice than could have been in flight at the kill.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 import select
 import shlex
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections import Counter
@@ -40,9 +46,9 @@ CONCURRENCY = 4
 # 24 + 21 parts; SOURCE2 ends with a short part.
 SIZES = {"SOURCE1": 24 * PART_SIZE, "SOURCE2": 20 * PART_SIZE + 777}
 TOTAL_PARTS = sum(math.ceil(size / PART_SIZE) for size in SIZES.values())
-WAIT = 20.0  # every wait in this file gives up after this many seconds
+WAIT = 60.0  # every wait in this file gives up after this many seconds (an upload takes a few on an idle machine)
 POLL = 0.002
-# Each connection is paced so an upload lasts about a second: kills land mid-upload, not after it.
+# Each connection is paced so an upload lasts about a second (the relay makes the kill points exact regardless).
 SLOW = ("--latency-ms", "5", "--connection-mbps", "2")
 
 PART_OP = "UploadReadSetPart"
@@ -122,6 +128,115 @@ def recorded_numbers(path: Path | None, source: str) -> set[int]:
     return {p[1] for r in checkpoint_records(path) if r.get("t") == "parts" for p in r["p"] if p[0] == source}
 
 
+REQUEST_LINE = re.compile(rb"(?:PUT|POST) /sequencestore/\d+/upload/\d+/(part|complete)[ ?]")
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 between the uploader and the store that holds traffic at exact points.
+
+    ``parts`` lets that many UploadReadSetPart requests through and holds every later one (its connection's bytes
+    stop at its request line); ``complete`` "request" holds each Complete, "reply" lets it through and keeps the
+    store's answer from the uploader. ``complete_sent`` is set once a Complete reaches the relay. When the uploader's
+    end of a connection closes (it was killed), held bytes are dropped, or with ``forward_held`` sent on to the store
+    then. ``release()`` sends what is held on open connections and lets everything through from then on.
+    """
+
+    def __init__(
+        self, port: int, *, parts: int | None = None, complete: str | None = None, forward_held: bool = False
+    ) -> None:
+        self.port = port
+        self.parts_allowed = parts
+        self.complete = complete
+        self.forward_held = forward_held
+        self.parts_seen = 0
+        self.complete_sent = threading.Event()
+        self.released = threading.Event()
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _holds(self, kind: bytes) -> bool:
+        """Whether a request of ``kind`` (part or complete) arriving now is held; counts it."""
+        with self._lock:
+            if kind == b"complete":
+                self.complete_sent.set()
+                return self.complete == "request" and not self.released.is_set()
+            self.parts_seen += 1
+            allowed = self.parts_allowed
+            return allowed is not None and self.parts_seen > allowed and not self.released.is_set()
+
+    def _relay(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.port))
+        except OSError:
+            client.close()
+            return
+        with client, upstream, contextlib.suppress(OSError):  # the store's end went away: so does the connection
+            self._pump(client, upstream)
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        held_up = b""  # uploader -> store, held
+        hold_down = False  # this connection carried a Complete whose answer is kept from the uploader
+        tail = b""  # the last bytes from the uploader, for a request line split across reads
+        while not self._closing.is_set():
+            if held_up and self.released.is_set():
+                upstream.sendall(held_up)
+                held_up = b""
+            ready, _, _ = select.select([client, upstream], [], [], 0.05)
+            if client in ready:
+                try:
+                    data = client.recv(256 * 1024)
+                except ConnectionError:  # the uploader was killed
+                    data = b""
+                if not data:
+                    if held_up and self.forward_held:
+                        upstream.sendall(held_up)
+                        upstream.shutdown(socket.SHUT_WR)
+                        select.select([upstream], [], [], WAIT)
+                    return
+                if held_up:
+                    held_up += data
+                else:
+                    scan = tail + data
+                    for match in REQUEST_LINE.finditer(scan):
+                        if match.end() <= len(tail):
+                            continue  # seen in an earlier read
+                        kind = match.group(1)
+                        hold_down = hold_down or (kind == b"complete" and self.complete == "reply")
+                        if self._holds(kind):
+                            split = max(0, match.start() - len(tail))
+                            upstream.sendall(data[:split])
+                            held_up, data = data[split:], b""
+                            break
+                    if data:
+                        upstream.sendall(data)
+                tail = (tail + data)[-128:] if not held_up else b""
+            if upstream in ready:
+                answer = upstream.recv(256 * 1024)
+                if not answer:
+                    return
+                if not hold_down or self.released.is_set():
+                    with contextlib.suppress(OSError):  # the uploader may be gone: the answer goes nowhere
+                        client.sendall(answer)
+
+
 @dataclass
 class Store:
     url: str
@@ -137,6 +252,7 @@ class Harness:
     env: dict[str, str]
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     store: Store | None = None
+    relay: Relay | None = None
     run_number: int = 0
 
     def __post_init__(self) -> None:
@@ -175,6 +291,12 @@ class Harness:
         self.store = Store(url, RequestLog(log_path), process)
         return self.store
 
+    def start_relay(self, **holds: Any) -> Relay:
+        """Put a :class:`Relay` between the uploads and the store (for every run: the command stays the same)."""
+        assert self.store is not None
+        self.relay = Relay(int(self.store.url.rsplit(":", 1)[1]), **holds)
+        return self.relay
+
     def argv(self, *extra: str) -> list[str]:
         """The upload command; ``checkpoint`` None leaves the checkpoint to its default path."""
         assert self.store is not None
@@ -182,7 +304,8 @@ class Harness:
         if self.checkpoint is not None:
             options += ["--checkpoint", str(self.checkpoint)]
         sources = [self.sources["SOURCE1"], self.sources["SOURCE2"]]
-        return upload_argv(self.store.url, *sources, extra=(*options, *extra))
+        endpoint = self.relay.url if self.relay is not None else self.store.url
+        return upload_argv(endpoint, *sources, extra=(*options, *extra))
 
     def command(self, *extra: str) -> list[str]:
         return [sys.executable, "-m", "async_uploader", *self.argv(*extra)]
@@ -202,7 +325,9 @@ class Harness:
         return (self.tmp / f"run{n}.out").read_text(), (self.tmp / f"run{n}.err").read_text()
 
     def run_upload(self, *extra: str, command: list[str] | None = None) -> tuple[int, str, str]:
-        """Run an upload to the end (bounded); returns exit code, stdout, stderr."""
+        """Run an upload to the end (bounded), the relay holding nothing; returns exit code, stdout, stderr."""
+        if self.relay is not None:
+            self.relay.release()
         self.run_number += 1
         try:
             done = subprocess.run(
@@ -289,6 +414,8 @@ def harness(tmp_path: Path, cli_env: dict[str, str]) -> Iterator[Harness]:
     try:
         yield harness
     finally:
+        if harness.relay is not None:
+            harness.relay.close()
         for process in reversed(harness.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -307,13 +434,13 @@ def harness(tmp_path: Path, cli_env: dict[str, str]) -> Iterator[Harness]:
 
 @dataclass(frozen=True)
 class KillPoint:
-    """Where to kill the first run: ``trigger`` watches the store's log or the checkpoint."""
+    """Where to kill the first run: the relay holds the upload there (``holds``), ``trigger`` sees it has got there."""
 
     name: str
     store_options: tuple[str, ...]
+    holds: dict[str, Any]
     trigger: Callable[[Harness], bool]
-    after_trigger: float = 0.0  # seconds between the trigger and the kill
-    stop_first: bool = False  # SIGSTOP, let the store finish the Complete it holds, then SIGKILL
+    stop_first: bool = False  # SIGSTOP, let the store finish the Complete it was sent, then SIGKILL
 
 
 def _acked(at_least: int) -> Callable[[Harness], bool]:
@@ -324,38 +451,34 @@ def _acked(at_least: int) -> Callable[[Harness], bool]:
     return ready
 
 
-def _all_acked_no_complete(h: Harness) -> bool:
-    assert h.store is not None
-    return h.store.log.acked_parts() >= TOTAL_PARTS and not h.store.log.ops(COMPLETE_OP, status=None)
+def _complete_sent(h: Harness) -> bool:
+    assert h.relay is not None
+    return h.relay.complete_sent.is_set()
 
 
-def _all_recorded(h: Harness) -> bool:
-    return checkpoint_parts(h.checkpoint) >= TOTAL_PARTS
-
-
-# Every request waits this long in the store before it is handled. The uploader sends Complete as soon as its journal
-# holds every part, so a third of this after that moment the Complete is inside the store, not yet handled.
+# Every request waits this long in the store before it is handled: a Complete sent on after the kill is held there
+# while its client is gone.
 HOLD_MS = 150
 HOLD = ("--latency-ms", str(HOLD_MS))
 KILL_POINTS = [
-    KillPoint("early", SLOW, _acked(2)),
-    KillPoint("middle", SLOW, _acked(TOTAL_PARTS // 2)),
-    KillPoint("before-complete", SLOW, _all_acked_no_complete),
-    # Killed while the store holds the Complete (the store then usually drops it: its client is gone).
-    KillPoint("during-complete", HOLD, _all_recorded, after_trigger=HOLD_MS / 3000),
-    # Frozen while the store holds the Complete, killed once the store has done it: the read set exists but the
-    # uploader never heard so. The rerun finds the upload gone and adopts the read set.
-    KillPoint("complete-reply-lost", HOLD, _all_recorded, after_trigger=HOLD_MS / 3000, stop_first=True),
+    KillPoint("early", SLOW, {"parts": 2}, _acked(2)),
+    KillPoint("middle", SLOW, {"parts": TOTAL_PARTS // 2}, _acked(TOTAL_PARTS // 2)),
+    KillPoint("before-complete", SLOW, {"complete": "request"}, _complete_sent),
+    # Killed with the Complete sent, the relay handing it to the store only then (the store then usually drops it:
+    # its client is gone).
+    KillPoint("during-complete", HOLD, {"complete": "request", "forward_held": True}, _complete_sent),
+    # Frozen with the Complete sent, killed once the store has done it, its answer kept from the uploader: the read
+    # set exists but the uploader never heard so. The rerun finds the upload gone and adopts the read set.
+    KillPoint("complete-reply-lost", HOLD, {"complete": "reply"}, _complete_sent, stop_first=True),
 ]
 
 
 @pytest.mark.parametrize("point", KILL_POINTS, ids=[p.name for p in KILL_POINTS])
 def test_kill_9_then_rerun_finishes_the_same_upload(harness: Harness, point: KillPoint) -> None:
     store = harness.start_store(*point.store_options)
+    harness.start_relay(**point.holds)
     first = harness.start_upload()
     harness.wait_until(first, point.trigger, f"the {point.name} kill point")
-    if point.after_trigger:
-        time.sleep(point.after_trigger)  # positions the kill; no assertion depends on how long this takes
     acked_at_kill = store.log.acked_parts()
     if point.stop_first:
         first.send_signal(signal.SIGSTOP)
@@ -366,22 +489,23 @@ def test_kill_9_then_rerun_finishes_the_same_upload(harness: Harness, point: Kil
     completes_before_kill = store.log.ops(COMPLETE_OP, status=None)
     first.kill()
     assert harness.wait_exit(first) == -signal.SIGKILL
-    assert acked_at_kill <= TOTAL_PARTS
     if point.name in ("early", "middle"):
-        assert acked_at_kill < TOTAL_PARTS, f"the {point.name} kill came after every part was acknowledged"
+        assert acked_at_kill == point.holds["parts"], "the relay let more parts through than it was told"
+    else:
+        assert acked_at_kill == TOTAL_PARTS, "Complete was sent before every part was acknowledged"
     if point.stop_first:
         assert [r["status"] for r in completes_before_kill] == [200], completes_before_kill
         assert harness.checkpoint is not None
         recorded = [r for r in checkpoint_records(harness.checkpoint) if r.get("t") == "complete"]
         assert not recorded, f"the uploader recorded a Complete it never saw: {recorded}"
     else:
-        assert not completes_before_kill, f"the kill came too late: the store had done {completes_before_kill}"
+        assert not completes_before_kill, f"the relay let a Complete through: {completes_before_kill}"
     if point.name == "during-complete":
-        for _ in deadline_loop("the store to log the Complete it held at the kill"):
+        for _ in deadline_loop("the store to log the Complete sent on after the kill"):
             if store.log.ops(COMPLETE_OP, status=None):
                 break
         held = store.log.ops(COMPLETE_OP, status=None)
-        # Usually the store drops it (status 0: the client is gone before the request is read); should the store
+        # Usually the store drops it (status 0: the client is gone before the request is handled); should the store
         # have done it anyway, the rerun must adopt the read set, which the checks below allow for.
         assert held[0]["time"] > killed_at, held
 
@@ -402,10 +526,10 @@ def test_kill_9_then_rerun_finishes_the_same_upload(harness: Harness, point: Kil
         assert store.log.ops("ListReadSets"), "the rerun did not look for the read set the lost Complete made"
     else:
         assert [r["status"] for r in rerun] == [200], f"expected one Complete from the rerun: {rerun}"
-    if point.name in ("early", "middle"):
-        assert not first_run, f"the {point.name} kill came after the uploader sent Complete: {first_run}"
+    if point.name in ("early", "middle", "before-complete"):
+        assert not first_run, f"the store saw a Complete from the first run: {first_run}"
     elif point.name == "during-complete":
-        assert first_run, "the kill did not land while the store held the Complete"
+        assert first_run, "the Complete sent on after the kill never reached the store"
     elif point.stop_first:
         assert done_before, first_run
     if point.name in ("during-complete", "complete-reply-lost"):
@@ -417,9 +541,12 @@ def test_kill_9_then_rerun_finishes_the_same_upload(harness: Harness, point: Kil
 
 def test_sigint_exits_75_prints_the_resume_command_and_it_resumes(harness: Harness) -> None:
     store = harness.start_store(*SLOW)
+    relay = harness.start_relay(parts=TOTAL_PARTS // 2)
     first = harness.start_upload()
     harness.wait_until(first, _acked(TOTAL_PARTS // 2), "half the parts to be acknowledged")
     first.send_signal(signal.SIGINT)
+    harness.wait_until(first, lambda h: "SIGINT: stopping" in h.outputs()[1], "the uploader to say it is stopping")
+    relay.release()  # the parts in flight (held) reach the store during the grace
     code = harness.wait_exit(first)
     out, err = harness.outputs()
     assert code == 75, f"SIGINT: expected exit code 75, got {code}:\n{out}\n{err}"
@@ -445,6 +572,7 @@ def _single_error_line(err: str) -> str:
 
 def _kill_a_third_of_the_way(harness: Harness) -> Store:
     store = harness.start_store(*SLOW)
+    harness.start_relay(parts=TOTAL_PARTS // 3)
     first = harness.start_upload()
     harness.wait_until(first, _acked(TOTAL_PARTS // 3), "a third of the parts to be acknowledged")
     first.kill()

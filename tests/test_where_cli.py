@@ -14,11 +14,40 @@ import pytest
 
 from async_uploader.core.events import EVENT_SCHEMA
 from async_uploader.emulator import LocalStore, StoreOptions
-from async_uploader.emulator.faults import FaultOptions
+from async_uploader.emulator.faults import FaultOptions, RequestKey, decide
+from async_uploader.emulator.store import upload_identity
 from tests.conftest import closed_port, run_cli_process
 from tests.helpers import gzip_like, upload_argv
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} async-uploader: "
+STORE_ID = "1234567890"
+# What upload_argv asks the store for, and the parts of _sources at --part-size 64KiB.
+UPLOAD_FIELDS = {"sourceFileType": "FASTQ", "subjectId": "s", "sampleId": "x", "name": "n"}
+PARTS = [(source, number) for source in ("SOURCE1", "SOURCE2") for number in range(1, 5)]
+ONLY_PARTS = frozenset({"UploadReadSetPart"})
+
+
+def throttled_attempts(faults: FaultOptions, occurrence: int = 0) -> dict[tuple[str, int], int]:
+    """From the store's own draw: how many times each part of the ``occurrence``-th upload of UPLOAD_FIELDS is
+    throttled before it is taken (never more than 5: the upload then succeeds within the default 10 attempts)."""
+    identity = upload_identity(STORE_ID, UPLOAD_FIELDS, occurrence)
+    throttled = {}
+    for source, number in PARTS:
+        key = RequestKey("UploadReadSetPart", STORE_ID, identity, source, number)
+        draws = [decide(faults, key, attempt) for attempt in range(6)]
+        assert None in draws, f"{source} part {number} would be throttled 6 times in a row"
+        throttled[(source, number)] = draws.index(None)
+    return throttled
+
+
+def assert_was_upload(store: LocalStore, occurrence: int) -> None:
+    """The upload the store made is the one the draw was computed for (same fields, same place in line)."""
+    made = [
+        r["upload_id"] for r in store.requests if r["operation"] == "CreateMultipartReadSetUpload" and r["upload_id"]
+    ]
+    assert store.state.upload_identity(STORE_ID, made[occurrence]) == upload_identity(
+        STORE_ID, UPLOAD_FIELDS, occurrence
+    )
 
 
 def _sources(tmp_path: Path) -> list[Path]:
@@ -60,12 +89,17 @@ async def test_verbose_and_debug_lines_have_timestamps_and_debug_has_one_line_pe
 ) -> None:
     secret = "debug-secret-must-not-appear"
     env = {**cli_env, "AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": "debug-token-must-not-appear"}
-    options = StoreOptions(secret_key=secret, faults=FaultOptions(seed=3, throttle_rate=0.4))
+    faults = FaultOptions(seed=3, throttle_rate=0.4, operations=ONLY_PARTS)
+    # Both uploads (the same fields: the store's first and second such) have a part throttled, so retried.
+    assert max(throttled_attempts(faults, 0).values()) >= 1 and max(throttled_attempts(faults, 1).values()) >= 1
+    options = StoreOptions(secret_key=secret, faults=faults)
     async with LocalStore(options) as store:
         verbose = await _upload(store.url, tmp_path, env, "-v", "--no-checkpoint", "--max-attempts", "30")
         before = len(store.requests)
         debug = await _upload(store.url, tmp_path, env, "--debug", "--no-checkpoint", "--max-attempts", "30")
         sent = [e for e in store.requests[before:] if e["operation"] == "UploadReadSetPart"]
+        assert_was_upload(store, 0)
+        assert_was_upload(store, 1)
     assert verbose.returncode == 0 and debug.returncode == 0, verbose.stderr + debug.stderr
     retried = [line for line in verbose.stderr_lines if "retrying" in line]
     assert retried and all(re.match(STAMP + "INFO: ", line) for line in retried), verbose.stderr
@@ -90,8 +124,13 @@ def _events(stderr: str) -> list[dict[str, Any]]:
 async def test_events_are_json_lines_only_on_success_failure_and_bad_arguments(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    async with LocalStore(StoreOptions(faults=FaultOptions(seed=1, throttle_rate=0.2))) as store:
+    faults = FaultOptions(seed=1, throttle_rate=0.2, operations=ONLY_PARTS)
+    throttled = throttled_attempts(faults)
+    assert max(throttled.values()) >= 1, "no part would be throttled: the run would show no retry event"
+    async with LocalStore(StoreOptions(faults=faults)) as store:
         ok = await _upload(store.url, tmp_path, cli_env, "--events", "--debug", "--no-checkpoint")
+        assert_was_upload(store, 0)
+        assert sum(r["fault"] == "throttle" for r in store.requests) == sum(throttled.values())
     down = await _upload(f"http://127.0.0.1:{closed_port()}", tmp_path, cli_env, "--events", "--no-checkpoint")
     bad = await _upload("http://127.0.0.1:1", tmp_path, cli_env, "--events", "--part-size", "lots")
     assert ok.returncode == 0 and down.returncode == 75 and bad.returncode == 2

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import email.utils
 import hashlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from .ingest import Cancelled, Job, Outcome, ingest
 from .options import StoreOptions
 from .parsing import check_id, check_part_number, check_source, json_object, page
 from .records import ReadSet, iso, part_info_json
-from .store import State
+from .store import State, create_identity
 from .transfer import CHUNK, Receiver, send_slice
 from .wire import LOG, error_response, read_bounded
 
@@ -66,6 +67,7 @@ class Call:
     operation: str
     store_id: str | None = None
     upload_id: str | None = None
+    read_set_id: str | None = None
     source: str | None = None
     part_number: int | None = None
     nbytes: int = 0
@@ -212,12 +214,14 @@ class StoreApp:
         if "upload" in info:
             call.upload_id = check_id(info["upload"], "uploadId")
         if "readset" in info:
-            check_id(info["readset"], "id")
-        if call.operation == "UploadReadSetPart":
-            call.source = request.query.get("partSource")
+            call.read_set_id = check_id(info["readset"], "id")
+        if call.operation in ("UploadReadSetPart", "GetReadSet"):
+            # Known before any fault is drawn, so each part (of an upload, of a read set's file) has its own draws.
+            upload = call.operation == "UploadReadSetPart"
+            call.source = request.query.get("partSource") if upload else request.query.get("file", "SOURCE1")
             number = request.query.get("partNumber", "")
             call.part_number = int(number) if number.isascii() and number.isdigit() and len(number) < 9 else None
-        else:
+        if call.operation != "UploadReadSetPart":
             call.body = await self.read_json_body(request, content_hash)
         self.check_quota(call)
         self.inject_fault(request, call)
@@ -246,15 +250,9 @@ class StoreApp:
 
     def inject_fault(self, request: web.Request, call: Call) -> None:
         options = self.options.faults
-        if not options.active:
+        if not options.active or not options.applies_to(call.operation):
             return
-        key = RequestKey(
-            call.operation,
-            call.store_id or "",
-            call.upload_id or "",
-            call.source or "",
-            call.part_number or 0,
-        )
+        key = self.request_key(call)
         attempt = self.attempts.get(key, 0)
         self.attempts[key] = attempt + 1
         fault = decide(options, key, attempt)
@@ -269,6 +267,23 @@ class StoreApp:
             self.drop(request, call)
         code, message = FAULT_ERRORS[fault]
         raise ApiError(code, message)
+
+    def request_key(self, call: Call) -> RequestKey:
+        """The request's stable identity: an upload's id stands for the upload's fields, never for a random draw."""
+        store_id = call.store_id or ""
+        if call.operation == "CreateMultipartReadSetUpload":
+            try:
+                body: object = json.loads(call.body)
+            except ValueError:
+                body = call.body.hex()
+            upload = create_identity(store_id, body)
+        elif call.upload_id:
+            upload = self.state.upload_identity(store_id, call.upload_id)
+        elif call.read_set_id:
+            upload = self.state.read_set_identity(store_id, call.read_set_id)
+        else:
+            upload = ""
+        return RequestKey(call.operation, store_id, upload, call.source or "", call.part_number or 0)
 
     def drop(self, request: web.Request, call: Call) -> None:
         call.reset = True

@@ -53,10 +53,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tls.add_argument("--tls-cert", type=Path, help="the server certificate chain (PEM); implies --tls")
     tls.add_argument("--tls-key", type=Path, help="its private key (PEM)")
     faults = parser.add_argument_group("fault injection (deterministic per --seed)")
-    faults.add_argument("--seed", type=int, default=0)
+    faults.add_argument(
+        "--seed",
+        type=int,
+        help="make the faults and the ids handed out (upload, read set) the same on every run with the same requests "
+        "(default: faults as for seed 0, random ids)",
+    )
     faults.add_argument("--throttle-rate", type=float, default=0.0, help="share of requests answered 429")
     faults.add_argument("--error-rate", type=float, default=0.0, help="share answered 500 or 503")
     faults.add_argument("--reset-rate", type=float, default=0.0, help="share whose connection is dropped")
+    faults.add_argument(
+        "--fault-operations",
+        metavar="OP[,OP...]",
+        help="inject throttles, errors and resets only into these operations, e.g. UploadReadSetPart (default: all)",
+    )
     faults.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every request")
     faults.add_argument(
         "--service-quotas",
@@ -108,6 +118,7 @@ def options_from_args(args: argparse.Namespace) -> StoreOptions:
             error_rate=args.error_rate,
             reset_rate=args.reset_rate,
             corrupt_etag=args.corrupt_etag,
+            operations=None if args.fault_operations is None else frozenset(args.fault_operations.split(",")),
         ),
         quotas=quotas or None,
         connection_mbps=args.connection_mbps,

@@ -1,8 +1,9 @@
 """Pure decisions about injected faults and request-rate quotas.
 
-Every decision is a function of the seed and the identity of the request (operation, store, upload,
-source, part number and how many times that identity was seen before), never of a shared random
-stream, so a given ``--seed`` makes the same decisions whatever order the requests arrive in.
+Every decision is a function of the seed and the stable identity of the request (operation, store, the
+upload's identity, source, part number and how many times that identity was seen before), never of a shared
+random stream nor of an id the store drew, so a given ``--seed`` makes the same decisions on every run, whatever
+order the requests arrive in.
 """
 
 from __future__ import annotations
@@ -13,17 +14,37 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# The operations a store answers, by the names of the service model.
+OPERATIONS = (
+    "CreateMultipartReadSetUpload",
+    "UploadReadSetPart",
+    "CompleteMultipartReadSetUpload",
+    "AbortMultipartReadSetUpload",
+    "ListReadSetUploadParts",
+    "ListMultipartReadSetUploads",
+    "GetReadSetMetadata",
+    "GetReadSet",
+    "ListReadSets",
+    "GetSequenceStore",
+)
+
 
 @dataclass(frozen=True)
 class FaultOptions:
-    """Probabilities (0..1) of each injected fault, drawn per request identity and attempt."""
+    """Probabilities (0..1) of each injected fault, drawn per request identity and attempt.
 
-    seed: int = 0
+    ``seed`` also makes the store's ids repeat from run to run; without one, faults are drawn as for seed 0
+    and ids are random.
+    """
+
+    seed: int | None = None
     throttle_rate: float = 0.0
     error_rate: float = 0.0
     reset_rate: float = 0.0
     # Report every FASTQ ETag with one hex digit changed, so a client's end-to-end check can be seen to fail.
     corrupt_etag: bool = False
+    # Inject throttles, errors and resets only into these operations (None: into every operation).
+    operations: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("throttle_rate", "error_rate", "reset_rate"):
@@ -32,10 +53,16 @@ class FaultOptions:
                 raise ValueError(f"{name} must be within 0..1, got {value}")
         if self.throttle_rate + self.error_rate + self.reset_rate > 1.0:
             raise ValueError("throttle_rate + error_rate + reset_rate must not exceed 1")
+        unknown = sorted(set(self.operations or ()) - set(OPERATIONS))
+        if unknown:
+            raise ValueError(f"unknown operation {unknown[0]!r} for faults (expected one of {', '.join(OPERATIONS)})")
 
     @property
     def active(self) -> bool:
         return self.throttle_rate > 0 or self.error_rate > 0 or self.reset_rate > 0
+
+    def applies_to(self, operation: str) -> bool:
+        return self.operations is None or operation in self.operations
 
 
 class Fault(enum.StrEnum):
@@ -48,17 +75,22 @@ class Fault(enum.StrEnum):
 
 @dataclass(frozen=True)
 class RequestKey:
-    """What identifies a request for fault decisions (retries of one part share a key)."""
+    """What identifies a request for fault decisions (retries of one part share a key).
+
+    ``upload`` is the upload's stable identity (see ``State.upload_identity``), not its id, so the draw does not
+    hang on an id the store picked; for a Create it is the identity of the request's fields.
+    """
 
     operation: str
     store_id: str = ""
-    upload_id: str = ""
+    upload: str = ""
     source: str = ""
     part_number: int = 0
 
 
-def _uniform(seed: int, key: RequestKey, attempt: int, salt: str) -> float:
-    text = f"{seed}|{salt}|{key.operation}|{key.store_id}|{key.upload_id}|{key.source}|{key.part_number}|{attempt}"
+def _uniform(seed: int | None, key: RequestKey, attempt: int, salt: str) -> float:
+    seed = 0 if seed is None else seed
+    text = f"{seed}|{salt}|{key.operation}|{key.store_id}|{key.upload}|{key.source}|{key.part_number}|{attempt}"
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
 

@@ -41,7 +41,7 @@ class LocalStore:
             if self.options.data_dir is None
             else Path(self.options.data_dir)
         )
-        self.state = State(self.data_dir, self.options.discard)
+        self.state = State(self.data_dir, self.options.discard, self.options.faults.seed)
         self._app = StoreApp(self.options, self.state, self._record)
         self._runner: web.AppRunner | None = None
         self._log: IO[str] | None = None

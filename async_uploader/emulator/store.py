@@ -6,12 +6,15 @@ the file named by :meth:`State.part_tmp_path` and then calls :meth:`State.put_pa
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import itertools
+import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,17 +44,50 @@ def _text(body: dict[str, Any], name: str, required: bool) -> str | None:
 
 
 class State:
-    """All sequence stores of one emulator, with parts and read sets under ``data_dir``."""
+    """All sequence stores of one emulator, with parts and read sets under ``data_dir``.
 
-    def __init__(self, data_dir: Path, discard: bool) -> None:
+    With a ``seed`` the store repeats itself: the ids it hands out and the key of its part checksums derive from
+    the seed and the stable identity of what they name (an upload's fields and how many uploads with the same
+    fields came before it in that store), never from a random draw or the order requests arrive in. Without one,
+    ids are random as AWS's are.
+    """
+
+    def __init__(self, data_dir: Path, discard: bool, seed: int | None = None) -> None:
         self.data_dir = data_dir
         self.discard = discard
+        self.seed = seed
         self.stores: dict[str, SequenceStore] = {}
-        self._key = secrets.token_bytes(32)
+        self._key = secrets.token_bytes(32) if seed is None else _derived(seed, "checksum key", digest_size=32)
         self._serial = itertools.count(1)
+        # (store id, upload id) -> the upload's stable identity; kept after Complete or Abort for late retries.
+        self._identities: dict[tuple[str, str], str] = {}
+        self._occurrences: collections.Counter[str] = collections.Counter()
 
-    def _new_id(self) -> str:
-        return f"{secrets.randbelow(9 * 10**9) + 10**9}{next(self._serial):08d}"
+    def _new_id(self, kind: str, identity: str, taken: Callable[[str], bool]) -> str:
+        """A fresh 18-digit id: random without a seed, else derived from the seed, ``kind`` and ``identity``."""
+        if self.seed is None:
+            return f"{secrets.randbelow(9 * 10**9) + 10**9}{next(self._serial):08d}"
+        for n in itertools.count():
+            number = int.from_bytes(_derived(self.seed, f"{kind}|{identity}|{n}"), "big")
+            candidate = str(10**17 + number % (9 * 10**17))
+            if not taken(candidate):
+                return candidate
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- stable identities, for ids and fault decisions
+    def upload_identity(self, store_id: str, upload_id: str) -> str:
+        """The stable identity of an upload this store made; an id it never made stands for itself."""
+        return self._identities.get((store_id, upload_id), upload_id)
+
+    def read_set_identity(self, store_id: str, read_set_id: str) -> str:
+        """The stable identity of a read set this store made; an id it never made stands for itself."""
+        return self._identities.get((store_id, read_set_id), read_set_id)
+
+    def _identify_upload(self, store_id: str, fields: dict[str, Any]) -> str:
+        made_like_it = create_identity(store_id, fields)
+        occurrence = self._occurrences[made_like_it]
+        self._occurrences[made_like_it] += 1
+        return upload_identity(store_id, fields, occurrence)
 
     def store(self, store_id: str) -> SequenceStore:
         check_id(store_id, "sequenceStoreId")
@@ -79,43 +115,20 @@ class State:
     # --- CreateMultipartReadSetUpload
     def create_upload(self, store_id: str, body: dict[str, Any]) -> dict[str, Any]:  # noqa: C901, PLR0912
         store = self.store(store_id)
-        file_type = body.get("sourceFileType")
-        if file_type not in FILE_TYPES:
-            raise validation(f"sourceFileType must be one of {', '.join(FILE_TYPES)}, got {file_type!r}")
-        fields: dict[str, Any] = {"sourceFileType": file_type}
-        for name in TEXT_FIELDS:
-            value = _text(body, name, required=name in ("subjectId", "sampleId", "name"))
-            if value is not None:
-                fields[name] = value
-        arn = body.get("referenceArn")
-        if arn is not None:
-            if not isinstance(arn, str) or not arn.startswith("arn:") or not 5 <= len(arn) <= 127:
-                raise validation("referenceArn must match arn:.+ and be at most 127 characters")
-            fields["referenceArn"] = arn
-        elif file_type in ("BAM", "CRAM"):
-            raise validation(f"referenceArn is required for {file_type} read sets")
-        tags = body.get("tags")
-        if tags is not None:
-            if not isinstance(tags, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) and 1 <= len(k) <= 128 and len(v) <= 256
-                for k, v in tags.items()
-            ):
-                raise validation("tags must map 1-128 character keys to 0-256 character values")
-            fields["tags"] = tags
-        token = body.get("clientToken")
+        fields = _upload_fields(body)
+        token = _client_token(body)
         if token is not None:
-            if not isinstance(token, str) or not 1 <= len(token) <= 127:
-                raise validation("clientToken must be 1 to 127 characters")
-            known = store.tokens.get(token)
-            if known is not None:
-                first_fields, first_reply = known
-                if first_fields != fields:
-                    raise validation(
-                        "clientToken was already used for an upload with other parameters; "
-                        "a new upload needs a new clientToken"
-                    )
-                return dict(first_reply)
-        upload_id = self._new_id()
+            replay = _replay(store, token, fields)
+            if replay is not None:
+                return replay
+        identity = self._identify_upload(store_id, fields)
+
+        def taken(candidate: str) -> bool:
+            seen = candidate in store.uploads or candidate in store.completed
+            return seen or (self.data_dir / store_id / candidate).exists()
+
+        upload_id = self._new_id("upload", identity, taken)
+        self._identities[(store_id, upload_id)] = identity
         directory = self.data_dir / store_id / upload_id
         if not self.discard:
             directory.mkdir(parents=True, exist_ok=True)
@@ -170,52 +183,26 @@ class State:
         store = self.store(store_id)
         check_id(upload_id, "uploadId")
         listed = _parts_list(body)
-        done = store.completed.get(upload_id)
-        if done is not None:
-            if frozenset((s, n, c) for (s, n), c in listed.items()) != done.parts:
-                raise validation(
-                    f"upload {upload_id} was already completed as read set {done.read_set_id} with another parts list"
-                )
-            return store.read_sets[done.read_set_id], False
+        again = _completed_again(store, upload_id, listed)
+        if again is not None:
+            return again, False
         upload = self.upload(store_id, upload_id)
-        for (source, number), checksum in listed.items():
-            stored = upload.parts.get((source, number))
-            if stored is None:
-                raise validation(f"{source} part {number} was never uploaded")
-            if not hmac.compare_digest(stored.checksum.encode(), checksum.encode("utf-8", "surrogateescape")):
-                raise validation(f"{source} part {number}: checksum does not match the uploaded part")
-        missing = sorted(set(upload.parts) - set(listed))
-        if missing:
-            source, number = missing[0]
-            raise validation(f"{source} part {number} was uploaded but is missing from the parts list")
-        files: dict[str, list[PartInfo]] = {}
-        for source in SOURCES:
-            numbers = sorted(n for s, n in listed if s == source)
-            if numbers and numbers != list(range(1, len(numbers) + 1)):
-                gap = next(n for i, n in enumerate(numbers, 1) if n != i)
-                raise validation(f"{source} parts must be numbered 1..N without gaps (found {gap})")
-            if numbers:
-                files[source] = [upload.parts[(source, n)] for n in numbers]
-        if "SOURCE1" not in files:
-            raise validation("a read set needs SOURCE1")
-        file_type = upload.fields["sourceFileType"]
-        if "SOURCE2" in files and file_type != "FASTQ":
-            raise validation(f"SOURCE2 is only allowed for FASTQ read sets, not {file_type}")
-        read_set_id = self._new_id()
+        _check_listed_parts(upload, listed)
+        files = _files_by_source(upload, listed)
+        identity = self.upload_identity(store_id, upload_id)
+
+        def taken(candidate: str) -> bool:
+            return candidate in store.read_sets or self.read_set_dir(store_id, candidate).exists()
+
+        read_set_id = self._new_id("read set", identity, taken)
+        self._identities[(store_id, read_set_id)] = f"read set of {identity}"
         if not self.discard:
-            target = self.read_set_dir(store_id, read_set_id)
-            target.mkdir(parents=True)
-            for parts in files.values():
-                for part in parts:
-                    assert part.path is not None
-                    moved = target / part.path.name
-                    os.replace(part.path, moved)
-                    part.path = moved
+            _move_parts(files, self.read_set_dir(store_id, read_set_id))
         del store.uploads[upload_id]
         shutil.rmtree(upload.directory, ignore_errors=True)
         read_set = ReadSet(store_id, read_set_id, upload_id, upload.fields, now_utc(), files)
         store.read_sets[read_set_id] = read_set
-        store.completed[upload_id] = Completed(frozenset((s, n, c) for (s, n), c in listed.items()), read_set_id)
+        store.completed[upload_id] = Completed(_listed_set(listed), read_set_id)
         return read_set, True
 
     def read_set_dir(self, store_id: str, read_set_id: str) -> Path:
@@ -280,6 +267,152 @@ class State:
         return stored, offset, min(stored.part_size, stored.length - offset)
 
 
+def create_identity(store_id: str, body: object) -> str:
+    """What identifies a Create request (its retries share it): the store and the body but its clientToken."""
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k != "clientToken"}
+    try:
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(body)
+    return _digest(f"create|{store_id}|{text}")
+
+
+def upload_identity(store_id: str, fields: dict[str, Any], occurrence: int = 0) -> str:
+    """The stable identity of the ``occurrence``-th upload (0-based) a store made with these fields.
+
+    Fault draws of requests about the upload hang on it, and with a seed so do its id and its read set's id.
+    """
+    return _digest(f"upload|{create_identity(store_id, fields)}|{occurrence}")
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _derived(seed: int, label: str, digest_size: int = 8) -> bytes:
+    return hashlib.blake2b(f"{seed}|{label}".encode(), digest_size=digest_size).digest()
+
+
+def _upload_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The validated fields of a Create (all but clientToken), as the upload keeps them."""
+    file_type = body.get("sourceFileType")
+    if file_type not in FILE_TYPES:
+        raise validation(f"sourceFileType must be one of {', '.join(FILE_TYPES)}, got {file_type!r}")
+    fields: dict[str, Any] = {"sourceFileType": file_type}
+    for name in TEXT_FIELDS:
+        value = _text(body, name, required=name in ("subjectId", "sampleId", "name"))
+        if value is not None:
+            fields[name] = value
+    arn = _reference_arn(body, file_type)
+    if arn is not None:
+        fields["referenceArn"] = arn
+    tags = _tags(body)
+    if tags is not None:
+        fields["tags"] = tags
+    return fields
+
+
+def _reference_arn(body: dict[str, Any], file_type: str) -> str | None:
+    arn = body.get("referenceArn")
+    if arn is None:
+        if file_type in ("BAM", "CRAM"):
+            raise validation(f"referenceArn is required for {file_type} read sets")
+        return None
+    if not isinstance(arn, str) or not arn.startswith("arn:") or not 5 <= len(arn) <= 127:
+        raise validation("referenceArn must match arn:.+ and be at most 127 characters")
+    return arn
+
+
+def _tags(body: dict[str, Any]) -> dict[str, str] | None:
+    tags = body.get("tags")
+    if tags is None:
+        return None
+    if not isinstance(tags, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and 1 <= len(k) <= 128 and len(v) <= 256 for k, v in tags.items()
+    ):
+        raise validation("tags must map 1-128 character keys to 0-256 character values")
+    return tags
+
+
+def _client_token(body: dict[str, Any]) -> str | None:
+    token = body.get("clientToken")
+    if token is not None and (not isinstance(token, str) or not 1 <= len(token) <= 127):
+        raise validation("clientToken must be 1 to 127 characters")
+    return token
+
+
+def _replay(store: SequenceStore, token: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """The first reply to a Create with this clientToken, if any; refused when its fields differ."""
+    known = store.tokens.get(token)
+    if known is None:
+        return None
+    first_fields, first_reply = known
+    if first_fields != fields:
+        raise validation(
+            "clientToken was already used for an upload with other parameters; a new upload needs a new clientToken"
+        )
+    return dict(first_reply)
+
+
+def _listed_set(listed: dict[tuple[str, int], str]) -> frozenset[tuple[str, int, str]]:
+    return frozenset((s, n, c) for (s, n), c in listed.items())
+
+
+def _completed_again(store: SequenceStore, upload_id: str, listed: dict[tuple[str, int], str]) -> ReadSet | None:
+    """The read set of an upload already completed with this very parts list; None if it was not completed."""
+    done = store.completed.get(upload_id)
+    if done is None:
+        return None
+    if _listed_set(listed) != done.parts:
+        raise validation(
+            f"upload {upload_id} was already completed as read set {done.read_set_id} with another parts list"
+        )
+    return store.read_sets[done.read_set_id]
+
+
+def _check_listed_parts(upload: Upload, listed: dict[tuple[str, int], str]) -> None:
+    """Every listed part was uploaded with that checksum, and every uploaded part is listed."""
+    for (source, number), checksum in listed.items():
+        stored = upload.parts.get((source, number))
+        if stored is None:
+            raise validation(f"{source} part {number} was never uploaded")
+        if not hmac.compare_digest(stored.checksum.encode(), checksum.encode("utf-8", "surrogateescape")):
+            raise validation(f"{source} part {number}: checksum does not match the uploaded part")
+    missing = sorted(set(upload.parts) - set(listed))
+    if missing:
+        source, number = missing[0]
+        raise validation(f"{source} part {number} was uploaded but is missing from the parts list")
+
+
+def _files_by_source(upload: Upload, listed: dict[tuple[str, int], str]) -> dict[str, list[PartInfo]]:
+    """The listed parts per source in order, each source numbered 1..N; SOURCE1 always, SOURCE2 only for FASTQ."""
+    files: dict[str, list[PartInfo]] = {}
+    for source in SOURCES:
+        numbers = sorted(n for s, n in listed if s == source)
+        if numbers and numbers != list(range(1, len(numbers) + 1)):
+            gap = next(n for i, n in enumerate(numbers, 1) if n != i)
+            raise validation(f"{source} parts must be numbered 1..N without gaps (found {gap})")
+        if numbers:
+            files[source] = [upload.parts[(source, n)] for n in numbers]
+    if "SOURCE1" not in files:
+        raise validation("a read set needs SOURCE1")
+    file_type = upload.fields["sourceFileType"]
+    if "SOURCE2" in files and file_type != "FASTQ":
+        raise validation(f"SOURCE2 is only allowed for FASTQ read sets, not {file_type}")
+    return files
+
+
+def _move_parts(files: dict[str, list[PartInfo]], target: Path) -> None:
+    target.mkdir(parents=True)
+    for parts in files.values():
+        for part in parts:
+            assert part.path is not None
+            moved = target / part.path.name
+            os.replace(part.path, moved)
+            part.path = moved
+
+
 def _parts_list(body: dict[str, Any]) -> dict[tuple[str, int], str]:
     """Complete's parts as {(source, number): checksum}, each entry well formed and listed once."""
     listed = body.get("parts")
@@ -314,4 +447,4 @@ def _parse_time(value: object) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-__all__ = ["ApiError", "State"]
+__all__ = ["ApiError", "State", "create_identity", "upload_identity"]
