@@ -20,13 +20,13 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
-from store_helpers import create, put
-from store_serve import serve
 
 from async_uploader.emulator import FaultOptions, LocalStore, StoreOptions
 from async_uploader.emulator.app import ROUTES
 from async_uploader.emulator.faults import OPERATIONS, Fault, Pacer, QuotaBucket, RequestKey, decide, reset_offset
 from async_uploader.emulator.store import State, create_identity, upload_identity
+from tests.store_helpers import create, put
+from tests.store_serve import serve
 
 STORE_ID = "1234567890"
 MakeStore = Callable[..., Awaitable[LocalStore]]
@@ -190,7 +190,7 @@ async def run_script(store: LocalStore, names: list[str]) -> tuple[dict[str, Any
 
 
 async def test_same_seed_same_ids_checksums_and_faults(make_store: MakeStore) -> None:
-    rates = {"throttle_rate": 0.3, "error_rate": 0.15, "reset_rate": 0.05}
+    rates: dict[str, Any] = {"throttle_rate": 0.3, "error_rate": 0.15, "reset_rate": 0.05}
     runs = []
     for seed, names in ((42, ["a", "b", "c"]), (42, ["c", "a", "b"]), (43, ["a", "b", "c"])):
         store = await make_store(faults=FaultOptions(seed=seed, **rates))
@@ -237,7 +237,11 @@ def test_serve_with_a_seed_hands_out_the_same_ids_every_run(tmp_path: Path) -> N
             )
             upload_id = create(client, clientToken=uuid.uuid4().hex)
             part = put(client, upload_id, "SOURCE1", 1, b"@r\nACGT\n+\nIIII\n")
-            done = client.complete_multipart_read_set_upload(sequenceStoreId=STORE_ID, uploadId=upload_id, parts=[part])
+            done = client.complete_multipart_read_set_upload(
+                sequenceStoreId=STORE_ID,
+                uploadId=upload_id,
+                parts=[part],  # type: ignore[list-item]
+            )
             return upload_id, part["checksum"], done["readSetId"]
 
     first, again, other, unseeded = (

@@ -113,7 +113,7 @@ class State:
         return found
 
     # --- CreateMultipartReadSetUpload
-    def create_upload(self, store_id: str, body: dict[str, Any]) -> dict[str, Any]:  # noqa: C901, PLR0912
+    def create_upload(self, store_id: str, body: dict[str, Any]) -> dict[str, Any]:
         store = self.store(store_id)
         fields = _upload_fields(body)
         token = _client_token(body)
@@ -174,7 +174,7 @@ class State:
         shutil.rmtree(upload.directory, ignore_errors=True)
 
     # --- CompleteMultipartReadSetUpload
-    def complete(self, store_id: str, upload_id: str, body: dict[str, Any]) -> tuple[ReadSet, bool]:  # noqa: C901, PLR0912
+    def complete(self, store_id: str, upload_id: str, body: dict[str, Any]) -> tuple[ReadSet, bool]:
         """Turn an upload into a read set (PROCESSING_UPLOAD); ``(read set, True)`` when it is new.
 
         An identical Complete of an upload already completed (its reply lost) answers the same read set;
