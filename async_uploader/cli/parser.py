@@ -306,6 +306,13 @@ def _add_wait_options(group: argparse._ArgumentGroup) -> None:
         help="wait at most this long for the store to make the read set ACTIVE (90, 90s, 30m, 6h; default 12h); "
         "past it exit 75, and the same command run again goes on waiting",
     )
+    group.add_argument(
+        "--if-exists",
+        choices=("skip", "upload", "fail"),
+        default=None,
+        help="when no checkpoint knows the upload and the store holds a read set of these files already (same "
+        "name, subject, sample, type, sizes and ETag): report it (skip, the default), upload again, or fail",
+    )
     wait.add_argument(
         "--no-wait",
         action="store_true",

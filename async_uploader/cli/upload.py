@@ -168,6 +168,8 @@ def _summary_line(result: UploadResult) -> str:
     total = sum(result.bytes.values())
     parts = sum(result.parts.values())
     timings = result.timings
+    if result.existing:
+        return f"{PROG}: {total / 1e6:.1f} MB found in the store already; {result.seconds:.1f} s in all"
     line = f"{PROG}: uploaded {total / 1e6:.1f} MB in {parts} parts"
     if timings.transferred:
         line += f": transfer {timings.transfer:.1f} s ({timings.transfer_rate / 1e6:.1f} MB/s)"
@@ -184,6 +186,10 @@ def _summary_line(result: UploadResult) -> str:
 
 
 def _verification_line(result: UploadResult) -> str:
+    if result.existing:
+        verification = result.verification
+        how = verification.line() if verification is not None else "not verified"
+        return f"already in the store as read set {result.read_set_id}, nothing sent; {how}"
     if result.status != "ACTIVE":
         return (
             f"not verified yet: the store is processing read set {result.read_set_id} ({result.status}); "
