@@ -227,7 +227,7 @@ def _size_mismatches(receipt: Receipt, metadata: ReadSetMetadata) -> list[str]:
         info = metadata.files.get(source.source.value.lower())
         length = info.get("contentLength") if isinstance(info, Mapping) else None
         if isinstance(length, int) and length != source.size:
-            found.append(f"{source.source.value} is {length:,} bytes in the store, {source.size:,} in the receipt")
+            found.append(f"{source.source.value}: {length:,} bytes in the store, {source.size:,} expected")
     return found
 
 
