@@ -190,6 +190,30 @@ async def test_status_and_ls_list_what_was_uploaded_over_several_pages(
     assert missing.stdout.startswith("9" * 18 + "\tNOT_FOUND")
 
 
+async def test_a_ubam_is_said_unverifiable_with_what_matched(
+    tmp_path: Path, cli_env: dict[str, str], make_store: MakeStore
+) -> None:
+    pysam = pytest.importorskip("pysam")
+    bam = tmp_path / "reads.bam"
+    with pysam.AlignmentFile(str(bam), "wb", header={"HD": {"VN": "1.6", "SO": "unsorted"}}) as out:
+        for i in range(50):
+            read = pysam.AlignedSegment(out.header)
+            read.query_name, read.flag = f"u{i}", 4
+            read.query_sequence, read.query_qualities = "ACGT" * 10, pysam.qualitystring_to_array("I" * 40)
+            out.write(read)
+    store = await make_store(data_dir=tmp_path / "store")
+    receipt = tmp_path / "r.json"
+    argv = upload_argv(store.url, bam, extra=("--receipt", str(receipt)))
+    argv[argv.index("FASTQ")] = "UBAM"
+    run = await cli(cli_env, *argv)
+    assert run.returncode == 0, run.stderr
+    checked = await cli(cli_env, "verify", str(receipt), "--endpoint-url", store.url, "--json")
+    assert checked.returncode == 0, checked.stderr
+    result = json.loads(checked.stdout)
+    assert result["outcome"] == "unverifiable" and result["verified"] is False
+    assert f"SOURCE1 {bam.stat().st_size:,} bytes" in result["reason"] and "cannot be verified" in result["reason"]
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [

@@ -79,9 +79,10 @@ def _receipts(args: argparse.Namespace) -> list[tuple[Receipt, str | None]]:
 async def _cmd_verify(args: argparse.Namespace, argv: list[str]) -> int:
     receipts = _receipts(args)
     timeout = 0.0 if args.no_wait else (args.wait_timeout or DEFAULT_WAIT_TIMEOUT)
-    endpoint = public_url(args.endpoint_url)
+    endpoint = (public_url(args.endpoint_url) or "").rstrip("/") or None
     for receipt, where in receipts:
-        if receipt.endpoint is not None and receipt.endpoint != endpoint and where is not None:
+        written_for = (receipt.endpoint or "").rstrip("/") or None
+        if written_for is not None and written_for != endpoint and where is not None:
             log.warning("%s was written for %s; checking at %s", where, receipt.endpoint, endpoint or "AWS")
     checks: list[Check] = []
     async with AsyncExitStack() as stack:
