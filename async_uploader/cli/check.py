@@ -16,6 +16,7 @@ from ..core.config import DEFAULT_WAIT_TIMEOUT, UploadConfig
 from ..core.errors import ConfigError, ReadSetGoneError, ResourceNotFoundError
 from ..core.protocol import ReadSetMetadata
 from ..core.receipt import Receipt, public_url
+from ..core.retry import aws_retry
 from ..edge.receipts import find_receipts, read_receipt
 from ..engine.check import (
     Check,
@@ -27,7 +28,7 @@ from ..engine.check import (
     worst,
 )
 from ..engine.uploader import Uploader
-from .common import EXIT_FAILURE, EXIT_OK, PROG, log, rate_limits, say, service_config
+from .common import EXIT_FAILURE, EXIT_OK, PROG, log, rate_limits, say, service_config, settings_for
 
 __all__ = ["_cmd_ls", "_cmd_status", "_cmd_verify", "parse_created_after"]
 
@@ -39,9 +40,11 @@ HASHES_AT_ONCE = 2
 
 async def _open(args: argparse.Namespace, stack: AsyncExitStack) -> Uploader:
     """An Uploader for its request machinery (limiter, retries, connections), the endpoint checked reachable."""
-    uploader = await stack.enter_async_context(
-        Uploader(UploadConfig(rates=rate_limits(args)), service=service_config(args))
-    )
+    settings = settings_for(args)
+    attempts = args.max_attempts if args.max_attempts is not None else settings.max_attempts
+    retry = aws_retry(attempts, settings.retry_mode)
+    config = UploadConfig(rates=rate_limits(args), retry=retry.retry, adaptive=retry.adaptive)
+    uploader = await stack.enter_async_context(Uploader(config, service=service_config(args)))
     hint = "check --endpoint-url and that the store is running" if args.endpoint_url else "check --region"
     await uploader.calls.ensure_reachable(hint)
     return uploader
