@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 
 from ..core.config import DEFAULT_WAIT_TIMEOUT, UploadConfig
-from ..core.errors import ConfigError, ReadSetGoneError, ResourceNotFoundError
+from ..core.errors import ConfigError, ResourceNotFoundError
 from ..core.protocol import ReadSetMetadata
 from ..core.receipt import Receipt, public_url
 from ..core.retry import aws_retry
@@ -133,7 +133,7 @@ async def _cmd_status(args: argparse.Namespace, argv: list[str]) -> int:
         for read_set_id in args.read_set_ids:
             try:
                 metadata = await look(uploader.calls, args.store_id, read_set_id)
-            except (ResourceNotFoundError, ReadSetGoneError):
+            except ResourceNotFoundError:  # ReadSetGoneError included
                 code = EXIT_FAILURE
                 message = f"store {args.store_id} has no read set {read_set_id}"
                 if args.json:

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from ..core.config import FileType, Source
-from ..core.errors import ReadSetGoneError, ResourceNotFoundError, UnavailableError
+from ..core.errors import ResourceNotFoundError, UnavailableError
 from ..core.fastq import ALGORITHMS, FastqSummary, NotFastqError
 from ..core.protocol import ReadSetMetadata
 from ..core.receipt import Receipt, SourceReceipt
@@ -33,12 +33,16 @@ from .calls import Calls
 
 __all__ = [
     "POLL_INTERVAL",
+    "SEVERITY",
     "Check",
     "Outcome",
     "list_read_sets",
+    "look",
     "read_set_json",
     "receipt_for_files",
     "verify_receipt",
+    "wait_for_store",
+    "worst",
 ]
 
 POLL_INTERVAL = 1.0
@@ -193,7 +197,7 @@ async def verify_receipt(
 
     try:
         metadata = await wait_for_store(calls, receipt.store_id, receipt.read_set_id, deadline)
-    except (ResourceNotFoundError, ReadSetGoneError):
+    except ResourceNotFoundError:  # ReadSetGoneError included
         return check(Outcome.MISMATCH, None, f"store {receipt.store_id} has no read set {receipt.read_set_id}")
     status = metadata.status
     if status in WAITING:
