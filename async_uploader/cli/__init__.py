@@ -2,8 +2,8 @@
 
 This module parses, dispatches and turns exceptions into exit codes; the commands live beside it:
 ``parser`` (every option and its help), ``common`` (exit codes, error lines, settings from arguments, signals,
-progress output), ``upload``, ``batch`` and ``admin`` (uploads, parts, abort), ``progress`` (the bar and the JSON
-lines) and ``demo`` (``make demo``).
+progress output), ``upload``, ``batch``, ``admin`` (uploads, parts, abort), ``check`` (verify, status, ls),
+``progress`` (the bar and the JSON lines) and ``demo`` (``make demo``).
 
 Exit codes (sysexits): 0 done; 1 a permanent failure; 2 bad usage or input (including the AWS configuration,
 wrong credentials or clock); 75 temporary: interrupted, or a transient failure that outlasted every retry (run the
@@ -24,6 +24,7 @@ from ..core.errors import UploadInterruptedError
 from ..emulator import cli as emulator_cli
 from .admin import _cmd_abort, _cmd_parts, _cmd_uploads
 from .batch import _cmd_batch
+from .check import _cmd_ls, _cmd_status, _cmd_verify
 from .common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -94,6 +95,9 @@ _ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace, list[str]], Coroutine[A
     "uploads": lambda args, argv: _cmd_uploads(args),
     "parts": lambda args, argv: _cmd_parts(args),
     "abort": lambda args, argv: _cmd_abort(args),
+    "verify": _cmd_verify,
+    "status": _cmd_status,
+    "ls": _cmd_ls,
 }
 
 

@@ -394,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator_cli.add_arguments(serve)
     _add_admin_commands(commands)
+    _add_check_commands(commands)
     return parser
 
 
@@ -422,6 +423,7 @@ def _add_upload_command(commands: argparse._SubParsersAction[_Parser]) -> None:
         "--checkpoint", type=Path, metavar="PATH", help="checkpoint file (default: one per store and sources)"
     )
     checkpoint.add_argument("--no-checkpoint", action="store_true", help="keep no checkpoint (cannot resume)")
+    _add_receipt_option(checkpoint)
     _add_output_options(upload)
     _add_service_options(upload)
 
@@ -498,3 +500,120 @@ def _add_admin_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     abort.add_argument("--upload-id", required=True, type=_upload_id, metavar="ID")
     abort.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="where to look for checkpoints")
     _add_service_options(abort)
+
+
+def _add_receipt_option(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--receipt",
+        type=Path,
+        metavar="PATH",
+        help="write the upload's receipt here (default: $ASYNC_UPLOADER_HOME/receipts/READSETID.json); "
+        "'async-uploader verify PATH' checks the read set later",
+    )
+
+
+def _page_size(text: str) -> int:
+    value = _positive_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"{text} is more than 100, the largest page ListReadSets returns")
+    return value
+
+
+def _created_after(text: str) -> str:
+    from .check import parse_created_after  # noqa: PLC0415 (the check commands' own parsing)
+
+    return parse_created_after(text)
+
+
+READ_SET_STATUSES = (
+    "ARCHIVED",
+    "ACTIVATING",
+    "ACTIVE",
+    "DELETING",
+    "DELETED",
+    "PROCESSING_UPLOAD",
+    "UPLOAD_FAILED",
+)
+
+
+def _read_set_id(text: str) -> str:
+    try:
+        return check_field("readSetId", text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_check_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """verify, status and ls: read sets after their upload."""
+    _add_verify_command(commands)
+    status = commands.add_parser(
+        "status",
+        help="the status, name, sizes and ETag of read sets, one line each",
+        description="One line per read set: id, status, name, sizes, ETag (GetReadSetMetadata). Exit 1 when one "
+        "is not in the store.",
+    )
+    status.add_argument("read_set_ids", nargs="+", type=_read_set_id, metavar="ID", help="read set id")
+    status.add_argument("--store-id", required=True, type=_store_id, metavar="S", help="sequence store id")
+    status.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_service_options(status)
+
+    ls = commands.add_parser(
+        "ls",
+        help="list a store's read sets (every page), filtered",
+        description="The read sets of a store (ListReadSets, every page): a table on a terminal, one line of "
+        "tab-separated fields each otherwise, JSON Lines with --json.",
+    )
+    ls.add_argument("--store-id", required=True, type=_store_id, metavar="S", help="sequence store id")
+    ls.add_argument("--name", metavar="N", help="only read sets of this name")
+    ls.add_argument("--sample-id", metavar="X", help="only read sets of this sample")
+    ls.add_argument("--subject-id", metavar="S", help="only read sets of this subject")
+    ls.add_argument("--status", choices=READ_SET_STATUSES, help="only read sets in this status")
+    ls.add_argument(
+        "--created-after",
+        type=_created_after,
+        metavar="WHEN",
+        help="only read sets created after WHEN (ISO-8601: 2026-12-01 or 2026-12-01T08:00:00Z; UTC unless a zone "
+        "is given)",
+    )
+    ls.add_argument(
+        "--page-size",
+        type=_page_size,
+        metavar="N",
+        help="read sets per ListReadSets page (1-100; default the service's)",
+    )
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_service_options(ls)
+
+
+def _add_verify_command(commands: argparse._SubParsersAction[_Parser]) -> None:
+    verify = commands.add_parser(
+        "verify",
+        help="check read sets against their receipts: wait for ACTIVE, compare ETags and counts",
+        description="Check read sets later: wait for each to be ACTIVE, then compare the store's ETag and counts "
+        "with the receipt's (a FASTQ source the receipt holds no hash of is hashed now, if its size and "
+        "modification time are still the receipt's). RECEIPT may be a folder: every receipt in it. Or name the "
+        "read set with --store-id and --read-set-id and its files: they are hashed now. One line per read set.",
+        epilog="exit codes: 0 every read set equals its receipt (a BAM, CRAM or uBAM, or a stream whose hash was "
+        "not kept: nothing disagrees, but the content could not be compared; the line says so); 1 a mismatch, a "
+        "read set UPLOAD_FAILED or gone; 2 bad input, or a source to hash changed since the upload; 75 still "
+        "processing at the end of the wait (run the same command again). Several read sets: the first of 1, 2, "
+        "75 that applies.",
+    )
+    verify.add_argument(
+        "paths", nargs="*", metavar="RECEIPT", help="a receipt, or a folder of receipts (with --read-set-id: the files)"
+    )
+    verify.add_argument("--store-id", type=_store_id, metavar="S", help="with --read-set-id: the sequence store id")
+    verify.add_argument(
+        "--read-set-id", type=_read_set_id, metavar="ID", help="check this read set against the files named"
+    )
+    wait = verify.add_mutually_exclusive_group()
+    wait.add_argument(
+        "--wait-timeout",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="wait at most this long in all for the read sets to be ACTIVE (90, 90s, 30m, 6h; default 12h)",
+    )
+    wait.add_argument("--no-wait", action="store_true", help="look once: a read set still processing exits 75")
+    verify.add_argument("--json", action="store_true", help="one JSON object per read set, one per line")
+    _add_service_options(verify)

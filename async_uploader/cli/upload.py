@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import time
@@ -147,6 +148,7 @@ async def run_upload(
             restart=args.restart,
             keep_on_failure=args.keep_on_failure,
             on_event=_event_handler(events),
+            receipt=getattr(args, "receipt", None),
         )
         ticks = _ticks(handle, bar, events)
         if bar is not None:
@@ -191,9 +193,10 @@ def _verification_line(result: UploadResult) -> str:
         how = verification.line() if verification is not None else "not verified"
         return f"already in the store as read set {result.read_set_id}, nothing sent; {how}"
     if result.status != "ACTIVE":
+        later = f"; or later: {PROG} verify {shlex.quote(str(result.receipt))}" if result.receipt else ""
         return (
             f"not verified yet: the store is processing read set {result.read_set_id} ({result.status}); "
-            "run the same command again to wait for it and verify it"
+            f"run the same command again to wait for it and verify it{later}"
         )
     verification = result.verification
     return verification.line() if verification is not None else "not verified: verification was switched off"

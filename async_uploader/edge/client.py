@@ -295,3 +295,14 @@ class OmicsClient:
         """GetReadSet: the bytes of one part of a completed read set's source."""
         response = await self._send(protocol.get_read_set(store_id, read_set_id, source, number))
         return response.body
+
+    async def list_read_sets_page(
+        self,
+        store_id: str,
+        read_set_filter: Mapping[str, str],
+        max_results: int | None = None,
+        next_token: str | None = None,
+    ) -> tuple[list[ReadSetMetadata], str | None]:
+        """One page of ListReadSets: the read sets on it and the token of the next page (None after the last)."""
+        request = protocol.list_read_sets(store_id, read_set_filter, max_results, next_token)
+        return protocol.parse_list_read_sets((await self._send(request)).body)
