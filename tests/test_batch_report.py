@@ -3,12 +3,17 @@ table for people, JSON only under --json, and the --report file (CSV or JSON Lin
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import re
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pexpect
 import pytest
 
 from async_uploader.cli.report import COLUMNS, ReportFile, outcome_table, report_record, row_line
@@ -25,7 +30,7 @@ from async_uploader.core.manifest import (
 )
 from async_uploader.core.plan import make_plan
 from async_uploader.emulator import LocalStore
-from tests.conftest import CliRun, closed_port, run_cli_process
+from tests.conftest import REPO_ROOT, CliRun, closed_port, run_cli_process
 from tests.helpers import fastq_gz
 
 STORE = "1234567890"
@@ -213,3 +218,30 @@ async def test_a_jsonl_report_and_a_file_that_is_no_report(
     assert [tuple(r) for r in records] == [COLUMNS, COLUMNS]
     assert [r["row"] for r in records] == [1, 2] and all(r["outcome"] == "done" for r in records)
     assert all(r["verified"] is None and r["bytes"] == 150_000 for r in records)  # --no-wait: not verified yet
+
+
+def _under_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    child = pexpect.spawn(
+        sys.executable, argv, env=env, cwd=str(REPO_ROOT), dimensions=(30, 140), encoding="utf-8", timeout=90
+    )
+    output = child.read()  # until EOF
+    child.close()
+    return int(child.exitstatus if child.exitstatus is not None else -1), output
+
+
+async def test_under_a_terminal_each_row_line_is_printed_once_above_the_bars(
+    make_store: Callable[..., Awaitable[LocalStore]], tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    store = await make_store(latency_ms=40)  # parts of >= 40 ms: the bars are drawn while rows run
+    manifest = _reads(tmp_path, 3)
+    argv = ["-m", "async_uploader", "batch", str(manifest), "--store-id", STORE, "--endpoint-url", store.url]
+    argv += ["--part-size", "64KiB", "--max-concurrency", "1", "--checkpoint-dir", str(tmp_path / "ck")]
+    code, output = await asyncio.to_thread(_under_a_terminal, argv, {**cli_env, "TERM": "xterm-256color"})
+    assert code == 0, output
+    assert "\x1b[" in output and "parts" in output  # the live bars were drawn
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output)
+    for n in (1, 2, 3):
+        ended = re.findall(rf"row {n}  read-set-{n}  done  150\.0 kB in [0-9.]+ s  verified  read set \d+", plain)
+        assert len(ended) == 1, plain  # printed once, whole, not part of a frame drawn again
+    assert "{" not in plain  # no JSON for people
+    assert re.search(r"row\s+name\s+outcome\s+size\s+time\s+verified\s+read set", plain)
