@@ -245,3 +245,17 @@ async def test_under_a_terminal_each_row_line_is_printed_once_above_the_bars(
         assert len(ended) == 1, plain  # printed once, whole, not part of a frame drawn again
     assert "{" not in plain  # no JSON for people
     assert re.search(r"row\s+name\s+outcome\s+size\s+time\s+verified\s+read set", plain)
+
+
+async def test_a_rerun_after_the_uploaded_files_were_removed_skips_their_rows(
+    local_store: LocalStore, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    manifest = _reads(tmp_path, 2)
+    first = await _batch(manifest, local_store.url, cli_env, "--json")
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "r1.fq.gz").unlink()  # files are often removed once uploaded: their read sets stand
+    again = await _batch(manifest, local_store.url, cli_env, "--json")
+    assert again.returncode == 0, again.stderr
+    assert [json.loads(line).get("status") for line in again.stdout.splitlines()[:-1]] == ["skipped", "skipped"]
+    elsewhere = await _batch(manifest, local_store.url, cli_env, "--checkpoint-dir", str(tmp_path / "other"))
+    assert elsewhere.returncode == 2 and "row 1 (line 2): source1" in elsewhere.stderr  # no record of it there
