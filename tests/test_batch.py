@@ -19,6 +19,7 @@ from async_uploader.edge.batchstate import BatchState
 from async_uploader.emulator import LocalStore
 from async_uploader.engine.batch import check_row_sources, read_manifest, run_batch
 from tests.conftest import CliRun
+from tests.helpers import fastq_gz
 
 STORE = "1234567890"
 HEADER = "source1,source2,sourceFileType,subjectId,sampleId,name,referenceArn,generatedFrom,description\n"
@@ -65,7 +66,7 @@ def test_malformed_manifests_name_the_row_and_problem(tmp_path: Path, text: str,
 
 
 def test_row_sources_are_checked_before_anything_uploads(tmp_path: Path) -> None:
-    (tmp_path / "ok.fq.gz").write_bytes(b"\x1f\x8b data")
+    (tmp_path / "ok.fq.gz").write_bytes(fastq_gz(4096, 1))
     (tmp_path / "empty.fq.gz").touch()
     rows = parse_manifest(
         HEADER + "ok.fq.gz,,FASTQ,s,x,a,,,\nok.fq.gz,empty.fq.gz,FASTQ,s,x,b,,,\n", base_dir=tmp_path, name="m"
@@ -195,7 +196,7 @@ async def test_batch_command_uploads_rows_and_a_rerun_skips_them(
         "b_1.fastq.gz\t\tFASTQ\tsubject-b\tsample-b\tsingle-b\n"
     )
     argv = ["batch", str(manifest), "--store-id", STORE, "--endpoint-url", local_store.url, "--part-size", "64KiB"]
-    first = await run_cli(*argv, "--max-parallel", "2", "--checkpoint-dir", str(tmp_path / "ck"), "--events")
+    first = await run_cli(*argv, "--max-parallel", "2", "--checkpoint-dir", str(tmp_path / "ck"), "--events", "--json")
     assert first.returncode == 0, first.stderr
     events = [json.loads(line) for line in first.stderr.splitlines() if line.startswith("{")]
     assert {e["row"] for e in events if e["event"] == "part"} == {1, 2}
@@ -207,7 +208,7 @@ async def test_batch_command_uploads_rows_and_a_rerun_skips_them(
     creates = [r for r in local_store.requests if r["operation"] == "CreateMultipartReadSetUpload"]
     assert len(creates) == 2
 
-    second = await run_cli(*argv, "--checkpoint-dir", str(tmp_path / "ck"))
+    second = await run_cli(*argv, "--checkpoint-dir", str(tmp_path / "ck"), "--json")
     assert second.returncode == 0, second.stderr
     statuses = [json.loads(line).get("status") for line in second.stdout.splitlines()[:-1]]
     assert statuses == ["skipped", "skipped"]

@@ -46,7 +46,7 @@ def batch(tmp_path: Path, store: LocalStore, cli_env: dict[str, str]) -> Any:
     (tmp_path / "b.fq.gz").write_bytes(fastq_gz(SIZE, 2))
     manifest = tmp_path / "m.csv"
     manifest.write_text("source1,sourceFileType,subjectId,sampleId,name\na.fq.gz,FASTQ,s,x,a\nb.fq.gz,FASTQ,s,x,b\n")
-    argv = ["batch", str(manifest), "--store-id", "1234567890", "--endpoint-url", store.url, "--no-progress"]
+    argv = ["batch", str(manifest), "--store-id", "1234567890", "--endpoint-url", store.url, "--no-progress", "--json"]
     argv += ["--part-size", "64KiB", "--checkpoint-dir", str(tmp_path / "ck")]
 
     async def run(*extra: str) -> CliRun:

@@ -121,7 +121,7 @@ async def test_two_processes_on_one_checkpoint_make_one_read_set(
         assert len(completed) == len(created) == 20  # exactly one read set each time
 
 
-async def test_a_batch_uploads_a_repeated_row_once_and_a_missing_file_fails_only_its_row(
+async def test_a_batch_uploads_a_repeated_row_once_and_a_missing_file_is_refused_before_anything_is_sent(
     store: LocalStore, tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     for name in ("a", "b"):
@@ -135,24 +135,23 @@ async def test_a_batch_uploads_a_repeated_row_once_and_a_missing_file_fails_only
         "b.fq.gz,FASTQ,s,x,b\n"
     )
     argv = ["batch", str(manifest), "--store-id", "1234567890", "--endpoint-url", store.url, "--no-progress"]
-    run = await run_cli_process(argv, env=cli_env, limit=60)
+    run = await run_cli_process([*argv, "--json"], env=cli_env, limit=60)
+    assert run.returncode == 2, run.stderr  # every row is checked before anything is sent
+    assert "row 2 (line 3)" in run.stderr and "missing.fq.gz: no such file" in run.stderr
+    assert run.stdout == "" and store.requests == []
+
+    manifest.write_text(manifest.read_text().replace("missing.fq.gz,FASTQ,s,x,m\n", ""))
+    run = await run_cli_process([*argv, "--json"], env=cli_env, limit=60)
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     rows = {line["row"]: line for line in lines if "row" in line}
     summary = lines[-1]
-    assert rows[1]["status"] == "done" and rows[4]["status"] == "done"
-    assert rows[3]["status"] == "duplicate" and rows[3]["duplicateOf"] == 1
-    assert rows[3]["readSetId"] == rows[1]["readSetId"]
-    assert rows[2]["status"] == "failed" and "no such file" in rows[2]["error"]
-    assert summary["outcomes"] == {"done": [1, 4], "duplicate": [3], "failed": [2]}
-    assert run.returncode == 1  # a row failed
+    assert rows[1]["status"] == "done" and rows[3]["status"] == "done"
+    assert rows[2]["status"] == "duplicate" and rows[2]["duplicateOf"] == 1
+    assert rows[2]["readSetId"] == rows[1]["readSetId"]
+    assert summary["outcomes"] == {"done": [1, 3], "duplicate": [2]}
+    assert run.returncode == 0, run.stderr  # a repeated row is a duplicate, not a failure
     created = [r for r in store.requests if r["operation"] == "CreateMultipartReadSetUpload"]
     assert len(created) == 2
-
-    # Without the missing row, the repeated row is a duplicate, not a failure: exit 0.
-    manifest.write_text("source1,sourceFileType,subjectId,sampleId,name\na.fq.gz,FASTQ,s,x,a2\na.fq.gz,FASTQ,s,x,a2\n")
-    again = await run_cli_process(argv, env=cli_env, limit=60)
-    assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout.splitlines()[-1])["outcomes"] == {"done": [1], "duplicate": [2]}
 
 
 async def test_a_checkpoint_through_a_symbolic_link_is_refused_and_left_alone(

@@ -8,16 +8,20 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+import anyio
 
 from ..core.config import ServiceConfig, UploadConfig
 from ..core.errors import ConfigError, UsageError
-from ..core.events import progress_event
-from ..core.manifest import STATUSES, BatchSummary, ManifestRow, RowOutcome
-from ..engine.batch import RESTART_NEEDED, default_batch_dir, read_manifest, run_batch
+from ..core.events import log_event, progress_event
+from ..core.manifest import STATUSES, BatchSummary, ManifestError, ManifestRow, RowOutcome
+from ..edge.batchstate import BatchState
+from ..engine.batch import RESTART_NEEDED, check_manifest, default_batch_dir, run_batch
 from ..engine.monitor import Monitor, Tick
 from ..engine.uploader import Uploader, UploadHandle
+from .batch_dryrun import batch_dry_run
 from .common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -36,23 +40,32 @@ from .common import (
     upload_config,
 )
 from .progress import BatchProgress, EventWriter
+from .report import ReportFile, outcome_table, row_line
 
 # -- batch -------------------------------------------------------------------------------------------------------
 
 
 async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    rows = read_manifest(args.manifest)
+    directory = args.checkpoint_dir or default_batch_dir(args.manifest)
+    report = ReportFile(args.report) if args.report is not None else None
+    try:
+        rows = await anyio.to_thread.run_sync(_checked_rows, args, directory)
+    except ManifestError as exc:
+        return _refuse_manifest(args, exc)
+    if report is not None:
+        report.check()
+    if args.dry_run:
+        return batch_dry_run(args, rows, directory)
     service = service_config(args)
     config = upload_config(args)
-    directory = args.checkpoint_dir or default_batch_dir(args.manifest)
     run = _BatchRun(args, len(rows))
     if args.dask:
         progress = run.events.write if run.events is not None else None
         summary = await _batch_on_dask(args, rows, config, service, directory, run, progress)
-        return _batch_summary(args, summary, argv)
+        return _batch_end(args, summary, argv, report)
     async with Uploader(config, service=service, limiter=limiter_for(args, config)) as uploader:
         with (
-            run.bar if run.bar is not None else contextlib.nullcontext(),
+            run.drawing() if run.bar is not None else contextlib.nullcontext(),
             Signals(run.on_signal),
             progress_logging(run.console),
         ):
@@ -77,7 +90,46 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
                     note=run.note,
                     name=str(args.manifest),
                 )
-    return _batch_summary(args, summary, argv)
+                run.draw()  # the last frame shows no row still running
+    return _batch_end(args, summary, argv, report)
+
+
+def _checked_rows(args: argparse.Namespace, directory: Path) -> list[ManifestRow]:
+    """Every row of the manifest, each checked (fields, files, file types, rows that clash) before anything is
+    sent; the rows recorded done in ``directory`` need not have their files any more. Blocking."""
+    recorded = BatchState(directory).done
+    return check_manifest(args.manifest, store_id=args.store_id, recorded=recorded)
+
+
+def _refuse_manifest(args: argparse.Namespace, exc: ManifestError) -> int:
+    """A manifest with bad rows: every one named, a line each (one row: the one error line), exit 2."""
+    lines = exc.lines()
+    if len(lines) == 1:
+        raise exc
+    if args.events:
+        writer = EventWriter(sys.stderr)
+        for line in lines:
+            writer.write(log_event("error", line.strip(), time.time()))
+        return EXIT_USAGE
+    sys.stderr.write(f"{PROG}: error: {lines[0]}\n" + "".join(f"{line}\n" for line in lines[1:]))
+    sys.stderr.flush()
+    return EXIT_USAGE
+
+
+def _batch_end(args: argparse.Namespace, summary: BatchSummary, argv: Sequence[str], report: ReportFile | None) -> int:
+    """The table (for people: not with --json), the summary, the report file; the exit code."""
+    if not args.json:
+        sys.stdout.write("".join(line + "\n" for line in outcome_table(summary.outcomes)))
+        sys.stdout.flush()
+    code = _batch_summary(args, summary, argv)
+    if report is not None:
+        try:
+            report.write(summary.outcomes)
+        except UsageError as exc:
+            say(args, f"{PROG}: {exc}")
+            return code if code != EXIT_OK else EXIT_FAILURE
+        say(args, f"{PROG}: report: {report.path}")
+    return code
 
 
 class _BatchRun:
@@ -85,6 +137,7 @@ class _BatchRun:
 
     def __init__(self, args: argparse.Namespace, rows: int) -> None:
         self.args = args
+        self.live = False
         self.handles: dict[int, UploadHandle] = {}
         self.labels: dict[int, str] = {}
         self.counts: dict[str, int] = {}
@@ -93,12 +146,36 @@ class _BatchRun:
         self.console = progress_console(args, sys.stderr)
         self.bar = BatchProgress(self.console, rows) if self.console is not None else None
 
+    @contextlib.contextmanager
+    def drawing(self) -> Iterator[None]:
+        """The bars drawn, and the lines of rows as they end printed above them meanwhile."""
+        assert self.bar is not None
+        with self.bar:
+            self.live = True
+            try:
+                yield
+            finally:
+                self.live = False
+
     def emit(self, outcome: RowOutcome) -> None:
+        """A row has ended: its JSON line under --json, else a short line for people."""
         self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+        if not self.args.json:
+            self.show(row_line(outcome))
+            return
         sys.stdout.write(json.dumps(outcome.as_json()) + "\n")
         sys.stdout.flush()
         if outcome.status == "failed":
             say(self.args, f"{PROG}: {self.args.manifest} {outcome.row.where} failed: {outcome.error}")
+
+    def show(self, line: str) -> None:
+        """A line on stdout; through the console drawing the bars when both are this terminal, so the bars and
+        the lines never share a frame."""
+        if self.live and self.bar is not None and sys.stdout.isatty():
+            self.bar.print(line)
+            return
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
     def note(self, line: str) -> None:
         say(self.args, f"{PROG}: {line}")
@@ -167,12 +244,14 @@ async def _batch_on_dask(
 
 
 def _batch_summary(args: argparse.Namespace, summary: BatchSummary, argv: Sequence[str]) -> int:
-    """The summary: a JSON line on stdout (counts, and which rows had each outcome), one line on stderr.
+    """The summary: one line on stderr; with --json a JSON line on stdout too (counts, and which rows had each).
 
     Exit 75 when rows were interrupted; 1 when rows failed; 2 when the only rows that failed were refused because
     their files changed since their read set was made (as ``upload`` refuses a checkpoint in that case).
     """
-    sys.stdout.write(json.dumps(summary.as_json()) + "\n")
+    if args.json:
+        sys.stdout.write(json.dumps(summary.as_json()) + "\n")
+        sys.stdout.flush()
     counts = ", ".join(f"{summary.count(status)} {status}" for status in STATUSES if summary.count(status))
     say(args, f"{PROG}: batch: {counts or 'no rows'} in {summary.seconds:.1f} s")
     for status in ("failed", "interrupted"):

@@ -447,7 +447,8 @@ def _add_batch_command(commands: argparse._SubParsersAction[_Parser]) -> None:
         help="upload every read set listed in a CSV or TSV manifest",
         description="Upload the read sets of a manifest, several at once under one rate limiter and connection "
         "pool. Columns: source1, source2, sourceFileType, subjectId, sampleId, name, referenceArn, "
-        "generatedFrom, description, tags. Prints a JSON line per row and a summary; rows already done are "
+        "generatedFrom, description, tags. Every row is checked before anything is sent. Prints a line per row "
+        "as it ends and a table at the end (--json: a JSON line per row and a summary); rows already done are "
         "skipped when the batch is run again.",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -475,9 +476,28 @@ def _add_batch_command(commands: argparse._SubParsersAction[_Parser]) -> None:
         "workers (needs async-uploader[dask]; --checkpoint-dir must be on storage every worker sees); the "
         "rate limits are shared by every worker through the scheduler",
     )
+    _add_batch_report_options(batch)
     _add_transfer_options(batch)
     _add_output_options(batch)
     _add_service_options(batch)
+
+
+def _add_batch_report_options(batch: argparse.ArgumentParser) -> None:
+    """What a batch checks and reports: --dry-run, --report."""
+    batch.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every row (fields, files, file types, repeats) and print the plan (rows, parts, bytes, the "
+        "least time at the service's quotas); no request is made, nothing is created",
+    )
+    batch.add_argument(
+        "--report",
+        type=Path,
+        metavar="PATH",
+        help="write every row's outcome to PATH at the end, as CSV (.csv) or JSON Lines (.jsonl, .json): row, "
+        "name, sample, subject, outcome, readSetId, verified, bytes, transferSeconds, storeSeconds, error; a "
+        "rerun rewrites it (rows it skipped: skipped); never written over a file that is not such a report",
+    )
 
 
 def _add_admin_commands(commands: argparse._SubParsersAction[_Parser]) -> None:

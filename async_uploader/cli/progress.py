@@ -210,6 +210,10 @@ class BatchProgress:
         self._progress.refresh()
         self._progress.stop()
 
+    def print(self, line: str) -> None:
+        """A line above the bars, which are drawn again below it: no frame is left behind in the scrollback."""
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
     def update(self, running: Mapping[str, UploadStatistics], finished: int, detail: str) -> None:
         """``running``: label -> statistics of each read set uploading now; ``finished`` rows are over."""
         self._progress.update(self._rows, completed=finished, detail=detail)

@@ -17,7 +17,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,61 @@ __all__ = [
     "ManifestError",
     "ManifestRow",
     "RowOutcome",
+    "RowProblem",
+    "bad_rows",
+    "conflicting_rows",
     "parse_manifest",
+    "parse_manifest_rows",
     "plan_batch",
 ]
 
 
+@dataclass(frozen=True)
+class RowProblem:
+    """Why one row of a manifest cannot be uploaded (``row`` counts data rows from 1, ``line`` the file's lines)."""
+
+    row: int
+    line: int
+    why: str
+
+    @property
+    def where(self) -> str:
+        return f"row {self.row} (line {self.line})"
+
+
 class ManifestError(ConfigError):
-    """The manifest cannot be read, or one of its rows is malformed."""
+    """The manifest cannot be read, or rows of it are malformed: ``problems`` names each bad row (maybe none)."""
+
+    def __init__(self, message: str, problems: Sequence[RowProblem] = ()) -> None:
+        super().__init__(message)
+        self.name = ""
+        self.problems = tuple(problems)
+
+    def lines(self) -> list[str]:
+        """For people: the message alone when it names one row or none; else a heading and a line per bad row."""
+        if len(self.problems) < 2:
+            return [str(self)]
+        return [f"manifest {self.name}: {len(self.problems)} bad rows:"] + [
+            f"  {problem.where}: {problem.why}" for problem in self.problems
+        ]
+
+
+def bad_rows(name: str, problems: Sequence[RowProblem]) -> ManifestError:
+    """One error naming every bad row of the manifest ``name`` (a row's several problems joined on its line)."""
+    merged: dict[int, RowProblem] = {}
+    for problem in problems:
+        known = merged.get(problem.row)
+        merged[problem.row] = (
+            problem if known is None else RowProblem(known.row, known.line, f"{known.why}; {problem.why}")
+        )
+    ordered = [merged[row] for row in sorted(merged)]
+    if len(ordered) == 1:
+        error = ManifestError(f"{name} {ordered[0].where}: {ordered[0].why}", ordered)
+    else:
+        listed = "; ".join(f"{problem.where}: {problem.why}" for problem in ordered)
+        error = ManifestError(f"manifest {name}: {len(ordered)} bad rows: {listed}", ordered)
+    error.name = name
+    return error
 
 
 # Canonical column -> accepted spellings, compared after _normalise().
@@ -103,12 +151,12 @@ def _sniff_delimiter(text: str, name: str) -> str:
     return "\t" if header.count("\t") > header.count(",") else ","
 
 
-def _parse_tags(text: str, where: str) -> dict[str, str]:
+def _parse_tags(text: str) -> dict[str, str]:
     tags: dict[str, str] = {}
     for item in text.replace(";", " ").split():
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ManifestError(f"{where}: tag {item!r} is not KEY=VALUE (separate tags with ';')")
+            raise ManifestError(f"tag {item!r} is not KEY=VALUE (separate tags with ';')")
         tags[key] = value
     return tags
 
@@ -142,18 +190,18 @@ def _columns(header: list[str], where: str) -> list[str]:
     return columns
 
 
-def _row_values(record: list[str], columns: list[str], where: str) -> dict[str, str]:
-    """One record's stripped values by column, every required one present."""
+def _row_values(record: list[str], columns: list[str]) -> dict[str, str]:
+    """One record's stripped values by column, every required one present (ManifestError says why not)."""
     if len(record) != len(columns):
-        raise ManifestError(f"{where}: has {len(record)} fields, the header has {len(columns)}")
+        raise ManifestError(f"has {len(record)} fields, the header has {len(columns)}")
     values = {column: value.strip() for column, value in zip(columns, record, strict=True)}
-    for column in _REQUIRED:
-        if not values.get(column):
-            raise ManifestError(f"{where}: {column} is empty")
+    empty = [column for column in _REQUIRED if not values.get(column)]
+    if empty:
+        raise ManifestError(f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty")
     return values
 
 
-def _row_read_set(values: dict[str, str], base_dir: Path, where: str) -> ReadSet:
+def _row_read_set(values: dict[str, str], base_dir: Path) -> ReadSet:
     try:
         file_type = FileType.parse(values["file_type"])
         source2 = values.get("source2") or None
@@ -167,18 +215,31 @@ def _row_read_set(values: dict[str, str], base_dir: Path, where: str) -> ReadSet
             reference_arn=values.get("reference_arn") or None,
             generated_from=values.get("generated_from") or None,
             description=values.get("description") or None,
-            tags=_parse_tags(values.get("tags", ""), where),
+            tags=_parse_tags(values.get("tags", "")),
         )
     except ManifestError:
         raise
     except ConfigError as exc:
-        raise ManifestError(f"{where}: {exc}") from None
+        raise ManifestError(str(exc)) from None
 
 
 def parse_manifest(text: str, *, base_dir: Path, name: str = "manifest") -> list[ManifestRow]:
     """Parse a manifest's text into rows with validated read sets. No file is opened.
 
-    Raises ManifestError naming the file, the row and the problem.
+    Raises ManifestError naming the file, every bad row and its problems.
+    """
+    rows, problems = parse_manifest_rows(text, base_dir=base_dir, name=name)
+    if problems:
+        raise bad_rows(name, problems)
+    return rows
+
+
+def parse_manifest_rows(
+    text: str, *, base_dir: Path, name: str = "manifest"
+) -> tuple[list[ManifestRow], list[RowProblem]]:
+    """The rows of a manifest's text that are well formed, and the problem of each other row (all of them).
+
+    Raises ManifestError for what spoils the whole file (no header, unknown columns, no rows).
     """
     lines = list(_non_empty_lines(text))
     if not lines:
@@ -192,11 +253,39 @@ def parse_manifest(text: str, *, base_dir: Path, name: str = "manifest") -> list
     if len(records) == 1:
         raise ManifestError(f"{name}: the manifest has a header but no rows")
     rows: list[ManifestRow] = []
+    problems: list[RowProblem] = []
     for number, ((line, _), record) in enumerate(zip(lines[1:], records[1:], strict=True), start=1):
-        where = f"{name} row {number} (line {line})"
-        values = _row_values(record, columns, where)
-        rows.append(ManifestRow(row=number, line=line, read_set=_row_read_set(values, base_dir, where)))
-    return rows
+        try:
+            read_set = _row_read_set(_row_values(record, columns), base_dir)
+        except ManifestError as exc:
+            problems.append(RowProblem(number, line, str(exc)))
+            continue
+        rows.append(ManifestRow(row=number, line=line, read_set=read_set))
+    return rows, problems
+
+
+def conflicting_rows(rows: Sequence[ManifestRow], same_file: Callable[[Path], Hashable]) -> list[RowProblem]:
+    """The rows naming a file an earlier row names, not as the same read set (other metadata or other sources).
+
+    ``same_file(path)`` says which file a path is (two paths to one file give equal answers). A row repeating an
+    earlier row whole is no problem: the read set is uploaded once and the repeat is a ``duplicate``.
+    """
+    first: dict[Hashable, ManifestRow] = {}
+    problems: list[RowProblem] = []
+    for row in rows:
+        clashes: dict[int, str] = {}
+        files = [(path, same_file(path)) for path in row.read_set.sources.values() if isinstance(path, Path)]
+        for path, identity in files:
+            earlier = first.get(identity)
+            if earlier is not None and earlier.key("") != row.key(""):
+                clashes.setdefault(earlier.row, str(path))
+        for _, identity in files:
+            first.setdefault(identity, row)
+        problems += [
+            RowProblem(row.row, row.line, f"names {path}, as row {other} does, with other metadata or sources")
+            for other, path in sorted(clashes.items())
+        ]
+    return problems
 
 
 @dataclass(frozen=True)

@@ -13,38 +13,46 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 
 from ..core.checkpoint import Replay, SourceFingerprint
+from ..core.config import Source
 from ..core.errors import CheckpointMismatchError, UploaderError, UploadInterruptedError, UsageError
+from ..core.fastq import check_file_type
 from ..core.manifest import (
     BatchPlan,
     BatchSummary,
     ManifestError,
     ManifestRow,
     RowOutcome,
-    parse_manifest,
+    RowProblem,
+    bad_rows,
+    conflicting_rows,
+    parse_manifest_rows,
     plan_batch,
 )
 from ..edge.batchstate import BatchState, DoneRow
 from ..edge.journal import load_checkpoint, uploader_home
-from ..edge.sources import check_source_path, fingerprint_source
+from ..edge.sources import check_source_path, fingerprint_source, read_head
 from .uploader import Uploader, UploadHandle
 
 __all__ = [
     "RESTART_NEEDED",
     "DoneRows",
     "check_done_rows",
+    "check_manifest",
     "check_row_sources",
     "default_batch_dir",
     "read_manifest",
     "refused_outcome",
     "row_checkpoint",
     "row_fingerprints",
+    "row_problems",
     "run_batch",
 ]
 
@@ -55,28 +63,86 @@ RESTART_NEEDED = "restartNeeded"
 ``--restart`` uploads it (as a new read set)."""
 
 
-def read_manifest(path: Path) -> list[ManifestRow]:
-    """Read and parse the manifest at ``path``; relative sources are resolved against its folder."""
+def _manifest_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ManifestError(f"manifest {path}: no such file") from None
     except IsADirectoryError:
         raise ManifestError(f"manifest {path}: is a directory, not a file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest {path}: cannot read: {exc}") from None
-    return parse_manifest(text, base_dir=path.resolve().parent, name=str(path))
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    """Read and parse the manifest at ``path``; relative sources are resolved against its folder.
+
+    ManifestError names every malformed row at once. No source is opened (``check_manifest`` does that too).
+    """
+    rows, problems = parse_manifest_rows(_manifest_text(path), base_dir=path.resolve().parent, name=str(path))
+    if problems:
+        raise bad_rows(str(path), problems)
+    return rows
+
+
+def check_manifest(path: Path, *, store_id: str, recorded: Container[str] = frozenset()) -> list[ManifestRow]:
+    """Read the manifest at ``path`` and check every row before anything is sent: its fields, its sources (files
+    that exist and can be read, whose first bytes are of the row's file type), and that no two rows name the same
+    file as different read sets. ManifestError names every bad row in one pass. Blocking.
+
+    The rows whose keys are in ``recorded`` (done in an earlier run) are not looked at on disk: their read sets
+    stand even when their files have since been removed (``check_done_rows`` judges them).
+    """
+    name = str(path)
+    rows, problems = parse_manifest_rows(_manifest_text(path), base_dir=path.resolve().parent, name=name)
+    problems += row_problems([row for row in rows if row.key(store_id) not in recorded])
+    problems += conflicting_rows(rows, _same_file)
+    if problems:
+        raise bad_rows(name, problems)
+    return rows
+
+
+def _same_file(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a symbolic link that loops: the path itself names it
+        return str(path)
+
+
+def row_problems(rows: Sequence[ManifestRow]) -> list[RowProblem]:
+    """What is wrong with each row's sources: missing, not a regular file, empty, unreadable, or their first
+    bytes (up to 1 MiB) not of the row's file type. Blocking; the files are read a few at a time (on network
+    storage each read waits on a round trip)."""
+    checks = [(row, source, path) for row in rows for source, path in row.read_set.sources.items()]
+    with ThreadPoolExecutor(max_workers=_HEAD_READERS) as pool:
+        found = list(pool.map(lambda check: _source_problem(*check), checks))
+    return [problem for problem in found if problem is not None]
+
+
+_HEAD_READERS = 8
+
+
+def _source_problem(row: ManifestRow, source: Source, path: Path | str) -> RowProblem | None:
+    assert isinstance(path, Path)
+    label = source.value.lower()
+    try:
+        check_source_path(path)
+        why = check_file_type(read_head(path), row.read_set.file_type)
+    except UsageError as exc:
+        return RowProblem(row.row, row.line, f"{label} {exc}")
+    except OSError as exc:
+        return RowProblem(row.row, row.line, f"{label} {path}: cannot read: {exc.strerror or exc}")
+    if why is None:
+        return None
+    return RowProblem(row.row, row.line, f"{label} {path} is declared {row.read_set.file_type.value} but {why}")
 
 
 def check_row_sources(rows: Sequence[ManifestRow], name: str = "manifest") -> None:
-    """Check every row's sources exist, are files, are not empty and can be read (before anything uploads)."""
-    for row in rows:
-        for source, path in row.read_set.sources.items():
-            assert isinstance(path, Path)
-            try:
-                check_source_path(path)
-            except UsageError as exc:
-                raise ManifestError(f"{name} {row.where}: {source.value.lower()} {exc}") from None
+    """Check every row's sources exist, are files, are not empty, can be read and hold the row's file type (before
+    anything uploads); ManifestError names every bad row."""
+    problems = row_problems(rows)
+    if problems:
+        raise bad_rows(name, problems)
 
 
 def default_batch_dir(manifest: Path) -> Path:

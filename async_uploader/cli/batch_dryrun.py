@@ -1,0 +1,71 @@
+"""``async-uploader batch --dry-run``: every row checked, then the plan and its least time, with no request at all.
+
+Nothing is sent and nothing is created: no credentials are resolved, no checkpoint or batch folder is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..core.batch_estimate import estimate_batch
+from ..core.config import RateLimits, Source
+from ..core.manifest import ManifestRow, plan_batch
+from ..core.plan import Plan, make_plan
+from ..edge.batchstate import BatchState
+from ..edge.sources import check_source_path
+from .common import EXIT_OK
+
+__all__ = ["batch_dry_run"]
+
+
+def _plan(row: ManifestRow, part_size: int | None) -> Plan:
+    sizes: dict[Source, int] = {}
+    for source, path in row.read_set.sources.items():
+        assert isinstance(path, Path)
+        sizes[source] = check_source_path(path)
+    return make_plan(sizes, part_size)
+
+
+def batch_dry_run(args: argparse.Namespace, rows: Sequence[ManifestRow], directory: Path) -> int:
+    """Print the plan of the checked ``rows`` (stdout; --json: one object) and exit 0, having sent nothing.
+
+    Rows recorded done in ``directory`` are counted as skipped (a real run skips them while their files are
+    unchanged); rows repeating an earlier row's read set are counted once.
+    """
+    plan = plan_batch(rows, args.store_id, BatchState(directory).done)
+    repeats = sum(len(rows) for rows in plan.duplicates.values())
+    plans = [(row, _plan(row, args.part_size)) for row, _ in plan.to_upload]
+    rates = RateLimits(parts=getattr(args, "max_rate", RateLimits().parts))
+    found = estimate_batch([p for _, p in plans], rates)
+    if args.json:
+        per_row = [
+            {"row": row.row, "name": row.read_set.name, "bytes": p.total_bytes, "parts": p.total_parts}
+            for row, p in plans
+        ]
+        counts = {"rows": len(rows), "skipped": len(plan.skipped), "duplicates": repeats}
+        print(
+            json.dumps({"dryRun": True, "manifest": str(args.manifest), **counts, **found.as_json(), "upload": per_row})
+        )
+        return EXIT_OK
+    print("dry run: every row checked; nothing is sent and nothing is created")
+    print(
+        f"manifest {args.manifest}: {len(rows)} rows: {found.read_sets} read sets to upload, "
+        f"{len(plan.skipped)} recorded done (skipped while their files are unchanged), {repeats} repeating an "
+        "earlier row"
+    )
+    width = max((len(row.read_set.name) for row, _ in plans), default=4)
+    for row, p in plans:
+        print(
+            f"  row {row.row:>4}  {row.read_set.name:<{width}}  {p.total_bytes:>15,} bytes  {p.total_parts:>6,} parts"
+        )
+    print(f"bytes: {found.bytes:,} in {found.parts:,} parts")
+    print("requests: " + ", ".join(f"{count:,} {name}" for name, count in found.requests.items()) + " (retries aside)")
+    print(
+        f"time at the service's quotas: at least {found.seconds:.1f} s (Create and Complete {rates.control:g}/s "
+        f"together, parts {rates.parts or 0:g}/s, GetReadSetMetadata {rates.listings:g}/s); the network and the "
+        "store's processing may make it longer"
+    )
+    return EXIT_OK
