@@ -43,6 +43,7 @@ from .common import (
     service_config,
     upload_config,
 )
+from .etag import cmd_etag
 from .parser import EVENTS_ARGV, build_parser
 from .upload import _cmd_upload, read_set_from_args, run_upload
 
@@ -115,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(_cmd_parts(args))
         if args.command == "abort":
             return _run(_cmd_abort(args))
+        if args.command == "etag":
+            return cmd_etag(args)
         parser.error(f"unknown command {args.command!r}")
     except UploadInterruptedError as exc:
         if exc.checkpoint is None:  # nothing to resume: say what happened (with a checkpoint, stderr already has)

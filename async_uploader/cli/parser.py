@@ -16,6 +16,7 @@ from ..core.events import log_event
 from ..core.fields import check_field
 from ..emulator import cli as emulator_cli
 from .common import EXIT_USAGE, PROG, STOP_GRACE
+from .etag import add_etag_parser
 
 EXIT_CODES_HELP = """\
 exit codes (sysexits):
@@ -418,4 +419,5 @@ def build_parser() -> argparse.ArgumentParser:
     abort.add_argument("--upload-id", required=True, type=_upload_id, metavar="ID")
     abort.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="where to look for checkpoints")
     _add_service_options(abort)
+    add_etag_parser(commands)
     return parser
