@@ -22,6 +22,7 @@ from .bai import BaiBuilder, NotIndexable
 from .etag import FastqDigest, FastqSummary, NotFastq
 
 CHUNK = 4 * 1024 * 1024
+READ = 1024 * 1024  # what a reader is fed at a time: an inflater given more copies its unread rest on each call
 # The index of a CRAM read set. This store does not parse CRAM, so the file it serves as ``file=INDEX`` is a
 # marker, not a CRAI: a tool that reads it as an index fails on its first bytes rather than trusting an index
 # that describes nothing. (BAM read sets get a real BAI.)
@@ -111,7 +112,7 @@ def assemble(job: Job, name: str, parts: list[Path], reader: Reader | None) -> t
             with part.open("rb") as handle:
                 _join(handle, out)
                 handle.seek(0)
-                while (reader is not None or len(head) < 4) and (chunk := handle.read(CHUNK)):
+                while (reader is not None or len(head) < 4) and (chunk := handle.read(READ)):
                     if job.cancelled.is_set():
                         raise Cancelled()
                     if len(head) < 4:
