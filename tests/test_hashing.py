@@ -3,6 +3,7 @@ errors included, for every kind of FASTQ, whatever the chunking and the type of 
 
 from __future__ import annotations
 
+import gc
 import gzip
 import threading
 from pathlib import Path
@@ -80,4 +81,17 @@ def test_a_summer_given_up_ends_its_threads() -> None:
     summer.update(gzip.compress(RAW)[:10_000])
     summer.close()
     summer.close()
+    assert threading.active_count() == before
+
+
+def test_a_summer_dropped_unfinished_ends_its_threads() -> None:
+    before = threading.active_count()
+    summer = ThreadedSummer()
+    summer.update(gzip.compress(RAW)[:10_000])
+    stages = summer._stages
+    assert stages is not None and threading.active_count() == before + 2
+    del summer
+    gc.collect()
+    for stage in stages:
+        stage._thread.join(timeout=10)
     assert threading.active_count() == before

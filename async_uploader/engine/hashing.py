@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,11 @@ class _Stage:
         self._thread.join()
 
 
+def _release(stages: tuple[_Stage, ...]) -> None:
+    for stage in stages:
+        stage.put(None)
+
+
 class ThreadedSummer(FastqSummer):
     """``FastqSummer`` with its stages overlapped: ``update`` inflates in the caller's thread, a thread of its own
     hashes, another counts. ``finish`` (or ``close``, to give up) ends the threads; ``update`` never raises."""
@@ -74,6 +80,8 @@ class ThreadedSummer(FastqSummer):
     def _started(self) -> tuple[_Stage, _Stage]:
         if self._stages is None:
             self._stages = (_Stage("etag-hash", self._digest.update), _Stage("etag-count", self._records.update))
+            # a summer dropped unfinished (a stream whose upload stopped) still ends its threads
+            self._release = weakref.finalize(self, _release, self._stages)
         return self._stages
 
     def _send(self, pieces: Any) -> None:
@@ -99,6 +107,7 @@ class ThreadedSummer(FastqSummer):
             return
         self._closed = True
         if self._stages is not None:
+            self._release.detach()
             for stage in self._stages:
                 stage.join()
 
