@@ -142,3 +142,31 @@ async def test_discard_reports_no_etag(make_store: MakeStore) -> None:
 def test_store_options_refuse_unknown_family() -> None:
     with pytest.raises(ValueError, match="etag_family"):
         StoreOptions(etag_family="CRC32up")
+
+
+@pytest.mark.parametrize("threads", [True, False])
+@pytest.mark.parametrize("vectorised", [True, False])
+def test_every_way_of_counting_gives_the_same_answer(
+    threads: bool, vectorised: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from async_uploader.emulator import etag  # noqa: PLC0415
+
+    if not vectorised:
+        monkeypatch.setattr(etag, "_numpy", lambda: None)
+    text, bases = records(3000, "ways")
+    crlf = text.replace(b"\n", b"\r\n")
+    for data, raw in ((bgzf(text), text), (crlf, crlf), (gzip.compress(text) * 1, text)):
+        for step in (7, 65536, 10**7):
+            digest = FastqDigest("MD5up", threads=threads)
+            for start in range(0, len(data), step):
+                digest.update(data[start : start + step])
+            summary = digest.finish()
+            assert (summary.digest, summary.reads, summary.bases) == (hashlib.md5(raw).hexdigest(), 3000, bases)
+    for bad, why in (
+        (b"@r\nAC\n+\nII\n" * 100_000 + b"@r\nACG\n+\nII\n", "quality"),
+        (b"@r\n\n-\n\n" * 9, "separator"),
+    ):
+        digest = FastqDigest("MD5up", threads=threads)
+        with pytest.raises(NotFastq, match=why):
+            digest.update(bad)
+            digest.finish()

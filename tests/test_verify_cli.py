@@ -127,3 +127,27 @@ async def test_a_bam_declared_as_fastq_is_refused_in_a_second_before_anything_is
     ]
     assert requests == []  # not even the reachability probe
     assert time.monotonic() - started < 10  # the process's start-up, and the first MiB read
+
+
+async def test_a_gzip_stream_cut_inside_a_member_is_bad_input_naming_the_source(
+    tmp_path: Path, cli_env: dict[str, str], pair: list[Path]
+) -> None:
+    data = pair[0].read_bytes()
+    async with LocalStore(StoreOptions(data_dir=tmp_path / "store")) as store:
+        argv = upload_argv(store.url, Path("-"), extra=("--part-size", "64KiB"))
+        run = await run_cli_process(argv, env=cli_env, stdin=data[: len(data) // 2 + 7], limit=60)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr_lines == [
+        "async-uploader: error: SOURCE1 (a stream) is truncated: its last gzip member ends early"
+    ]
+
+
+async def test_a_truncated_gzip_file_is_bad_input_naming_the_source(
+    tmp_path: Path, cli_env: dict[str, str], pair: list[Path]
+) -> None:
+    cut = tmp_path / "cut.fastq.gz"
+    cut.write_bytes(pair[0].read_bytes()[:-1000])
+    async with LocalStore(StoreOptions(data_dir=tmp_path / "store")) as store:
+        run = await upload(store, [cut], cli_env)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr_lines == [f"async-uploader: error: SOURCE1 {cut} is truncated: its last gzip member ends early"]

@@ -45,6 +45,7 @@ from .common import (
     service_config,
     upload_config,
 )
+from .etag import cmd_etag
 from .parser import EVENTS_ARGV, build_parser
 from .upload import _cmd_upload, read_set_from_args, run_upload
 
@@ -124,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return emulator_cli.run(args)
+        if args.command == "etag":
+            return cmd_etag(args)
         command = _ASYNC_COMMANDS.get(args.command)
         if command is None:
             parser.error(f"unknown command {args.command!r}")

@@ -16,6 +16,7 @@ from ..core.events import log_event
 from ..core.fields import check_field
 from ..emulator import cli as emulator_cli
 from .common import EXIT_USAGE, PROG, STOP_GRACE
+from .etag import add_etag_parser
 
 EXIT_CODES_HELP = """\
 exit codes (sysexits):
@@ -395,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator_cli.add_arguments(serve)
     _add_admin_commands(commands)
     _add_check_commands(commands)
+    add_etag_parser(commands)
     return parser
 
 

@@ -8,7 +8,9 @@ member (one member, many concatenated, or BGZF blocks, which are gzip members to
 it is. Records are four lines; the bases of a record are its sequence line.
 
 Pure computation. Decompression, hashing and counting release the GIL on large buffers, so a worker thread runs
-this beside the event loop. The inflater is python-isal's where it is installed (about twice zlib's speed here;
+this beside the event loop; ``FastqSummer`` runs the three stages in series, and the pieces it is built of
+(``Decoder``, ``RecordCounter``, ``summary``) let a caller run them in threads of their own, overlapped
+(``engine.hashing``). The inflater is python-isal's where it is installed (about twice zlib's speed here;
 ``benchmarks/verify_cost.py``), zlib's otherwise; counting uses numpy where installed, ``bytes.split`` otherwise.
 Both are in the ``fast`` extra.
 """
@@ -45,11 +47,16 @@ def _numpy() -> Any:
 __all__ = [
     "ALGORITHMS",
     "FAMILIES",
+    "Decoder",
     "FastqSummary",
     "FastqSummer",
     "NotFastqError",
+    "RecordCounter",
+    "TruncatedError",
     "check_file_type",
     "inflater_name",
+    "new_hash",
+    "summary",
 ]
 
 FAMILIES = {"MD5up": "md5", "SHA256up": "sha256", "SHA512up": "sha512"}
@@ -63,6 +70,13 @@ SLICE = 2 * 1024 * 1024
 
 class NotFastqError(Exception):
     """The bytes do not decode as (gzip-compressed) FASTQ; the message says where."""
+
+
+class TruncatedError(NotFastqError):
+    """The source ends inside a gzip member: it was cut short (a copy or a download that stopped)."""
+
+    def __init__(self) -> None:
+        super().__init__("its last gzip member ends early")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +142,43 @@ class _Members:
 
     def finish(self) -> None:
         if self._inside:
-            raise NotFastqError("the gzip stream ends inside a member")
+            raise TruncatedError()
 
 
-class _Counter:
+class Decoder:
+    """A source's bytes in order → its uncompressed text: gzip (any members) is inflated, anything else passed on.
+
+    ``feed`` yields the text pieces each chunk completes (each at most SLICE bytes when inflated); ``finish`` the
+    last ones, and raises NotFastqError (TruncatedError when the last member ends early).
+    """
+
+    def __init__(self, inflater: str | None = None) -> None:
+        self._inflater = inflater
+        self._members: _Members | None = None
+        self._head: bytes | None = b""
+
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
+        if self._head is not None:
+            self._head += chunk  # gzip or plain text is decided by the first two bytes
+            if len(self._head) < 2:
+                return
+            chunk, self._head = self._head, None
+            if chunk.startswith(GZIP_MAGIC):
+                self._members = _Members(self._inflater)
+        if self._members is not None:
+            yield from self._members.feed(chunk)
+        elif chunk:
+            yield chunk
+
+    def finish(self) -> Iterator[bytes]:
+        if self._head:  # fewer than two bytes in all
+            yield self._head
+        self._head = None
+        if self._members is not None:
+            self._members.finish()
+
+
+class RecordCounter:
     """FASTQ records and bases of uncompressed text fed in arbitrary pieces; checks the four-line shape."""
 
     def __init__(self, *, vectorized: bool = True) -> None:
@@ -199,6 +246,21 @@ class _Counter:
         return self.lines // 4, self.bases
 
 
+def new_hash(family: str) -> Any:
+    """The hash object of an ETag family (ValueError for an unknown one)."""
+    if family not in FAMILIES:
+        raise ValueError(f"ETag family {family!r} is not one of {', '.join(FAMILIES)}")
+    return hashlib.new(FAMILIES[family])
+
+
+def summary(family: str, digest: str, counter: RecordCounter) -> FastqSummary:
+    """The summary of a source whose whole text went through ``counter`` (NotFastqError if it is not FASTQ)."""
+    reads, bases = counter.finish()
+    if reads == 0:
+        raise NotFastqError("no FASTQ records")
+    return FastqSummary(family, digest, reads, bases)
+
+
 class FastqSummer:
     """``update()`` with a source's bytes in order, then ``finish()`` → ``FastqSummary``.
 
@@ -207,14 +269,10 @@ class FastqSummer:
     """
 
     def __init__(self, family: str = "MD5up", *, inflater: str | None = None, vectorized: bool = True) -> None:
-        if family not in FAMILIES:
-            raise ValueError(f"ETag family {family!r} is not one of {', '.join(FAMILIES)}")
+        self._hash = new_hash(family)
         self.family = family
-        self._hash = hashlib.new(FAMILIES[family])
-        self._counter = _Counter(vectorized=vectorized)
-        self._inflater = inflater
-        self._members: _Members | None = None
-        self._head: bytes | None = b""
+        self._counter = RecordCounter(vectorized=vectorized)
+        self._decoder = Decoder(inflater)
         self._error: NotFastqError | None = None
 
     @property
@@ -230,29 +288,17 @@ class FastqSummer:
             self._error = exc
 
     def _update(self, chunk: bytes) -> None:
-        if self._head is not None:
-            self._head += chunk  # gzip or plain text is decided by the first two bytes
-            if len(self._head) < 2:
-                return
-            chunk, self._head = self._head, None
-            if chunk.startswith(GZIP_MAGIC):
-                self._members = _Members(self._inflater)
-        for piece in self._members.feed(chunk) if self._members is not None else (chunk,):
+        for piece in self._decoder.feed(chunk):
             self._hash.update(piece)
             self._counter.update(piece)
 
     def finish(self) -> FastqSummary:
         if self._error is not None:
             raise self._error
-        if self._head is not None:  # fewer than two bytes in all
-            self._hash.update(self._head)
-            self._counter.update(self._head)
-        if self._members is not None:
-            self._members.finish()
-        reads, bases = self._counter.finish()
-        if reads == 0:
-            raise NotFastqError("no FASTQ records")
-        return FastqSummary(self.family, self._hash.hexdigest(), reads, bases)
+        for piece in self._decoder.finish():
+            self._hash.update(piece)
+            self._counter.update(piece)
+        return summary(self.family, self._hash.hexdigest(), self._counter)
 
 
 # -- the file type a source's first bytes show ------------------------------------------------------------------

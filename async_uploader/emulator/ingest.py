@@ -1,22 +1,28 @@
 """What the store does with a read set after Complete, in a worker thread while it is PROCESSING_UPLOAD.
 
 Each source's parts are joined into one stored file (the service keeps one file per source, and serves it in
-parts of the size its metadata reports); while the bytes pass, a FASTQ source is hashed and counted
-(:mod:`.etag`) and a BAM source indexed (:mod:`.bai`). The first bytes decide ACTIVE or UPLOAD_FAILED.
-Plain synchronous code: the app runs :func:`ingest` in a thread and only awaits it.
+parts of the size its metadata reports) by the kernel (``os.copy_file_range``: the bytes do not pass through
+this process a second time); each part is then read once, from the page cache, to hash and count a FASTQ source
+(:mod:`.etag`) or index a BAM source (:mod:`.bai`). The sources of a read set are processed in parallel, one
+thread each. The first bytes decide ACTIVE or UPLOAD_FAILED. Plain synchronous code: the app runs :func:`ingest`
+in a thread and only awaits it.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from .bai import BaiBuilder, NotIndexable
-from .etag import FastqDigest, NotFastq
+from .etag import FastqDigest, FastqSummary, NotFastq
 
 CHUNK = 4 * 1024 * 1024
+READ = 1024 * 1024  # what a reader is fed at a time: an inflater given more copies its unread rest on each call
 # The index of a CRAM read set. This store does not parse CRAM, so the file it serves as ``file=INDEX`` is a
 # marker, not a CRAI: a tool that reads it as an index fails on its first bytes rather than trusting an index
 # that describes nothing. (BAM read sets get a real BAI.)
@@ -74,6 +80,24 @@ def corrupted(digest: str) -> str:
     return digest[:-1] + ("0" if digest[-1] != "0" else "1")
 
 
+def _join(handle: BinaryIO, out: BinaryIO) -> None:
+    """Append all of ``handle`` to ``out``, in the kernel where it can (no copy through user space)."""
+    size = os.fstat(handle.fileno()).st_size
+    done = 0
+    try:
+        while done < size:
+            copied = os.copy_file_range(handle.fileno(), out.fileno(), size - done, done)
+            if copied == 0:
+                break
+            done += copied
+        return
+    except OSError:  # no copy_file_range across these file systems: copy by hand, from where it stopped
+        pass
+    handle.seek(done)
+    out.seek(0, os.SEEK_END)
+    shutil.copyfileobj(handle, out, CHUNK)
+
+
 def assemble(job: Job, name: str, parts: list[Path], reader: Reader | None) -> tuple[Path, bytes, bool]:
     """Join ``parts`` into ``directory/name`` (removing each part once copied), feeding ``reader`` on the way.
 
@@ -86,10 +110,11 @@ def assemble(job: Job, name: str, parts: list[Path], reader: Reader | None) -> t
     with target.open("wb") as out:
         for part in parts:
             with part.open("rb") as handle:
-                while chunk := handle.read(CHUNK):
+                _join(handle, out)
+                handle.seek(0)
+                while (reader is not None or len(head) < 4) and (chunk := handle.read(READ)):
                     if job.cancelled.is_set():
                         raise Cancelled()
-                    out.write(chunk)
                     if len(head) < 4:
                         head = (head + chunk)[:4]
                     if reader is not None:
@@ -97,6 +122,8 @@ def assemble(job: Job, name: str, parts: list[Path], reader: Reader | None) -> t
                             reader.update(chunk)
                         except (NotFastq, NotIndexable):
                             reader = None
+            if job.cancelled.is_set():
+                raise Cancelled()
             part.unlink()
     return target, head, reader is not None
 
@@ -124,6 +151,20 @@ def ingest(job: Job) -> Outcome:
     return Outcome(outcome.files, index)
 
 
+def _fastq_source(job: Job, name: str, parts: list[Path]) -> tuple[Path, str | None, FastqSummary | None]:
+    """One source joined, checked, hashed and counted: its file, what is wrong with it, its summary."""
+    digest = FastqDigest(job.family)
+    try:
+        path, head, hashed = assemble(job, name, parts, digest)
+        try:
+            summary = digest.finish() if hashed else None
+        except NotFastq:
+            summary = None
+    finally:
+        digest.close()
+    return path, format_problem(job.file_type, head, name), summary
+
+
 def _fastq(job: Job) -> Outcome:
     assert job.directory is not None
     files: dict[str, Path] = {}
@@ -131,14 +172,12 @@ def _fastq(job: Job) -> Outcome:
     reads = bases = 0
     problem = None
     decoded = True
-    for name, parts in job.sources.items():
-        digest = FastqDigest(job.family)
-        files[name], head, hashed = assemble(job, name, parts, digest)
-        problem = problem or format_problem(job.file_type, head, name)
-        try:
-            summary = digest.finish() if hashed else None
-        except NotFastq:
-            summary = None
+    with ThreadPoolExecutor(max_workers=len(job.sources) or 1, thread_name_prefix="store-source") as pool:
+        futures = {name: pool.submit(_fastq_source, job, name, parts) for name, parts in job.sources.items()}
+        results = {name: future.result() for name, future in futures.items()}
+    for name, (path, why, summary) in results.items():
+        files[name] = path
+        problem = problem or why
         if summary is None:
             decoded = False
             continue

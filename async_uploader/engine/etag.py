@@ -1,10 +1,13 @@
 """End-to-end verification: the read set's ETag and counts, as the service reports them, against the user's bytes.
 
 While an upload runs, each FASTQ source is read front to back in a worker thread of its own and hashed with the
-store's ETag family (``core.fastq``); a stream is hashed as it is read. After the read set is ACTIVE its ETag
-(``algorithm``, ``source1``, ``source2``) and ``sequenceInformation`` are compared with what was computed here: equal
-means the service holds exactly these reads. The outcome is a ``Verification`` in the upload's result, whatever it
-is: verified, not verified (and why), or a mismatch, which the upload raises as ``VerificationError``.
+store's ETag family, its inflating, hashing and counting overlapped in threads (``engine.hashing``); a stream is
+hashed as it is read. A gzip source whose last member ends early is cut short: the upload stops with SourceError
+(bad input) as soon as that is known, before Complete for a file that is hashed before its last part is sent.
+After the read set is ACTIVE its ETag (``algorithm``, ``source1``, ``source2``) and ``sequenceInformation`` are
+compared with what was computed here: equal means the service holds exactly these reads. The outcome is a
+``Verification`` in the upload's result, whatever it is: verified, not verified (and why), or a mismatch, which the
+upload raises as ``VerificationError``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ import anyio.from_thread
 from anyio.abc import TaskGroup
 
 from ..core.config import FileType, Source
-from ..core.errors import ClockSkewError, RetryExhaustedError, ServiceError, TransportError
-from ..core.fastq import ALGORITHMS, FastqSummary, FastqSummer, NotFastqError
+from ..core.errors import ClockSkewError, RetryExhaustedError, ServiceError, SourceError, TransportError
+from ..core.fastq import ALGORITHMS, FastqSummary, FastqSummer, NotFastqError, TruncatedError
 from ..core.protocol import ReadSetMetadata
 from ..core.stats import Verification
-from ..edge.sources import summarize_file
 from .calls import Calls, RetryObserver
+from .hashing import ThreadedSummer, summarize_path
 
 __all__ = ["DEFAULT_FAMILY", "Verifier"]
 
@@ -76,7 +79,7 @@ class Verifier:
         """A summer a stream feeds as it is read (in its reading thread), or None when nothing is verified."""
         if not self.applies:
             return None
-        summer = self._streams[source] = FastqSummer(self.family)
+        summer = self._streams[source] = ThreadedSummer(self.family)
         return summer
 
     def start(self, group: TaskGroup, files: Mapping[Source, Path]) -> None:
@@ -117,7 +120,9 @@ class Verifier:
     ) -> None:
         with scope:
             try:
-                summary = await anyio.to_thread.run_sync(summarize_file, path, family, _check_cancelled)
+                summary = await anyio.to_thread.run_sync(summarize_path, path, family, _check_cancelled)
+            except TruncatedError as exc:
+                raise SourceError(f"{source} {path} is truncated: {exc}") from None
             except NotFastqError as exc:
                 self._failures[source] = f"{source} {path} does not decode as FASTQ: {exc}"
             except OSError as exc:
@@ -128,11 +133,14 @@ class Verifier:
                 done.set()
 
     def _finish_streams(self) -> None:
+        """Each stream's summary; SourceError for one cut short."""
         for source, summer in self._streams.items():
             if source in self._summaries or source in self._failures:
                 continue
             try:
                 self._summaries[source] = summer.finish()
+            except TruncatedError as exc:
+                raise SourceError(f"{source} (a stream) is truncated: {exc}") from None
             except NotFastqError as exc:
                 self._failures[source] = f"{source} (a stream) does not decode as FASTQ: {exc}"
 
@@ -147,11 +155,11 @@ class Verifier:
                 algorithm=etag.algorithm if etag else None,
                 remote={s.value: d for s, d in etag.sources.items()} if etag else {},
             )
-        if etag is None:  # nothing to compare with, whatever the sources hold
-            return Verification(verified=False, reason="the store reported no ETag")
         self._finish_streams()
-        if self._failures:
+        if self._failures:  # what the sources hold decides before what the store reports
             return Verification(verified=False, reason="; ".join(self._failures.values()), failed=True)
+        if etag is None:  # nothing to compare with
+            return Verification(verified=False, reason="the store reported no ETag")
         family = ALGORITHMS.get(etag.algorithm)
         if family is None:
             return Verification(
