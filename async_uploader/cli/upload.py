@@ -33,7 +33,7 @@ from .common import (
     upload_config,
 )
 from .dryrun import dry_run
-from .progress import EventWriter, ProgressBar
+from .progress import EventWriter, ProgressBar, ProgressLines
 
 
 def _open_source(text: str, label: str) -> Path | BinaryIO:
@@ -76,10 +76,17 @@ def _checkpoint_from_args(args: argparse.Namespace) -> Path | bool | None:
     return False if args.no_checkpoint else args.checkpoint
 
 
-def _event_handler(events: EventWriter | None) -> Callable[[dict[str, object]], None]:
-    """The upload's ``on_event``: retries logged (seen with -v), and parts, retries, states as --events lines."""
+def _event_handler(
+    events: EventWriter | None, lines: ProgressLines | None = None
+) -> Callable[[dict[str, object]], None]:
+    """The upload's ``on_event``: retries logged (seen with -v), parts, retries, states as --events lines, and
+    phase changes among the progress lines for logs."""
 
     def on_event(event: dict[str, object]) -> None:
+        if event.get("event") == "state":
+            log.debug("phase %s", event.get("state"))
+            if lines is not None:
+                lines.phase(str(event.get("state")))
         if event.get("event") == "retry":
             part = f" {event['source']}#{event['partNumber']}" if event.get("source") else ""
             log.info(
@@ -110,11 +117,23 @@ def _signal_handler(handle: UploadHandle, grace: float) -> Callable[[int, int], 
     return on_signal
 
 
-def _ticks(handle: UploadHandle, bar: ProgressBar | None, events: EventWriter | None) -> list[Tick]:
-    """The progress bar five times a second, a --events progress line each second."""
+def _progress_lines(args: argparse.Namespace, stream: IO[str]) -> ProgressLines | None:
+    """Plain progress lines when stderr is not a terminal (a log), unless -q, --events or an interval of 0."""
+    interval = getattr(args, "progress_interval", 0.0)
+    if args.events or getattr(args, "quiet", False) or not interval or stream.isatty():
+        return None
+    return ProgressLines(stream, interval, prog=PROG)
+
+
+def _ticks(
+    handle: UploadHandle, bar: ProgressBar | None, events: EventWriter | None, lines: ProgressLines | None = None
+) -> list[Tick]:
+    """The progress bar five times a second, a --events progress line each second, a log line per interval."""
     ticks = []
     if bar is not None:
         ticks.append(Tick(0.2, lambda: bar.update(handle.statistics())))
+    if lines is not None:
+        ticks.append(Tick(lines.interval, lambda: lines.update(handle.statistics())))
     if events is not None:
         ticks.append(Tick(1.0, lambda: events.write(progress_event(handle.statistics(), time.time()))))
     return ticks
@@ -136,6 +155,7 @@ async def run_upload(
     events = EventWriter(stderr) if args.events else None
     console = progress_console(args, stderr)
     bar = ProgressBar(console) if console is not None else None
+    lines = _progress_lines(args, stderr) if bar is None else None
     async with AsyncExitStack() as stack:
         if uploader is None:
             limiter = limiter_for(args, config)
@@ -146,9 +166,9 @@ async def run_upload(
             checkpoint=checkpoint,
             restart=args.restart,
             keep_on_failure=args.keep_on_failure,
-            on_event=_event_handler(events),
+            on_event=_event_handler(events, lines),
         )
-        ticks = _ticks(handle, bar, events)
+        ticks = _ticks(handle, bar, events, lines)
         if bar is not None:
             stack.enter_context(bar)
         with Signals(_signal_handler(handle, args.stop_grace)), progress_logging(console):

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m async_uploader.emulator", description="A local HealthOmics sequence store."
+        prog="python -m async_uploader.emulator", description="A local HealthOmics sequence store.", allow_abbrev=False
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))
