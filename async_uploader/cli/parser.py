@@ -490,9 +490,7 @@ def _add_shell_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         "man",
         help="print the man page (roff)",
         description="Print the man page of every command, made from this program's own options.",
-        epilog=_examples(
-            f"{PROG} man > ~/.local/share/man/man1/{PROG}.1 && man {PROG}", f"{PROG} man | man -l -"
-        ),
+        epilog=_examples(f"{PROG} man > ~/.local/share/man/man1/{PROG}.1 && man {PROG}", f"{PROG} man | man -l -"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 

@@ -42,7 +42,8 @@ def human_size(nbytes: float) -> str:
     for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if nbytes >= scale:
             value = nbytes / scale
-            return f"{value:.2f} {unit}" if value < 10 else f"{value:.1f} {unit}"
+            digits = 2 if value < 10 else 1 if value < 100 else 0
+            return f"{value:.{digits}f} {unit}"
     return f"{int(nbytes)} B"
 
 

@@ -12,11 +12,11 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from ..core.config import FileType, ReadSet
+from ..core.config import FileType, ReadSet, Source
 from ..core.errors import ConfigError, SourceError, UploadInterruptedError
 from ..core.events import progress_event, result_event
 from ..core.stats import UploadResult
-from ..edge.sources import check_source_path
+from ..edge.sources import check_source_path, fingerprint_source
 from ..engine.monitor import Monitor, Tick
 from ..engine.uploader import Uploader, UploadHandle
 from .common import (
@@ -47,6 +47,18 @@ def _open_source(text: str, label: str) -> Path | BinaryIO:
     return path
 
 
+def _check_not_identical(source1: Path, source2: Path) -> None:
+    """Paired FASTQ has two different mates: the same file twice (or a copy of it) is a slip of the command line."""
+    if source1.samefile(source2):
+        raise SourceError(f"SOURCE2 {source2} is the same file as SOURCE1 {source1}; give the mate file")
+    one, two = fingerprint_source(Source.SOURCE1, source1), fingerprint_source(Source.SOURCE2, source2)
+    if one.size == two.size and one.fingerprint == two.fingerprint:
+        raise SourceError(
+            f"SOURCE2 {source2} holds the same bytes as SOURCE1 {source1} (size and sampled content); "
+            "give the mate file"
+        )
+
+
 def read_set_from_args(args: argparse.Namespace) -> ReadSet:
     """Check the sources (exist, files, not empty, readable) and the metadata; no request is made."""
     if args.source2 is not None and args.file_type is not FileType.FASTQ:
@@ -55,6 +67,8 @@ def read_set_from_args(args: argparse.Namespace) -> ReadSet:
         raise ConfigError("only one source can be stdin ('-')")
     source1 = _open_source(args.source1, "SOURCE1")
     source2 = _open_source(args.source2, "SOURCE2") if args.source2 is not None else None
+    if isinstance(source1, Path) and isinstance(source2, Path):
+        _check_not_identical(source1, source2)
     return ReadSet(
         source1=source1,
         source2=source2,
