@@ -132,11 +132,13 @@ def test_human_sizes() -> None:
 
 async def test_unknown_options_are_named_and_prefixes_are_not_options(run_cli: RunCli, tmp_path: Path) -> None:
     source = fastq(tmp_path / "r.fastq.gz")
-    typo, prefix, serve_prefix = await asyncio.gather(
+    typo, prefix, serve_prefix, log_file = await asyncio.gather(
         run_cli("upload", str(source), "--store-di", STORE, "--file-type", "FASTQ"),
         run_cli("upload", str(source), "--store-id", STORE, "--end", "http://127.0.0.1:9", "--file-typ", "FASTQ"),
         run_cli("serve", "--stor", STORE),
+        run_cli("uploads", "--store-id", STORE, "--log-file", str(tmp_path / "no-such-dir" / "x.log")),
     )
+    assert log_file.returncode == 2 and len(log_file.stderr_lines) == 1 and "--log-file" in log_file.stderr
     assert typo.returncode == 2 and len(typo.stderr_lines) == 1, typo.stderr
     assert "unknown option --store-di; did you mean --store-id?" in typo.stderr
     assert prefix.returncode == 2 and "unknown option --end; did you mean --endpoint-url?" in prefix.stderr

@@ -1,14 +1,14 @@
 """The ``async-uploader`` command line: argv in, exit code out; the library does the work.
 
 This module parses, dispatches and turns exceptions into exit codes; the commands live beside it:
-``parser`` (every option and its help), ``common`` (exit codes, error lines, settings from arguments, signals,
-progress output), ``upload``, ``batch`` and ``admin`` (uploads, parts, abort), ``progress`` (the bar and the JSON
-lines) and ``demo`` (``make demo``).
+``parser`` (every option and its help), ``shell`` (completion scripts, the man page), ``common`` (exit codes,
+error lines, settings from arguments, signals, progress output), ``upload``, ``batch`` and ``admin`` (uploads,
+parts, abort), ``progress`` (the bar, the lines for logs and the JSON lines) and ``demo`` (``make demo``).
 
 Exit codes (sysexits): 0 done; 1 a permanent failure; 2 bad usage or input (including the AWS configuration,
 wrong credentials or clock); 75 temporary: interrupted, or a transient failure that outlasted every retry (run the
-same command again). Every error is one line on stderr, ``async-uploader: error: ...`` (a ``log`` event under
---events); a traceback only with --debug.
+same command again); 141 (128 + SIGPIPE), quietly, when stdout's reader went away. Every error is one line on
+stderr, ``async-uploader: error: ...`` (a ``log`` event under --events); a traceback only with --debug.
 """
 
 from __future__ import annotations

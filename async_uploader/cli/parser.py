@@ -30,6 +30,7 @@ exit codes (sysexits):
       wrong credentials or clock
   75  temporary (EX_TEMPFAIL), run the same command again later: interrupted (SIGINT/SIGTERM), or
       network, proxy, timeouts, throttling or 5xx still failing after every retry
+  141 stdout's reader went away (| head): stopped quietly, as cat does
 
 environment (as botocore and the AWS CLI read them; README "Where users are"):
   AWS_PROFILE, AWS_REGION/AWS_DEFAULT_REGION, the credential chain (incl. credential_process, SSO)
