@@ -308,7 +308,9 @@ def test_cli_prints_url_and_stops_on_sigterm(tmp_path: Path) -> None:
             assert asyncio.run(probe()) == 403
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0
-            assert proc.stdout.read() == ""
+            # After the URL, for people: the keys, the store ids, an upload command; nothing more.
+            rest = proc.stdout.read().splitlines()
+            assert [line.split(":")[0] for line in rest] == ["keys", "store ids", "upload with"], rest
         finally:
             if proc.poll() is None:
                 proc.kill()

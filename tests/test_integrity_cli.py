@@ -13,7 +13,7 @@ import pytest
 
 from async_uploader.emulator import LocalStore, StoreOptions
 from tests.conftest import CliRun, run_cli_process
-from tests.helpers import gzip_like, upload_argv
+from tests.helpers import fastq_gz, gzip_like, upload_argv
 
 
 @pytest.fixture
@@ -201,9 +201,9 @@ async def test_a_part_size_too_small_is_refused_with_the_smallest_that_works(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     small = gzip_like(tmp_path / "small.fq.gz", 1_000_001)
-    large = tmp_path / "large.fq.gz"  # sparse: 20 GB that take no room
+    large = tmp_path / "large.fq.gz"  # sparse: 20 GB that take no room, FASTQ in its first bytes (--dry-run looks)
     with large.open("wb") as out:
-        out.write(b"\x1f\x8b")
+        out.write(fastq_gz(4096))
         out.truncate(20_000_000_001)
 
     async def dry_run(source: Path, part_size: str) -> CliRun:

@@ -1,20 +1,22 @@
 """The ``async-uploader`` command line: argv in, exit code out; the library does the work.
 
 This module parses, dispatches and turns exceptions into exit codes; the commands live beside it:
-``parser`` (every option and its help), ``common`` (exit codes, error lines, settings from arguments, signals,
-progress output), ``upload``, ``batch``, ``admin`` (uploads, parts, abort), ``check`` (verify, status, ls),
-``progress`` (the bar and the JSON lines) and ``demo`` (``make demo``).
+``parser`` (every option and its help), ``shell`` (completion scripts, the man page), ``common`` (exit codes,
+error lines, settings from arguments, signals, progress output), ``upload``, ``batch``, ``admin`` (uploads, parts,
+abort), ``check`` (verify, status, ls), ``etag``, ``progress`` (the bar, the lines for logs and the JSON lines) and
+``demo`` (``make demo``).
 
 Exit codes (sysexits): 0 done; 1 a permanent failure; 2 bad usage or input (including the AWS configuration,
 wrong credentials or clock); 75 temporary: interrupted, or a transient failure that outlasted every retry (run the
-same command again). Every error is one line on stderr, ``async-uploader: error: ...`` (a ``log`` event under
---events); a traceback only with --debug.
+same command again); 141 (128 + SIGPIPE), quietly, when stdout's reader went away. Every error is one line on
+stderr, ``async-uploader: error: ...`` (a ``log`` event under --events); a traceback only with --debug.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -46,7 +48,8 @@ from .common import (
     upload_config,
 )
 from .etag import cmd_etag
-from .parser import EVENTS_ARGV, build_parser
+from .parser import EVENTS_ARGV, build_parser, check_options
+from .shell import PLAIN_COMMANDS as _PLAIN_COMMANDS
 from .upload import _cmd_upload, read_set_from_args, run_upload
 
 __all__ = [
@@ -72,6 +75,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+EXIT_CLOSED_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for ``cat`` when the reader of its output stopped."""
 
 _new_loop: Callable[[], asyncio.AbstractEventLoop] | None
 try:
@@ -111,26 +117,47 @@ def _warn_unverified_tls(args: argparse.Namespace) -> None:
         )
 
 
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    if args.command == "serve":
+        return emulator_cli.run(args)
+    if args.command in _PLAIN_COMMANDS:
+        return _PLAIN_COMMANDS[args.command](args, parser)
+    if args.command == "etag":
+        return cmd_etag(args)
+    command = _ASYNC_COMMANDS.get(args.command)
+    if command is None:
+        parser.error(f"unknown command {args.command!r}")
+    return _run(command(args, argv))
+
+
+def _closed_pipe() -> int:
+    """stdout's reader went away (``| head``): stop quietly, as ``cat`` does, with 128 + SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
+    except (OSError, ValueError):
+        pass
+    return EXIT_CLOSED_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script passes it to sys.exit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     EVENTS_ARGV[:] = argv
+    check_options(parser, argv)
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     events = bool(getattr(args, "events", False))
-    configure_logging(args)
-    _warn_unverified_tls(args)
     started = time.monotonic()
     try:
-        if args.command == "serve":
-            return emulator_cli.run(args)
-        if args.command == "etag":
-            return cmd_etag(args)
-        command = _ASYNC_COMMANDS.get(args.command)
-        if command is None:
-            parser.error(f"unknown command {args.command!r}")
-        return _run(command(args, argv))
+        configure_logging(args)
+        _warn_unverified_tls(args)
+        code = _dispatch(parser, args, argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except UploadInterruptedError as exc:
         if exc.checkpoint is None:  # nothing to resume: say what happened (with a checkpoint, stderr already has)
             report_error(exc, debug, events=events)

@@ -238,9 +238,29 @@ def configure_logging(args: argparse.Namespace | None, stream: IO[str] | None = 
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(min(level, logging.WARNING))
-    if debug:
+    log_file: Path | None = getattr(args, "log_file", None)
+    if log_file is not None:
+        root.handlers.append(_file_handler(log_file))
+        root.setLevel(logging.DEBUG)
+    if debug or log_file is not None:
         for noisy in ("botocore", "urllib3", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.INFO)
+
+
+class _LogFileHandler(logging.FileHandler):
+    """--log-file: every record of this package from debug up, other libraries' from info up, timestamped."""
+
+
+def _file_handler(path: Path) -> logging.Handler:
+    try:
+        handler = _LogFileHandler(path, mode="a", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--log-file {path}: {exc.strerror or exc}") from None
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    )
+    handler.addFilter(lambda record: record.name.startswith("async_uploader") or record.levelno >= logging.INFO)
+    return handler
 
 
 def resume_command(argv: Sequence[str]) -> str:
@@ -300,7 +320,7 @@ def progress_logging(console: Console | None) -> Iterator[None]:
     root = logging.getLogger()
     saved = list(root.handlers)
     handler = RichHandler(console=console, show_time=False, show_path=False)
-    root.handlers = [handler]
+    root.handlers = [handler, *(kept for kept in saved if isinstance(kept, _LogFileHandler))]
     try:
         yield
     finally:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import platform
+import ssl
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .. import __version__
 from ..core.config import MAX_PART_SIZE, FileType, Source, check_store_id, parse_duration, parse_size
@@ -28,6 +32,7 @@ exit codes (sysexits):
       (an endpoint URL of the wrong scheme among it), wrong credentials or clock
   75  temporary (EX_TEMPFAIL), run the same command again later: interrupted (SIGINT/SIGTERM), or
       network, proxy, timeouts, throttling or 5xx still failing after every retry
+  141 stdout's reader went away (| head): stopped quietly, as cat does
 
 environment (as botocore and the AWS CLI read them; README "Where users are"):
   AWS_PROFILE, AWS_REGION/AWS_DEFAULT_REGION, the credential chain (incl. credential_process, SSO)
@@ -45,6 +50,10 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr and exit code 2 (a ``log`` event when the command
     line asks for --events, so that stream stays JSON even when the arguments are wrong)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # --end is not --endpoint-url: a prefix is an unknown option
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         line = f"{message} (see '{self.prog} --help')"
         if "--events" in sys.argv[1:] or "--events" in EVENTS_ARGV:
@@ -56,6 +65,40 @@ class _Parser(argparse.ArgumentParser):
 
 EVENTS_ARGV: list[str] = []
 """The argv being parsed, when it was given to ``main`` rather than taken from sys.argv."""
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    return [option for action in parser._actions for option in action.option_strings]
+
+
+def check_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Refuse the first unknown ``--option`` by name, with the nearest known one, before any other complaint
+    (argparse would first say that a required option is missing, and never name the typo)."""
+    known = _option_strings(parser)
+    commands = _subparsers(parser)
+    command: argparse.ArgumentParser | None = None
+    for arg in argv:
+        if arg == "--":
+            return
+        if command is None and arg in commands:
+            command = commands[arg]
+            known = known + _option_strings(command)
+            continue
+        if not arg.startswith("--"):
+            continue
+        name = arg.split("=", 1)[0]
+        if name not in known:
+            longer = [option for option in known if option.startswith(name) and len(name) > 2]
+            near = longer[:1] or difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            (command or parser).error(f"unknown option {name}{hint}")
 
 
 def _store_id(text: str) -> str:
@@ -120,6 +163,14 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _duration(text: str) -> float:
+    """A duration: seconds (``90``, ``1.5``) or with a unit (``30s``, ``2m``, ``1h``); 0 is allowed."""
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_seconds(text: str) -> float:
     value = _seconds(text)
     if value == 0:
@@ -181,6 +232,17 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         help="tries per request, the first included (default: AWS_MAX_ATTEMPTS, the profile's max_attempts, else 10)",
     )
     _add_verbosity_options(group)
+    _add_log_file_option(group)
+
+
+def _add_log_file_option(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="PATH",
+        help="append timestamped lines at debug level to PATH (a line per request, retries, phases), whatever "
+        "-q/-v and the terminal; never a credential",
+    )
 
 
 def _add_timeout_options(group: argparse._ArgumentGroup) -> None:
@@ -286,11 +348,8 @@ def _add_rate_options(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def _duration(text: str) -> float:
-    try:
-        value = parse_duration(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _wait_duration(text: str) -> float:
+    value = _duration(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("the wait must be more than 0 seconds")
     return value
@@ -301,7 +360,7 @@ def _add_wait_options(group: argparse._ArgumentGroup) -> None:
     wait = group.add_mutually_exclusive_group()
     wait.add_argument(
         "--wait-timeout",
-        type=_duration,
+        type=_wait_duration,
         default=None,
         metavar="DURATION",
         help="wait at most this long for the store to make the read set ACTIVE (90, 90s, 30m, 6h; default 12h); "
@@ -365,15 +424,28 @@ def _add_stop_options(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def _add_output_options(parser: argparse.ArgumentParser) -> None:
+def _add_output_options(parser: argparse.ArgumentParser, *, lines: bool = False) -> None:
     group = parser.add_argument_group("output")
     group.add_argument("--json", action="store_true", help="print the result as one JSON object")
     group.add_argument("--no-progress", action="store_true", help="no progress bar (shown only on a terminal)")
+    if lines:
+        _add_progress_interval(group)
     group.add_argument(
         "--events",
         action="store_true",
         help="stderr becomes JSON lines only (core.events): states, parts, retries, progress each second, log "
         "lines and the result; stdout is unchanged",
+    )
+
+
+def _add_progress_interval(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--progress-interval",
+        type=_duration,
+        default=60.0,
+        metavar="DURATION",
+        help="when stderr is not a terminal (a log): a progress line each DURATION (default 1m; e.g. 30s, 5m; "
+        "0 for none; none under -q or --events), and the phase changes after the first one",
     )
 
 
@@ -384,20 +456,76 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="print the versions that matter for a bug report, and exit"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_upload_command(commands)
     _add_batch_command(commands)
     serve = commands.add_parser(
         "serve",
-        help="run the local sequence store (prints its URL)",
-        description="Run a local HealthOmics sequence store speaking the multipart upload API.",
+        help="run the local sequence store (prints its URL, keys and an upload command)",
+        description="Run a local HealthOmics sequence store speaking the multipart upload API, until Ctrl-C. It "
+        "prints its URL, the keys it accepts, its store ids and an upload command to paste; a store id it does "
+        "not know is answered 404 ResourceNotFoundException, as the service does.",
+        epilog=_examples(f"{PROG} serve --port 8080", f"{PROG} serve --store-id 1234567890 --store-id 2222222222"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     emulator_cli.add_arguments(serve)
     _add_admin_commands(commands)
     _add_check_commands(commands)
     add_etag_parser(commands)
+    _add_shell_commands(commands)
     return parser
+
+
+class _Version(argparse.Action):
+    """--version: looked up only when asked (the libraries' metadata takes a moment to read)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> NoReturn:
+        sys.stdout.write(versions() + "\n")
+        parser.exit()
+
+
+def versions() -> str:
+    """This program's version and those of what it runs on: Python, the platform, OpenSSL and the libraries."""
+    found = []
+    for name in ("botocore", "aiohttp", "anyio", "uvloop", "isal", "numpy", "rich"):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return (
+        f"{PROG} {__version__}\n"
+        f"Python {platform.python_version()} ({platform.python_implementation()}) on {platform.platform(terse=True)}\n"
+        f"{ssl.OPENSSL_VERSION}\n" + ", ".join(found)
+    )
+
+
+def _examples(*lines: str) -> str:
+    return "example" + ("s" if len(lines) > 1 else "") + ":\n" + "".join(f"  {line}\n" for line in lines)
+
+
+def _add_shell_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    completion = commands.add_parser(
+        "completion",
+        help="print a completion script for bash, zsh or fish",
+        description="Print the completion script for SHELL, made from this program's own options.",
+        epilog=_examples(
+            f"{PROG} completion bash > ~/.local/share/bash-completion/completions/{PROG}",
+            f"{PROG} completion zsh > ~/.zfunc/_{PROG}   (with fpath+=~/.zfunc before compinit)",
+            f"{PROG} completion fish > ~/.config/fish/completions/{PROG}.fish",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"), metavar="SHELL", help="bash, zsh or fish")
+    commands.add_parser(
+        "man",
+        help="print the man page (roff)",
+        description="Print the man page of every command, made from this program's own options.",
+        epilog=_examples(f"{PROG} man > ~/.local/share/man/man1/{PROG}.1 && man {PROG}", f"{PROG} man | man -l -"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _add_upload_command(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -407,7 +535,14 @@ def _add_upload_command(commands: argparse._SubParsersAction[_Parser]) -> None:
         description="Upload one read set. SOURCE '-' reads stdin. Prints the read set id as the last line of "
         "stdout. Interrupted uploads resume when the same command is run again (a checkpoint is kept per "
         "upload).",
-        epilog=EXIT_CODES_HELP,
+        epilog=_examples(
+            f"{PROG} upload reads.fq.gz --store-id 1234567890 --file-type FASTQ --subject-id S1 --sample-id X1 "
+            "--name run1",
+            f"{PROG} upload r1.fq.gz r2.fq.gz --store-id 1234567890 --file-type FASTQ --subject-id S1 "
+            "--sample-id X1 --name pair --dry-run",
+        )
+        + "\n"
+        + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     upload.add_argument("source1", metavar="SOURCE1", help="the file to upload, or '-' for stdin")
@@ -426,7 +561,7 @@ def _add_upload_command(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     checkpoint.add_argument("--no-checkpoint", action="store_true", help="keep no checkpoint (cannot resume)")
     _add_receipt_option(checkpoint)
-    _add_output_options(upload)
+    _add_output_options(upload, lines=True)
     _add_service_options(upload)
 
 
@@ -452,7 +587,7 @@ def _add_batch_command(commands: argparse._SubParsersAction[_Parser]) -> None:
         "generatedFrom, description, tags. Every row is checked before anything is sent. Prints a line per row "
         "as it ends and a table at the end (--json: a JSON line per row and a summary); rows already done are "
         "skipped when the batch is run again.",
-        epilog=EXIT_CODES_HELP,
+        epilog=_examples(f"{PROG} batch manifest.tsv --store-id 1234567890 --max-parallel 8") + "\n" + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     batch.add_argument("manifest", type=Path, metavar="MANIFEST")
@@ -504,23 +639,45 @@ def _add_batch_report_options(batch: argparse.ArgumentParser) -> None:
 
 def _add_admin_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     """uploads, parts and abort: the in-progress uploads of a store."""
-    uploads = commands.add_parser("uploads", help="list a store's in-progress uploads")
-    uploads.add_argument("--store-id", required=True, type=_store_id, metavar="ID")
+    table = "on a terminal a table with a header and sizes for people; else tab-separated raw values"
+    uploads = commands.add_parser(
+        "uploads",
+        help="list a store's in-progress uploads",
+        description="List the multipart uploads in progress in a store (ListMultipartReadSetUploads), with how far "
+        f"each got when a local checkpoint knows it; {table}.",
+        epilog=_examples(f"{PROG} uploads --store-id 1234567890", f"{PROG} uploads --store-id 1234567890 --json"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    uploads.add_argument("--store-id", required=True, type=_store_id, metavar="ID", help="sequence store id")
     uploads.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="where to look for checkpoints")
     uploads.add_argument("--json", action="store_true", help="one JSON object per line")
     _add_service_options(uploads)
 
-    parts = commands.add_parser("parts", help="list the parts of an in-progress upload")
-    parts.add_argument("--store-id", required=True, type=_store_id, metavar="ID")
-    parts.add_argument("--upload-id", required=True, type=_upload_id, metavar="ID")
+    parts = commands.add_parser(
+        "parts",
+        help="list the parts of an in-progress upload",
+        description=f"List the parts the service holds for an upload in progress (ListReadSetUploadParts); {table}.",
+        epilog=_examples(f"{PROG} parts --store-id 1234567890 --upload-id 1122334455 --source SOURCE1"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parts.add_argument("--store-id", required=True, type=_store_id, metavar="ID", help="sequence store id")
+    parts.add_argument("--upload-id", required=True, type=_upload_id, metavar="ID", help="the upload (see uploads)")
     parts.add_argument("--source", type=Source, choices=list(Source), help="one source only")
     parts.add_argument("--json", action="store_true", help="one JSON object per line")
     _add_service_options(parts)
 
-    abort = commands.add_parser("abort", help="abort an in-progress upload and retire its checkpoint")
-    abort.add_argument("--store-id", required=True, type=_store_id, metavar="ID")
-    abort.add_argument("--upload-id", required=True, type=_upload_id, metavar="ID")
+    abort = commands.add_parser(
+        "abort",
+        help="abort an in-progress upload and retire its checkpoint",
+        description="Abort an upload in progress (AbortMultipartReadSetUpload): the service drops its parts. The "
+        "local checkpoint of that upload, if one is found, is removed.",
+        epilog=_examples(f"{PROG} abort --store-id 1234567890 --upload-id 1122334455"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    abort.add_argument("--store-id", required=True, type=_store_id, metavar="ID", help="sequence store id")
+    abort.add_argument("--upload-id", required=True, type=_upload_id, metavar="ID", help="the upload (see uploads)")
     abort.add_argument("--checkpoint-dir", type=Path, metavar="DIR", help="where to look for checkpoints")
+    abort.add_argument("--json", action="store_true", help="print what was done as one JSON object")
     _add_service_options(abort)
 
 
@@ -631,7 +788,7 @@ def _add_verify_command(commands: argparse._SubParsersAction[_Parser]) -> None:
     wait = verify.add_mutually_exclusive_group()
     wait.add_argument(
         "--wait-timeout",
-        type=_duration,
+        type=_wait_duration,
         default=None,
         metavar="DURATION",
         help="wait at most this long in all for the read sets to be ACTIVE (90, 90s, 30m, 6h; default 12h)",

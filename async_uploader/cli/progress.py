@@ -23,9 +23,11 @@ __all__ = [
     "BatchProgress",
     "EventWriter",
     "ProgressBar",
+    "ProgressLines",
     "describe_phase",
     "format_rate",
     "format_seconds",
+    "human_size",
 ]
 
 _PAST_THE_BYTES = frozenset({"confirming", "completing", "finding", "checking", "waiting", "verifying", "done"})
@@ -57,6 +59,16 @@ def describe_phase(state: str, elapsed: float) -> str:
 def format_rate(bytes_per_second: float) -> str:
     """Throughput in decimal megabytes per second, as ``12.3 MB/s``."""
     return f"{bytes_per_second / 1e6:.1f} MB/s"
+
+
+def human_size(nbytes: float) -> str:
+    """A size in decimal units for people, as ``512 B``, ``12.3 MB``, ``1.50 GB``."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            value = nbytes / scale
+            digits = 2 if value < 10 else 1 if value < 100 else 0
+            return f"{value:.{digits}f} {unit}"
+    return f"{int(nbytes)} B"
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -100,14 +112,76 @@ class EventWriter:
         self.write(event)
 
 
+class ProgressLines:
+    """Progress for logs (stderr not a terminal): one plain, timestamped line per interval.
+
+    Each line gives the phase, bytes and percent, MB/s over the interval, ETA and retries. Phase changes get a
+    line as they happen once the first progress line is out: an upload shorter than one interval stays as quiet
+    as before, its summary line saying it all.
+    """
+
+    def __init__(self, stream: IO[str], interval: float, *, prog: str = "async-uploader") -> None:
+        self._stream = stream
+        self.interval = interval
+        self._prog = prog
+        self._started = time.monotonic()
+        self._last: tuple[float, int] | None = None
+        self._phase: str | None = None
+
+    def _write(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self._stream.write(f"{stamp} {self._prog}: {text}\n")
+        self._stream.flush()
+
+    def phase(self, state: str) -> None:
+        """The upload entered ``state`` (a ``state`` event)."""
+        if state != self._phase and self._last is not None:
+            self._write(f"phase {state}: {PHASE_WORDS.get(state, state)}")
+        self._phase = state
+
+    def line(self, stats: UploadStatistics, now: float) -> str:
+        """The progress line for ``stats`` (and remember this sample for the next rate)."""
+        done = max(stats.total_bytes_sent, stats.total_bytes_done)
+        total = stats.total_bytes
+        since, before = self._last if self._last is not None else (self._started, 0)
+        seconds = now - since
+        rate = (done - before) / seconds if seconds > 0 else 0.0
+        if stats.state in _PAST_THE_BYTES or rate <= 0:
+            rate = done / stats.elapsed if stats.elapsed > 0 else 0.0
+        self._last = (now, done)
+        amount = human_size(done)
+        if total is not None:
+            percent = done * 100 / total if total else 100.0
+            amount += f" of {human_size(total)} ({percent:.1f}%)"
+        eta = (total - done) / rate if total is not None and rate > 0 else None
+        return (
+            f"{describe_phase(stats.state, stats.phase_elapsed)}: {amount}, {format_rate(rate)}, "
+            f"ETA {format_seconds(eta)}, retries {stats.retries}"
+            f" ({stats.throttles} throttled)"
+        )
+
+    def update(self, stats: UploadStatistics, now: float | None = None) -> None:
+        """Write a line when an interval has passed since the last one (the first: since the start)."""
+        now = time.monotonic() if now is None else now
+        since = self._last[0] if self._last is not None else self._started
+        if now - since < self.interval * 0.9:  # the monitor's last call at the end of a short run
+            return
+        self._write(self.line(stats, now))
+
+
 class ProgressBar:
     """A rich progress display: a row per source (bytes, percent, parts) and a total row (MB/s, ETA, retries)."""
+
+    NARROW = 120
+    """Below this many columns the display is one line: the bar, percent, bytes, MB/s and ETA."""
 
     def __init__(self, console: Console, *, label: str | None = None) -> None:
         self.console = console
         self._label = label
+        self._narrow = console.width < self.NARROW
+        columns = [] if self._narrow else [TextColumn("{task.description}")]
         self._progress = Progress(
-            TextColumn("{task.description}"),
+            *columns,
             BarColumn(bar_width=None),
             TaskProgressColumn(),
             DownloadColumn(binary_units=False),
@@ -143,9 +217,34 @@ class ProgressBar:
             self._tasks[key] = self._progress.add_task(description, total=None, detail="")
         return self._tasks[key]
 
+    def _totals(self, stats: UploadStatistics, now: float) -> tuple[int, int | None, float, float | None]:
+        """Bytes done, bytes in all (None while unknown), the rate shown and the ETA."""
+        done = max(sum(stats.bytes_sent.values()), sum(stats.bytes_done.values()))
+        total_bytes = stats.total_bytes
+        recent = self._rate.update(now, done)
+        average = done / stats.elapsed if stats.elapsed > 0 else 0.0
+        if stats.state in _PAST_THE_BYTES:
+            rate = stats.timings.transfer_rate or average
+        else:
+            rate = average if recent is None else recent
+        eta = (total_bytes - done) / rate if total_bytes is not None and rate > 0 else None
+        return done, total_bytes, rate, eta
+
+    def _update_narrow(self, stats: UploadStatistics, now: float) -> None:
+        """One line for every source together: the bar, percent, bytes, MB/s, ETA (retries once there are any)."""
+        done, total_bytes, rate, eta = self._totals(stats, now)
+        detail = f"{format_rate(rate)} ETA {format_seconds(eta)}"
+        if stats.retries:
+            detail += f" retries {stats.retries}"
+        self._progress.update(self._task("total", "total"), completed=done, total=total_bytes, detail=detail)
+        self._progress.refresh()
+
     def update(self, stats: UploadStatistics, now: float | None = None) -> None:
         """Redraw from a statistics snapshot."""
         now = time.monotonic() if now is None else now
+        if self._narrow:
+            self._update_narrow(stats, now)
+            return
         sources = list(stats.bytes_total)
         for source in sources:
             total = stats.bytes_total.get(source)
@@ -160,15 +259,7 @@ class ProgressBar:
                 total=total,
                 detail=parts,
             )
-        done = max(sum(stats.bytes_sent.values()), sum(stats.bytes_done.values()))
-        total_bytes = stats.total_bytes
-        recent = self._rate.update(now, done)
-        average = done / stats.elapsed if stats.elapsed > 0 else 0.0
-        if stats.state in _PAST_THE_BYTES:
-            rate = stats.timings.transfer_rate or average
-        else:
-            rate = average if recent is None else recent
-        eta = (total_bytes - done) / rate if total_bytes is not None and rate > 0 else None
+        done, total_bytes, rate, eta = self._totals(stats, now)
         detail = f"{format_rate(rate)}  ETA {format_seconds(eta)}  retries {stats.retries}"
         detail += f"  throttles {stats.throttles}  {describe_phase(stats.state, stats.phase_elapsed)}"
         if len(sources) > 1 or self._label:

@@ -13,11 +13,11 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from ..core.config import FileType, ReadSet
+from ..core.config import FileType, ReadSet, Source
 from ..core.errors import ConfigError, SourceError, UploadInterruptedError
 from ..core.events import progress_event, result_event
 from ..core.stats import UploadResult
-from ..edge.sources import check_source_path
+from ..edge.sources import check_source_path, fingerprint_source
 from ..engine.monitor import Monitor, Tick
 from ..engine.uploader import Uploader, UploadHandle
 from .common import (
@@ -34,7 +34,7 @@ from .common import (
     upload_config,
 )
 from .dryrun import dry_run
-from .progress import EventWriter, ProgressBar
+from .progress import EventWriter, ProgressBar, ProgressLines
 
 
 def _open_source(text: str, label: str) -> Path | BinaryIO:
@@ -48,6 +48,18 @@ def _open_source(text: str, label: str) -> Path | BinaryIO:
     return path
 
 
+def _check_not_identical(source1: Path, source2: Path) -> None:
+    """Paired FASTQ has two different mates: the same file twice (or a copy of it) is a slip of the command line."""
+    if source1.samefile(source2):
+        raise SourceError(f"SOURCE2 {source2} is the same file as SOURCE1 {source1}; give the mate file")
+    one, two = fingerprint_source(Source.SOURCE1, source1), fingerprint_source(Source.SOURCE2, source2)
+    if one.size == two.size and one.fingerprint == two.fingerprint:
+        raise SourceError(
+            f"SOURCE2 {source2} holds the same bytes as SOURCE1 {source1} (size and sampled content); "
+            "give the mate file"
+        )
+
+
 def read_set_from_args(args: argparse.Namespace) -> ReadSet:
     """Check the sources (exist, files, not empty, readable) and the metadata; no request is made."""
     if args.source2 is not None and args.file_type is not FileType.FASTQ:
@@ -56,6 +68,8 @@ def read_set_from_args(args: argparse.Namespace) -> ReadSet:
         raise ConfigError("only one source can be stdin ('-')")
     source1 = _open_source(args.source1, "SOURCE1")
     source2 = _open_source(args.source2, "SOURCE2") if args.source2 is not None else None
+    if isinstance(source1, Path) and isinstance(source2, Path):
+        _check_not_identical(source1, source2)
     return ReadSet(
         source1=source1,
         source2=source2,
@@ -77,10 +91,17 @@ def _checkpoint_from_args(args: argparse.Namespace) -> Path | bool | None:
     return False if args.no_checkpoint else args.checkpoint
 
 
-def _event_handler(events: EventWriter | None) -> Callable[[dict[str, object]], None]:
-    """The upload's ``on_event``: retries logged (seen with -v), and parts, retries, states as --events lines."""
+def _event_handler(
+    events: EventWriter | None, lines: ProgressLines | None = None
+) -> Callable[[dict[str, object]], None]:
+    """The upload's ``on_event``: retries logged (seen with -v), parts, retries, states as --events lines, and
+    phase changes among the progress lines for logs."""
 
     def on_event(event: dict[str, object]) -> None:
+        if event.get("event") == "state":
+            log.debug("phase %s", event.get("state"))
+            if lines is not None:
+                lines.phase(str(event.get("state")))
         if event.get("event") == "retry":
             part = f" {event['source']}#{event['partNumber']}" if event.get("source") else ""
             log.info(
@@ -111,11 +132,23 @@ def _signal_handler(handle: UploadHandle, grace: float) -> Callable[[int, int], 
     return on_signal
 
 
-def _ticks(handle: UploadHandle, bar: ProgressBar | None, events: EventWriter | None) -> list[Tick]:
-    """The progress bar five times a second, a --events progress line each second."""
+def _progress_lines(args: argparse.Namespace, stream: IO[str]) -> ProgressLines | None:
+    """Plain progress lines when stderr is not a terminal (a log), unless -q, --events or an interval of 0."""
+    interval = getattr(args, "progress_interval", 0.0)
+    if args.events or getattr(args, "quiet", False) or not interval or stream.isatty():
+        return None
+    return ProgressLines(stream, interval, prog=PROG)
+
+
+def _ticks(
+    handle: UploadHandle, bar: ProgressBar | None, events: EventWriter | None, lines: ProgressLines | None = None
+) -> list[Tick]:
+    """The progress bar five times a second, a --events progress line each second, a log line per interval."""
     ticks = []
     if bar is not None:
         ticks.append(Tick(0.2, lambda: bar.update(handle.statistics())))
+    if lines is not None:
+        ticks.append(Tick(lines.interval, lambda: lines.update(handle.statistics())))
     if events is not None:
         ticks.append(Tick(1.0, lambda: events.write(progress_event(handle.statistics(), time.time()))))
     return ticks
@@ -137,6 +170,7 @@ async def run_upload(
     events = EventWriter(stderr) if args.events else None
     console = progress_console(args, stderr)
     bar = ProgressBar(console) if console is not None else None
+    lines = _progress_lines(args, stderr) if bar is None else None
     async with AsyncExitStack() as stack:
         if uploader is None:
             limiter = limiter_for(args, config)
@@ -147,10 +181,10 @@ async def run_upload(
             checkpoint=checkpoint,
             restart=args.restart,
             keep_on_failure=args.keep_on_failure,
-            on_event=_event_handler(events),
+            on_event=_event_handler(events, lines),
             receipt=getattr(args, "receipt", None),
         )
-        ticks = _ticks(handle, bar, events)
+        ticks = _ticks(handle, bar, events, lines)
         if bar is not None:
             stack.enter_context(bar)
         with Signals(_signal_handler(handle, args.stop_grace)), progress_logging(console):

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from .auth import UNSIGNED_PAYLOAD, Verifier
-from .errors import ApiError, for_status, validation
+from .errors import ApiError, for_status, not_found, validation
 from .faults import QUOTA_KIND, Fault, Pacer, QuotaBucket, RequestKey, decide, reset_offset
 from .ingest import Cancelled, Job, Outcome, ingest
 from .options import StoreOptions
@@ -211,6 +211,9 @@ class StoreApp:
         else:
             self.verify(request, content_hash)
         call.store_id = check_id(info["store"], "sequenceStoreId")
+        known = self.options.store_ids
+        if known is not None and call.store_id not in known:
+            raise not_found(f"Sequence store {call.store_id} not found")
         if "upload" in info:
             call.upload_id = check_id(info["upload"], "uploadId")
         if "readset" in info:

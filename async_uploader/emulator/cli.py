@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -11,13 +13,35 @@ from pathlib import Path
 from .etag import FAMILIES
 from .faults import SERVICE_QUOTAS, FaultOptions
 from .options import DEFAULT_MAX_PART_SIZE, StoreOptions
+from .parsing import ID_RE
 from .server import LocalStore
+
+DEFAULT_STORE_ID = "1234567890"
+"""The one store ``serve`` knows unless told others: the id the README's examples and the scripts use."""
+
+
+def _store_id(text: str) -> str:
+    if not ID_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"store id {text!r} must be 10 to 36 digits")
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
     parser.add_argument("--data-dir", type=Path, help="where parts and read sets go (default: a temporary dir)")
+    parser.add_argument(
+        "--store-id",
+        dest="store_ids",
+        action="append",
+        type=_store_id,
+        metavar="ID",
+        help=f"a sequence store this store knows (repeatable; default {DEFAULT_STORE_ID}); requests naming any "
+        "other are answered 404 ResourceNotFoundException, as the service does",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the start line as one JSON object (url, keys, store ids, command)"
+    )
     parser.add_argument("--access-key", default="test", help="the one accepted access key id (default test)")
     parser.add_argument("--secret-key", default="test", help="its secret key (default test)")
     parser.add_argument(
@@ -132,18 +156,59 @@ def options_from_args(args: argparse.Namespace) -> StoreOptions:
         clock_offset=args.clock_offset,
         processing_delay=args.ingest_delay,
         ingest_mbps=args.ingest_rate,
+        store_ids=tuple(dict.fromkeys(args.store_ids or [DEFAULT_STORE_ID])),
     )
 
 
-async def serve(options: StoreOptions) -> None:
+def upload_command(url: str, options: StoreOptions, ca_path: Path | None) -> str:
+    """A command that uploads into this store, ready to paste (the file name is the one thing to change)."""
+    store_id = (options.store_ids or (DEFAULT_STORE_ID,))[0]
+    words = [
+        f"AWS_ACCESS_KEY_ID={shlex.quote(options.access_key)}",
+        f"AWS_SECRET_ACCESS_KEY={shlex.quote(options.secret_key)}",
+        "async-uploader upload reads.fastq.gz",
+        f"--endpoint-url {url} --region us-east-1",
+    ]
+    if ca_path is not None:
+        words.append(f"--ca-bundle {shlex.quote(str(ca_path))}")
+    words.append(f"--store-id {store_id} --file-type FASTQ --subject-id S1 --sample-id X1 --name reads")
+    return " ".join(words)
+
+
+def start_lines(url: str, options: StoreOptions, ca_path: Path | None, *, as_json: bool) -> list[str]:
+    """What ``serve`` prints once it listens: the URL first (then ``ca-file: PATH`` with TLS), for scripts that read
+    the first line(s); then the keys, the store ids and an upload command, for people. Or all as one JSON object."""
+    command = upload_command(url, options, ca_path)
+    stores = list(options.store_ids) if options.store_ids is not None else None
+    if as_json:
+        record = {
+            "url": url,
+            "caFile": str(ca_path) if ca_path is not None else None,
+            "accessKeyId": options.access_key,
+            "secretAccessKey": options.secret_key,
+            "storeIds": stores,
+            "uploadCommand": command,
+        }
+        return [json.dumps(record)]
+    lines = [url]
+    if ca_path is not None:
+        lines.append(f"ca-file: {ca_path}")
+    lines += [
+        f"keys: access key id {options.access_key}, secret access key {options.secret_key} (signature version 4)",
+        f"store ids: {', '.join(stores) if stores is not None else 'any'}",
+        f"upload with: {command}",
+    ]
+    return lines
+
+
+async def serve(options: StoreOptions, *, as_json: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with LocalStore(options) as store:
-        print(store.url, flush=True)
-        if store.ca_path is not None:
-            print(f"ca-file: {store.ca_path}", flush=True)
+        for line in start_lines(store.url, options, store.ca_path, as_json=as_json):
+            print(line, flush=True)
         await stop.wait()
 
 
@@ -154,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(options))
+        asyncio.run(serve(options, as_json=getattr(args, "json", False)))
     except ValueError as exc:  # TLS files that cannot be used
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -166,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m async_uploader.emulator", description="A local HealthOmics sequence store."
+        prog="python -m async_uploader.emulator", description="A local HealthOmics sequence store.", allow_abbrev=False
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))

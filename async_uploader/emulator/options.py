@@ -50,6 +50,9 @@ class StoreOptions:
     tls: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # The sequence stores this store knows; a request naming another is answered 404 ResourceNotFoundException, as
+    # the service does. None: any well-formed store id is a store (made on first use).
+    store_ids: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.etag_family not in FAMILIES:
