@@ -51,7 +51,8 @@ async def silent_endpoint() -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def create_hangs() -> AsyncIterator[tuple[str, asyncio.Event]]:
-    """Answers anything else with a 404 (so the preflight passes) and holds every Create forever."""
+    """Answers ListReadSets with none, anything else with a 404 (so the preflight passes), and holds every Create
+    forever."""
     seen = asyncio.Event()
 
     async def create(request: web.Request) -> web.StreamResponse:
@@ -62,8 +63,12 @@ async def create_hangs() -> AsyncIterator[tuple[str, asyncio.Event]]:
     async def other(request: web.Request) -> web.StreamResponse:
         return web.json_response({"message": "no such route"}, status=404)
 
+    async def no_read_sets(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"readSets": []})  # the look for these files in the store finds none
+
     app = web.Application()
     app.router.add_post("/sequencestore/{store}/upload", create)
+    app.router.add_post("/sequencestore/{store}/readsets", no_read_sets)
     app.router.add_route("*", "/{tail:.*}", other)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
     await runner.setup()
