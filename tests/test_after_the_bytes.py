@@ -160,3 +160,31 @@ async def test_a_batch_frees_slots_at_complete_and_ctrl_c_while_waiting_resumes_
     rows_done = [r for r in done if r.get("row")]
     assert len(rows_done) == 8 and all(r.get("readSetId") for r in rows_done)
     assert os.path.isdir(tmp_path / "batch")
+
+
+async def test_a_batch_with_no_wait_ends_at_the_last_complete_and_verify_checks_its_folder_later(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    folder = tmp_path / "reads"
+    folder.mkdir()
+    rows = []
+    for n in range(3):
+        write_fastq_gz(folder / f"s{n}.fastq.gz", 100 * KIB, seed=n + 11)
+        rows.append(f"s{n}.fastq.gz\tFASTQ\tsubject-{n}\tsample-{n}\tlater-{n}")
+    manifest = folder / "manifest.tsv"
+    manifest.write_text("source1\tsourceFileType\tsubjectId\tsampleId\tname\n" + "\n".join(rows) + "\n")
+    batch_dir = tmp_path / "batch"
+    async with LocalStore(StoreOptions(data_dir=tmp_path / "store", processing_delay=3.0)) as store:
+        argv = ["batch", str(manifest), "--store-id", STORE_ID, "--endpoint-url", store.url, "--part-size", "64KiB"]
+        run = await run_cli_process(
+            [*argv, "--checkpoint-dir", str(batch_dir), "--no-wait", "--json", "--no-progress"], env=cli_env, limit=90
+        )
+        assert run.returncode == 0, run.stderr
+        ids = [json.loads(line)["readSetId"] for line in run.stdout.splitlines() if '"row"' in line]
+        assert len(ids) == 3 and all([await status_of(store, i) == "PROCESSING_UPLOAD" for i in ids])
+        check = await run_cli_process(
+            ["verify", str(batch_dir), "--endpoint-url", store.url, "--json"], env=cli_env, limit=90
+        )
+    assert check.returncode == 0, check.stderr
+    outcomes = [json.loads(line) for line in check.stdout.splitlines()]
+    assert sorted(o["readSetId"] for o in outcomes) == sorted(ids) and all(o["verified"] for o in outcomes)

@@ -441,6 +441,7 @@ class _Runner:
                 restart=self.restart,
                 keep_on_failure=self.keep_on_failure,
                 on_event=on_event,
+                receipt=self.directory / "receipts" / f"{key}.json",  # `verify BATCH_DIR` finds them
             )
             if hooks.on_start is not None:
                 hooks.on_start(row, handle)
