@@ -62,7 +62,7 @@ async def test_progress_lines_at_the_interval_and_a_log_file_without_secrets(
         env={"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret},
     )
     assert run.returncode == 0, run.stderr
-    progress = [line for line in run.stderr_lines if " uploading " in line and "%" in line]
+    progress = [line for line in run.stderr_lines if " uploading: " in line and "%" in line]
     assert len(progress) >= 2, run.stderr
     for line in progress:
         assert STAMP.match(line) and "MB/s" in line and "ETA" in line and "retries 0" in line, line

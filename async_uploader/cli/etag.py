@@ -25,8 +25,9 @@ def add_etag_parser(commands: Any) -> None:
         "etag",
         help="print the ETag, reads and bases the service will report for FASTQ files",
         description="Print what the service will report for each FASTQ file (gzip, BGZF or plain): its read set "
-        "ETag, reads and bases, one line per file like md5sum. No request is made. Example: "
-        f"{PROG} etag r1.fastq.gz r2.fastq.gz --family SHA256up",
+        "ETag, reads and bases, one line per file like md5sum. No request is made.",
+        epilog=f"example:\n  {PROG} etag r1.fastq.gz r2.fastq.gz --family SHA256up\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     etag.add_argument("files", nargs="+", metavar="FILE", help="a FASTQ file, or '-' for stdin")
     etag.add_argument("--family", choices=list(FAMILIES), default="MD5up", help="the store's ETag family")

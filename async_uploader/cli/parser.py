@@ -730,6 +730,8 @@ def _add_check_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         help="the status, name, sizes and ETag of read sets, one line each",
         description="One line per read set: id, status, name, sizes, ETag (GetReadSetMetadata). Exit 1 when one "
         "is not in the store.",
+        epilog=_examples(f"{PROG} status --store-id 1234567890 1111111111 2222222222 --json"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     status.add_argument("read_set_ids", nargs="+", type=_read_set_id, metavar="ID", help="read set id")
     status.add_argument("--store-id", required=True, type=_store_id, metavar="S", help="sequence store id")
@@ -741,6 +743,11 @@ def _add_check_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         help="list a store's read sets (every page), filtered",
         description="The read sets of a store (ListReadSets, every page): a table on a terminal, one line of "
         "tab-separated fields each otherwise, JSON Lines with --json.",
+        epilog=_examples(
+            f"{PROG} ls --store-id 1234567890 --status PROCESSING_UPLOAD",
+            f"{PROG} ls --store-id 1234567890 --sample-id X1 --created-after 2026-12-01 --json",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ls.add_argument("--store-id", required=True, type=_store_id, metavar="S", help="sequence store id")
     ls.add_argument("--name", metavar="N", help="only read sets of this name")
@@ -772,7 +779,13 @@ def _add_verify_command(commands: argparse._SubParsersAction[_Parser]) -> None:
         "with the receipt's (a FASTQ source the receipt holds no hash of is hashed now, if its size and "
         "modification time are still the receipt's). RECEIPT may be a folder: every receipt in it. Or name the "
         "read set with --store-id and --read-set-id and its files: they are hashed now. One line per read set.",
-        epilog="exit codes: 0 every read set equals its receipt (a BAM, CRAM or uBAM, or a stream whose hash was "
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples(
+            f"{PROG} verify ~/.cache/async-uploader/receipts/1234567890123.json",
+            f"{PROG} verify BATCH_DIR --wait-timeout 6h",
+            f"{PROG} verify --store-id 1234567890 --read-set-id 1234567890123 r1.fastq.gz r2.fastq.gz",
+        )
+        + "\nexit codes: 0 every read set equals its receipt (a BAM, CRAM or uBAM, or a stream whose hash was "
         "not kept: nothing disagrees, but the content could not be compared; the line says so); 1 a mismatch, a "
         "read set UPLOAD_FAILED or gone; 2 bad input, or a source to hash changed since the upload; 75 still "
         "processing at the end of the wait (run the same command again). Several read sets: the first of 1, 2, "
