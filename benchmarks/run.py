@@ -5,7 +5,7 @@
     python benchmarks/run.py --only bulk tiny --runs 3 --gib 0.25
 
 Each client runs in its own process against the project's local store (started here, in --discard mode), so its
-CPU time and peak RSS are its own. Scenarios: bulk, distant, tiny, scaling, streams, faults, verify.
+CPU time and peak RSS are its own. Scenarios: bulk, distant, tiny, scaling, streams, faults, verify, batch.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import bulk, distant, faults, scaling, streams, tiny, tuning, verify
+from harness import batch, bulk, distant, faults, scaling, streams, tiny, tuning, verify
 from harness.proc import close_launcher
 from harness.report import Section, stamp, write
 from harness.runner import Context
@@ -35,6 +35,7 @@ SCENARIOS: dict[str, Callable[[Context], Section]] = {
     "streams": streams.run,
     "faults": faults.run,
     "verify": verify.run,
+    "batch": batch.run,
 }
 
 

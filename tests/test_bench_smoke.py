@@ -69,3 +69,41 @@ def test_quick_bulk_writes_results(tmp_path: Path) -> None:
         assert run["bytes"] == 2 * 8 * 1024 * 1024
         assert run["cpu"] > 0
         assert run["rss_kib"] > 1024
+
+
+@pytest.mark.timeout(240)
+def test_quick_batch_runs_every_client(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--only",
+            "batch",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--timeout",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=220,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (batch,) = json.loads((out / "results.json").read_text())["sections"]
+    assert batch["key"] == "batch"
+    runs = {run["label"]: run for run in batch["runs"]}
+    assert not [(label, run["error"]) for label, run in runs.items() if not run["ok"]]
+    ours = [run for label, run in runs.items() if label.startswith("async_uploader batch")]
+    assert len(ours) == 2  # verified and waited for, and --no-wait
+    assert all(run["report"]["done"] == 3 for run in ours)
+    (theirs,) = [run for label, run in runs.items() if label.startswith("TransferManager in a loop")]
+    assert theirs["report"]["readSets"] == 3
+    text = (out / "RESULTS.md").read_text()
+    assert "## A batch at the pace of the quotas" in text and "÷ TransferManager, wall" in text
