@@ -229,7 +229,8 @@ async def test_wrong_credentials_fail_fast_without_retries(
         with pytest.raises(AccessDeniedError):
             await up.upload(read_set(paths), store_id=STORE_ID)
     operations = [r["operation"] for r in store.requests]
-    assert operations == ["Unknown", "GetSequenceStore", "CreateMultipartReadSetUpload"]  # probe, family, Create
+    # the probe, the store's family, the look for these files in the store (the first request that must succeed)
+    assert operations == ["Unknown", "GetSequenceStore", "ListReadSets"]
     assert [r["status"] for r in store.requests[1:]] == [403, 403]  # and no retry
 
 
