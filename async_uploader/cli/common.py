@@ -113,6 +113,8 @@ def upload_config(args: argparse.Namespace) -> UploadConfig:
         extra["memory_budget"] = args.memory_budget
     if args.verify is not None:
         extra["verify"] = args.verify
+    if getattr(args, "compress", "auto") == "never":
+        extra["compress"] = False
     settings = settings_for(args)
     attempts = args.max_attempts if args.max_attempts is not None else settings.max_attempts
     retry = aws_retry(attempts, settings.retry_mode)

@@ -224,6 +224,7 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
     _add_concurrency_options(group)
     _add_rate_options(group)
     _add_verify_options(group)
+    _add_compress_option(group)
     group.add_argument(
         "--memory-budget",
         type=_memory,
@@ -280,6 +281,16 @@ def _add_rate_options(group: argparse._ArgumentGroup) -> None:
         help="share the account's request quotas with every process on this machine naming the same file "
         "(Snakemake jobs, Nextflow tasks, other shells): Create/Complete/Abort 1/s in all, parts 10/s, "
         "listings 5/s by default, each at 90%%; implies these quotas against a loopback endpoint too",
+    )
+
+
+def _add_compress_option(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--compress",
+        choices=("auto", "never"),
+        default="auto",
+        help="auto (the default): gzip-compress a plain FASTQ source while it uploads, as the service stores FASTQ "
+        "gzip-compressed only; never: refuse a plain FASTQ source instead",
     )
 
 

@@ -168,6 +168,11 @@ def _summary_line(result: UploadResult) -> str:
     parts = sum(result.parts.values())
     rate = total / result.seconds / 1e6 if result.seconds > 0 else 0.0
     line = f"{PROG}: uploaded {total / 1e6:.1f} MB in {parts} parts, {result.seconds:.1f} s ({rate:.1f} MB/s)"
+    if result.plain_bytes:
+        plain = sum(result.plain_bytes.values())
+        sent = sum(result.bytes[s] for s in result.plain_bytes)
+        ratio = plain / max(sent, 1)
+        line += f", gzip-compressed on the fly from {plain / 1e6:.1f} MB of plain FASTQ (ratio {ratio:.2f})"
     if result.resumed_parts:
         line += f", {result.resumed_parts} parts kept from before"
     if result.retries:

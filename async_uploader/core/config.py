@@ -236,7 +236,8 @@ class UploadConfig:
     used for sources that cannot seek (stdin, pipes). ``wait_for_active`` polls GetReadSetMetadata after Complete
     until the store has checked the read set (ACTIVE, or UPLOAD_FAILED raised as an error), for at most
     ``active_timeout`` seconds. ``verify`` hashes each FASTQ source while it uploads and compares the read set's
-    ETag and counts with it once ACTIVE (README, "End-to-end verification").
+    ETag and counts with it once ACTIVE (README, "End-to-end verification"). ``compress`` gzip-compresses a plain
+    FASTQ source while it uploads (the service stores FASTQ gzip-compressed only); False refuses one instead.
     """
 
     part_size: int | None = None
@@ -251,6 +252,7 @@ class UploadConfig:
     adaptive: bool = True
     adaptive_concurrency: bool = True
     workers: int = 1
+    compress: bool = True
 
     def __post_init__(self) -> None:
         if self.part_size is not None and not 1 <= self.part_size <= MAX_PART_SIZE:

@@ -171,6 +171,16 @@ _RESULT = {
     "status": {"type": "string"},
     "verified": {"type": "boolean"},
     "verification": _VERIFICATION,
+    "compressed": {
+        "type": "object",
+        "propertyNames": _SOURCE,
+        "additionalProperties": {
+            "type": "object",
+            "properties": {"plainBytes": _INT, "ratio": _NUMBER},
+            "required": ["plainBytes", "ratio"],
+            "additionalProperties": False,
+        },
+    },
 }
 
 EVENT_SCHEMA: dict[str, Any] = {

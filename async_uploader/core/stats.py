@@ -76,6 +76,12 @@ class UploadResult:
     checkpoint: Path | None = None
     status: str = "ACTIVE"
     verification: Verification | None = None
+    plain_bytes: dict[Source, int] = field(default_factory=dict)
+    """The plain FASTQ read of each source sent gzip-compressed (``bytes`` holds what was sent)."""
+
+    def compression(self) -> dict[Source, float]:
+        """Plain bytes per byte sent, for each source sent gzip-compressed."""
+        return {s: n / self.bytes[s] for s, n in self.plain_bytes.items() if self.bytes.get(s)}
 
     @property
     def verified(self) -> bool:
@@ -96,6 +102,17 @@ class UploadResult:
             "status": self.status,
             "verified": verification.verified,
             "verification": verification.as_json(),
+            **self._compressed_json(),
+        }
+
+    def _compressed_json(self) -> dict[str, object]:
+        if not self.plain_bytes:
+            return {}
+        ratios = self.compression()
+        return {
+            "compressed": {
+                s.value: {"plainBytes": n, "ratio": round(ratios.get(s, 0.0), 3)} for s, n in self.plain_bytes.items()
+            }
         }
 
 

@@ -135,7 +135,9 @@ class PartSender:
                     active.remove(source)
                     size = self._readers[source].size
                     if source in plan.streams and size is not None:
-                        self._state.set_totals(source, size, -(-size // plan.part_size))
+                        # a source whose parts are not cut at the part size (compressed) counts its own
+                        count = getattr(self._readers[source], "part_count", None) or -(-size // plan.part_size)
+                        self._state.set_totals(source, size, count)
         finally:
             for feed in feeds.values():
                 with anyio.CancelScope(shield=True):

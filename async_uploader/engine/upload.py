@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -152,7 +153,8 @@ class Upload:
                 log.warning(
                     "read set %s is still %s; not waiting any longer", self.state.read_set_id, self.state.status
                 )
-            return self.state.result(store_id=self.store_id, now=time.monotonic(), checkpoint=self.checkpoint_path)
+            result = self.state.result(store_id=self.store_id, now=time.monotonic(), checkpoint=self.checkpoint_path)
+            return replace(result, plain_bytes=self._local.plain_bytes())
         self.state.failed(cancelled=True)
         aborted = await self._abort_if_wanted(self._grace_left())
         raise self._interrupted(aborted)
