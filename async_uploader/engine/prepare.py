@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
 
-from ..core.checkpoint import CheckpointHeader, Replay, SourceFingerprint, read_set_identity, verify_resumable
+from ..core.checkpoint import (
+    CheckpointHeader,
+    PartRecord,
+    Replay,
+    SourceFingerprint,
+    read_set_identity,
+    verify_resumable,
+)
 from ..core.config import DEFAULT_PART_SIZE, FileType, ReadSet, Source, UploadConfig
 from ..core.errors import CheckpointError, ConfigError, SourceError, UploaderError
 from ..core.fastq import check_file_type
@@ -97,6 +105,18 @@ class Preparation:
     def plain_bytes(self) -> dict[Source, int]:
         """The plain bytes read of every source sent gzip-compressed."""
         return {s: r.plain_bytes for s, r in self.readers.items() if isinstance(r, CompressedSource)}
+
+    def resumed_totals(self, recorded: Mapping[tuple[Source, int], PartRecord]) -> dict[Source, tuple[int, int]]:
+        """(bytes, parts) of every compressed file source whose parts the checkpoint records all: known before a
+        byte is read, so an upload found gone can be matched with the read set its lost Complete made."""
+        totals = {}
+        for source, reader in self.readers.items():
+            if isinstance(reader, CompressedSource) and reader.plain_size is not None:
+                count = -(-reader.plain_size // reader.input_part)
+                records = [recorded.get((source, number)) for number in range(1, count + 1)]
+                if all(records):
+                    totals[source] = (sum(r.length for r in records if r is not None), count)
+        return totals
 
     def _identities(self) -> dict[Source, SourceFingerprint]:
         found = {source: reader.identity() for source, reader in self.readers.items()}

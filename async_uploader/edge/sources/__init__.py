@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Container, Mapp
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from ...core.checkpoint import SourceFingerprint
+from ...core.checkpoint import PartRecord, SourceFingerprint
 from ...core.config import Source
 from ...core.errors import PlanError
 from ...core.fastq import FastqSummer
@@ -46,6 +46,8 @@ __all__ = [
     "read_cached",
     "read_cached_into",
     "read_head",
+    "recorded_span",
+    "stream_part_count",
     "summarize_file",
 ]
 
@@ -91,6 +93,23 @@ class SourceReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def recorded_span(reader: SourceReader, record: PartRecord, part_size: int) -> tuple[int, int]:
+    """Where in its file the bytes a recorded part was made of lie, (offset, length): a part of the file itself,
+    or the plain range a compressed part was made of (its record's digest is theirs)."""
+    if isinstance(reader, CompressedSource):
+        return reader.plain_span(record.number)
+    return (record.number - 1) * part_size, record.length
+
+
+def stream_part_count(reader: SourceReader, part_size: int) -> int | None:
+    """How many parts a source of unknown length had, once it has ended (None before)."""
+    if reader.size is None:
+        return None
+    if isinstance(reader, CompressedSource):
+        return reader.part_count
+    return -(-reader.size // part_size)
 
 
 def open_sources(

@@ -21,21 +21,23 @@ import asyncio
 import os
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Container, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Container, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import anyio
+import xxhash
 
 from ...core.checkpoint import PartRecord, SourceFingerprint
 from ...core.config import MAX_PART_SIZE, MAX_PARTS, FileType, Source
 from ...core.errors import SourceError
 from ...core.fastq import GZIP_MAGIC, FastqSummer, check_file_type
-from ...core.plan import Plan, minimum_part_size
-from .body import PartBody
-from .identity import check_source_path, fingerprint_source, read_head
+from ...core.plan import Part, Plan, minimum_part_size
+from ..messages import ProgressCall
+from .body import PartBody, Slices, Views
+from .identity import VERIFY_CHUNK, check_source_path, fingerprint_source, read_head
 from .item import PartItem
 
 _isal: Callable[..., bytes] | None
@@ -78,9 +80,22 @@ def _deflate_file_member(fd: int, offset: int, length: int) -> bytes:
     return deflate_member(data)
 
 
+def _plain_digest(fd: int, offset: int, length: int) -> str:
+    """The xxh3-64 of a file's bytes ``offset .. offset + length``: what ``identity.part_digest`` computes of them."""
+    hasher = xxhash.xxh3_64()
+    end = offset + length
+    while offset < end:
+        chunk = os.pread(fd, min(VERIFY_CHUNK, end - offset), offset)
+        if not chunk:
+            break
+        hasher.update(chunk)
+        offset += len(chunk)
+    return hasher.hexdigest()
+
+
 def input_part_size(part_size: int, plain_size: int | None) -> int:
     """Plain bytes per part: the part size, grown in whole MiB when a file would need more than 10,000 parts."""
-    if plain_size is None:
+    if plain_size is None or -(-plain_size // part_size) <= MAX_PARTS:
         return part_size
     return max(part_size, minimum_part_size(plain_size))
 
@@ -126,6 +141,7 @@ class _Job:
     number: int
     plain: int
     members: list[Future[bytes]]
+    digest: Future[str] | None = None  # xxh3-64 of the plain bytes (a file's: a resume may read them again)
 
 
 @dataclass
@@ -153,6 +169,7 @@ class CompressedSource:
         self.plain_bytes = 0  # plain input read (or skipped as acknowledged) so far; the whole input at the end
         self.summer: FastqSummer | None = None
         self._held: dict[int, bytes] = {}
+        self._digests: dict[int, str] = {}
         self._head: bytes | None = None
         self._stream: BinaryIO | None = None
         self._fd = -1
@@ -218,8 +235,9 @@ class CompressedSource:
                 yield PartItem(plan.stream_part(self.source, job.number, len(body)))
         finally:
             for job in cut.pending:
-                for member in job.members:
-                    member.cancel()
+                for member in [*job.members, job.digest]:
+                    if member is not None:
+                        member.cancel()
                 self._compressor.memory.release()
         self.size, self.part_count = cut.total, cut.number
 
@@ -255,6 +273,7 @@ class CompressedSource:
         """``job``'s part: its members joined, held (with its memory) until ``release``."""
         try:
             pieces: list[bytes] = [await asyncio.wrap_future(member) for member in job.members]
+            digest = "" if job.digest is None else await asyncio.wrap_future(job.digest)
             body = b"".join(pieces)
             if len(body) > MAX_PART_SIZE:
                 raise SourceError(
@@ -265,6 +284,7 @@ class CompressedSource:
             self._compressor.memory.release()
             raise
         self._held[job.number] = body
+        self._digests[job.number] = digest
         return body
 
     def _plain_length(self, number: int) -> int:
@@ -291,7 +311,7 @@ class CompressedSource:
                 for offset in range(start, start + length, MEMBER_SIZE)
             ]
             self.plain_bytes += length
-            return _Job(number, length, members)
+            return _Job(number, length, members, pool.submit(_plain_digest, self._fd, start, length))
         data = await self._read_stream_part(number)
         if not data:
             if number == 1:
@@ -316,6 +336,8 @@ class CompressedSource:
         return data
 
     def body(self, item: PartItem, on_sent: Callable[[int], None] | None = None, *, digest: bool = True) -> PartBody:
+        """The part's gzip members; its digest (for the checkpoint) is that of the plain bytes it was made of, so a
+        resume compares what a file holds now with what was compressed without compressing it again."""
         part, slice_size = item.part, self.slice_size
         data = self._held.get(part.number)
         if data is None:
@@ -331,9 +353,15 @@ class CompressedSource:
             for start in range(0, length, step):
                 yield view[start : min(length, start + step)]
 
-        return PartBody(part, slices, views, on_sent, digest=digest)
+        plain = self._digests.get(part.number, "") if digest else ""
+        return _PlainDigestBody(part, slices, views, on_sent, plain)
+
+    def plain_span(self, number: int) -> tuple[int, int]:
+        """Where the plain bytes of part ``number`` lie in the file: (offset, length)."""
+        return (number - 1) * self.input_part, self._plain_length(number)
 
     def release(self, item: PartItem) -> None:
+        self._digests.pop(item.part.number, None)
         if self._held.pop(item.part.number, None) is not None:
             self._compressor.memory.release()
 
@@ -349,6 +377,26 @@ class CompressedSource:
             os.close(self._fd)
             self._fd = -1
         self._compressor.close()
+
+
+class _PlainDigestBody(PartBody):
+    """A part body whose digest, once sent, is ``plain`` (that of the plain bytes it was compressed from)."""
+
+    def __init__(
+        self, part: Part, slices: Slices, views: Views, on_sent: Callable[[int], None] | None, plain: str
+    ) -> None:
+        super().__init__(part, slices, views, on_sent, digest=False)
+        self._plain = plain
+
+    async def slices(self) -> AsyncIterator[bytes | bytearray | memoryview]:
+        async for piece in super().slices():
+            yield piece
+        self.digest = self._plain
+
+    async def views(self, scratch: memoryview, call: ProgressCall | None = None) -> AsyncGenerator[memoryview, None]:
+        async for view in super().views(scratch, call):
+            yield view
+        self.digest = self._plain
 
 
 def _read_full(stream: BinaryIO, size: int) -> bytes:
