@@ -28,7 +28,7 @@ from ..core.fastq import check_file_type
 from ..core.plan import Plan, make_plan
 from ..core.state import Prepared
 from ..edge.journal import CheckpointLock, Journal, check_checkpoint_path, default_checkpoint_path, load_checkpoint
-from ..edge.sources import CompressedSource, SourceReader, is_plain_fastq, open_sources
+from ..edge.sources import SourceReader, compressed_of, is_plain_fastq, open_sources
 
 __all__ = ["Preparation"]
 
@@ -100,18 +100,18 @@ class Preparation:
 
     def compressed(self) -> dict[Source, int]:
         """The sources sent gzip-compressed, with their plain bytes per part (what the checkpoint records)."""
-        return {s: r.input_part for s, r in self.readers.items() if isinstance(r, CompressedSource)}
+        return {source: reader.input_part for source, reader in compressed_of(self.readers).items()}
 
     def plain_bytes(self) -> dict[Source, int]:
         """The plain bytes read of every source sent gzip-compressed."""
-        return {s: r.plain_bytes for s, r in self.readers.items() if isinstance(r, CompressedSource)}
+        return {source: reader.plain_bytes for source, reader in compressed_of(self.readers).items()}
 
     def resumed_totals(self, recorded: Mapping[tuple[Source, int], PartRecord]) -> dict[Source, tuple[int, int]]:
         """(bytes, parts) of every compressed file source whose parts the checkpoint records all: known before a
         byte is read, so an upload found gone can be matched with the read set its lost Complete made."""
         totals = {}
-        for source, reader in self.readers.items():
-            if isinstance(reader, CompressedSource) and reader.plain_size is not None:
+        for source, reader in compressed_of(self.readers).items():
+            if reader.plain_size is not None:
                 count = -(-reader.plain_size // reader.input_part)
                 records = [recorded.get((source, number)) for number in range(1, count + 1)]
                 if all(records):

@@ -38,6 +38,7 @@ __all__ = [
     "StreamSource",
     "aligned_buffer",
     "check_source_path",
+    "compressed_of",
     "fingerprint_file",
     "fingerprint_source",
     "is_plain_fastq",
@@ -93,6 +94,11 @@ class SourceReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def compressed_of(readers: Mapping[Source, SourceReader]) -> dict[Source, CompressedSource]:
+    """The readers that gzip-compress a plain FASTQ source as they read it."""
+    return {source: reader for source, reader in readers.items() if isinstance(reader, CompressedSource)}
 
 
 def recorded_span(reader: SourceReader, record: PartRecord, part_size: int) -> tuple[int, int]:
