@@ -120,7 +120,7 @@ async def test_compress_never_refuses_plain_fastq_before_anything_is_created(
             assert line.startswith("async-uploader: error: SOURCE1 ")
             assert "is plain FASTQ, and the service stores FASTQ gzip-compressed only" in line
             assert "drop --compress never" in line
-        assert store.requests == [] or not any(r["operation"] == "CreateMultipartReadSetUpload" for r in store.requests)
+        assert not any(r["operation"] == "CreateMultipartReadSetUpload" for r in store.requests)
     assert not (tmp_path / "uploader-home").exists() or not list((tmp_path / "uploader-home").rglob("*.jsonl"))
 
 
@@ -157,8 +157,8 @@ def test_kill_9_then_resume_compresses_only_the_parts_not_acknowledged(harness: 
     assert len(sent) == TOTAL_PARTS
     resent = {key: n for key, n in sent.items() if n > 1}
     assert len(resent) <= CONCURRENCY and all(n == 2 for n in resent.values()), resent
-    # the rerun sent the parts the first run had not finished, and no more than those in flight at the kill
-    assert sum(sent.values()) - acked_at_kill <= TOTAL_PARTS - acked_at_kill + CONCURRENCY
+    # the rerun sent the parts the first run had not finished, and again at most those in flight at the kill
+    assert acked_at_kill < TOTAL_PARTS and sum(sent.values()) <= TOTAL_PARTS + CONCURRENCY
 
 
 # -- the pieces ---------------------------------------------------------------------------------------------------
