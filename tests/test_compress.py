@@ -16,6 +16,7 @@ import pytest
 from async_uploader.core.checkpoint import CheckpointHeader, PartRecord, header_line, replay, verify_resumable
 from async_uploader.core.config import FileType, ReadSet, ServiceConfig, Source
 from async_uploader.core.errors import CheckpointMismatchError
+from async_uploader.core.events import EVENT_SCHEMA
 from async_uploader.core.plan import Plan
 from async_uploader.edge.client import OmicsClient
 from async_uploader.edge.sources import open_sources, recorded_span
@@ -249,3 +250,18 @@ def test_the_checkpoint_records_the_compressed_sources_and_old_ones_read_as_befo
         verify_resumable(plain, compressed={Source.SOURCE1: 1024}, **common)  # parts sent plain, by an older version
     with pytest.raises(CheckpointMismatchError, match="--restart"):
         verify_resumable(packed, compressed={}, **common)
+
+
+async def test_the_result_event_says_it_was_compressed_and_fits_the_schema(
+    tmp_path: Path, cli_env: dict[str, str], plain_pair: list[Path]
+) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    async with LocalStore(StoreOptions(data_dir=tmp_path / "store")) as store:
+        argv = upload_argv(store.url, *plain_pair, extra=("--events", "--part-size", "256KiB"))
+        run = await run_cli_process(argv, env=cli_env, limit=60)
+    assert run.returncode == 0, run.stderr
+    events = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    [result] = [event for event in events if event["event"] == "result"]
+    jsonschema.validate(result, EVENT_SCHEMA)
+    assert set(result["compressed"]) == {"SOURCE1", "SOURCE2"}
+    assert result["compressed"]["SOURCE1"]["plainBytes"] == plain_pair[0].stat().st_size
