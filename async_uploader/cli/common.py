@@ -119,6 +119,8 @@ def upload_config(args: argparse.Namespace) -> UploadConfig:
         extra["wait_for_active"] = False
     if getattr(args, "if_exists", None) is not None:
         extra["if_exists"] = args.if_exists
+    if getattr(args, "compress", "auto") == "never":
+        extra["compress"] = False
     settings = settings_for(args)
     attempts = args.max_attempts if args.max_attempts is not None else settings.max_attempts
     retry = aws_retry(attempts, settings.retry_mode)

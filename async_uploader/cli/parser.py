@@ -289,6 +289,7 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
     _add_rate_options(group)
     _add_verify_options(group)
     _add_wait_options(group)
+    _add_compress_option(group)
     group.add_argument(
         "--memory-budget",
         type=_memory,
@@ -377,6 +378,16 @@ def _add_wait_options(group: argparse._ArgumentGroup) -> None:
         "--no-wait",
         action="store_true",
         help="return at Complete: the read set id, not verified yet; check it later with 'async-uploader verify'",
+    )
+
+
+def _add_compress_option(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--compress",
+        choices=("auto", "never"),
+        default="auto",
+        help="auto (the default): gzip-compress a plain FASTQ source while it uploads, as the service stores FASTQ "
+        "gzip-compressed only; never: refuse a plain FASTQ source instead",
     )
 
 

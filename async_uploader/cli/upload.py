@@ -214,6 +214,12 @@ def _summary_line(result: UploadResult) -> str:
     if timings.verify >= 0.05:
         line += f", verification {timings.verify:.1f} s more"
     line += f"; {result.seconds:.1f} s in all"
+    if result.plain_bytes:
+        plain = sum(result.plain_bytes.values())
+        sent = sum(result.bytes[s] for s in result.plain_bytes)
+        line += (
+            f", gzip-compressed on the fly from {plain / 1e6:.1f} MB of plain FASTQ (ratio {plain / max(sent, 1):.2f})"
+        )
     if result.resumed_parts:
         line += f", {result.resumed_parts} parts kept from before"
     if result.retries:

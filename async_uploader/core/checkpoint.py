@@ -106,6 +106,10 @@ class CheckpointHeader:
     generated_from: str | None = None
     description: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    compressed: Mapping[Source, int] = field(default_factory=dict)
+    """The plain FASTQ sources sent gzip-compressed, each with its plain bytes per part: part ``n`` holds the
+    gzip members of plain bytes ``(n - 1) × input_part .. n × input_part``. Written only when not empty, so a
+    checkpoint without compressed sources reads as before."""
 
     @classmethod
     def from_read_set(
@@ -116,6 +120,7 @@ class CheckpointHeader:
         part_size: int,
         sources: Sequence[SourceFingerprint],
         client_token: str,
+        compressed: Mapping[Source, int] | None = None,
     ) -> CheckpointHeader:
         return cls(
             store_id=store_id,
@@ -130,11 +135,15 @@ class CheckpointHeader:
             generated_from=read_set.generated_from,
             description=read_set.description,
             tags=dict(read_set.tags),
+            compressed=dict(compressed or {}),
         )
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["tags"] = dict(self.tags)
+        data.pop("compressed")
+        if self.compressed:
+            data["compressed"] = {source.value: size for source, size in self.compressed.items()}
         return {"t": "header", "v": FORMAT_VERSION, **data}
 
     @classmethod
@@ -156,7 +165,14 @@ class CheckpointHeader:
             )
             for s in fields["sources"]
         )
+        fields["compressed"] = {Source(k): _positive_int(v) for k, v in fields.get("compressed", {}).items()}
         return cls(**fields)
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{value!r} is not a positive integer")
+    return value
 
 
 def _optional_int(value: object) -> int | None:
@@ -312,6 +328,7 @@ def verify_resumable(
     sources: Sequence[SourceFingerprint],
     part_size: int,
     name: str = "checkpoint",
+    compressed: Mapping[Source, int] | None = None,
 ) -> frozenset[Source]:
     """Check that the checkpoint ``header`` can resume this upload; return the sources whose parts must be re-read.
 
@@ -347,6 +364,12 @@ def verify_resumable(
         raise CheckpointMismatchError(
             f"checkpoint {name} was written with {header.part_size}-byte parts, not {part_size}; "
             "drop --part-size to resume, or --restart"
+        )
+    if dict(header.compressed) != dict(compressed or {}):
+        was = ", ".join(sorted(header.compressed)) or "no source"
+        now = ", ".join(sorted(compressed or {})) or "no source"
+        raise CheckpointMismatchError(
+            f"checkpoint {name} was written with {was} compressed while it uploaded, not {now}; {_RESTART}"
         )
     return frozenset(source for source, old in recorded.items() if not old.same_file(current[source]))
 

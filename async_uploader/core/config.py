@@ -246,7 +246,8 @@ class UploadConfig:
     read set of the same name, subject, sample, file type and source sizes, ``skip`` reports it (when its ETag is
     the files' hash, or none can be computed), ``upload`` uploads all the same, ``fail`` fails naming it.
     ``verify`` hashes each FASTQ source while it uploads and compares the read set's
-    ETag and counts with it once ACTIVE (README, "End-to-end verification").
+    ETag and counts with it once ACTIVE (README, "End-to-end verification"). ``compress`` gzip-compresses a plain
+    FASTQ source while it uploads (the service stores FASTQ gzip-compressed only); False refuses one instead.
     """
 
     part_size: int | None = None
@@ -262,6 +263,7 @@ class UploadConfig:
     adaptive: bool = True
     adaptive_concurrency: bool = True
     workers: int = 1
+    compress: bool = True
 
     def __post_init__(self) -> None:
         if self.part_size is not None and not 1 <= self.part_size <= MAX_PART_SIZE:

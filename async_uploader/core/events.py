@@ -179,6 +179,16 @@ _RESULT = {
     "verification": _VERIFICATION,
     "receipt": {"type": ["string", "null"]},
     "existing": {"type": "boolean"},
+    "compressed": {
+        "type": "object",
+        "propertyNames": _SOURCE,
+        "additionalProperties": {
+            "type": "object",
+            "properties": {"plainBytes": _INT, "ratio": _NUMBER},
+            "required": ["plainBytes", "ratio"],
+            "additionalProperties": False,
+        },
+    },
 }
 
 EVENT_SCHEMA: dict[str, Any] = {
@@ -204,7 +214,7 @@ EVENT_SCHEMA: dict[str, Any] = {
             ["operation", "source", "partNumber", "attempt", "error", "delay"],
         ),
         _event("progress", _PROGRESS, list(_PROGRESS)),
-        _event("result", _RESULT, list(_RESULT)),
+        _event("result", _RESULT, [key for key in _RESULT if key != "compressed"]),
         _event(
             "log",
             {"level": {"enum": ["debug", "info", "warning", "error"]}, "message": {"type": "string"}},

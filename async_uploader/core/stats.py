@@ -108,6 +108,12 @@ class UploadResult:
     timings: Timings = field(default_factory=Timings)
     receipt: Path | None = None
     existing: bool = False  # the store held these files already: nothing was sent
+    plain_bytes: dict[Source, int] = field(default_factory=dict)
+    """The plain FASTQ read of each source sent gzip-compressed (``bytes`` holds what was sent)."""
+
+    def compression(self) -> dict[Source, float]:
+        """Plain bytes per byte sent, for each source sent gzip-compressed."""
+        return {s: n / self.bytes[s] for s, n in self.plain_bytes.items() if self.bytes.get(s)}
 
     @property
     def verified(self) -> bool:
@@ -133,6 +139,17 @@ class UploadResult:
             "verification": verification.as_json(),
             "receipt": str(self.receipt) if self.receipt is not None else None,
             "existing": self.existing,
+            **self._compressed_json(),
+        }
+
+    def _compressed_json(self) -> dict[str, object]:
+        if not self.plain_bytes:
+            return {}
+        ratios = self.compression()
+        return {
+            "compressed": {
+                s.value: {"plainBytes": n, "ratio": round(ratios.get(s, 0.0), 3)} for s, n in self.plain_bytes.items()
+            }
         }
 
 

@@ -24,7 +24,7 @@ from ..core.plan import Plan
 from ..core.retry import Verdict
 from ..core.state import UploadState
 from ..edge.journal import Journal
-from ..edge.sources import PartBody, PartItem, SourceReader
+from ..edge.sources import PartBody, PartItem, SourceReader, stream_part_count
 from .calls import Requests
 
 __all__ = ["EventSink", "GroupCommit", "PartSender", "first_error"]
@@ -133,9 +133,10 @@ class PartSender:
                         yield self._readers[source], item
                         continue
                     active.remove(source)
-                    size = self._readers[source].size
-                    if source in plan.streams and size is not None:
-                        self._state.set_totals(source, size, -(-size // plan.part_size))
+                    reader = self._readers[source]
+                    count = stream_part_count(reader, plan.part_size)
+                    if source in plan.streams and reader.size is not None and count is not None:
+                        self._state.set_totals(source, reader.size, count)
         finally:
             for feed in feeds.values():
                 with anyio.CancelScope(shield=True):

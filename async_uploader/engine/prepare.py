@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
 
-from ..core.checkpoint import CheckpointHeader, Replay, SourceFingerprint, read_set_identity, verify_resumable
-from ..core.config import DEFAULT_PART_SIZE, ReadSet, Source, UploadConfig
+from ..core.checkpoint import (
+    CheckpointHeader,
+    PartRecord,
+    Replay,
+    SourceFingerprint,
+    read_set_identity,
+    verify_resumable,
+)
+from ..core.config import DEFAULT_PART_SIZE, FileType, ReadSet, Source, UploadConfig
 from ..core.errors import CheckpointError, ConfigError, SourceError, UploaderError
 from ..core.fastq import check_file_type
 from ..core.plan import Plan, make_plan
 from ..core.state import Prepared
 from ..edge.journal import CheckpointLock, Journal, check_checkpoint_path, default_checkpoint_path, load_checkpoint
-from ..edge.sources import SourceReader, open_sources
+from ..edge.sources import SourceReader, compressed_of, is_plain_fastq, open_sources
 
 __all__ = ["Preparation"]
 
@@ -47,11 +55,13 @@ class Preparation:
     async def run(self) -> Prepared:
         """Open, plan, identify and check every source, then find or write the checkpoint; nothing is sent."""
         part_size = self._config.part_size or DEFAULT_PART_SIZE
+        plain = await self._plain_fastq()
         self.readers = open_sources(
             self._read_set.sources,
             part_size=part_size,
             slice_size=self._config.slice_size,
             memory_budget=self._config.memory_budget,
+            compress=plain,
         )
         sizes = {s: r.size for s, r in self.readers.items() if r.size is not None}
         streams = [s for s, r in self.readers.items() if r.size is None]
@@ -70,6 +80,44 @@ class Preparation:
             suspect=suspect,
             restart=self._restart,
         )
+
+    async def _plain_fastq(self) -> frozenset[Source]:
+        """The FASTQ sources that are plain text: compressed while they upload (the service stores FASTQ
+        gzip-compressed only), or, with compression off, refused before anything is created."""
+        if self._read_set.file_type is not FileType.FASTQ:
+            return frozenset()
+        plain = []
+        for source, what in self._read_set.sources.items():
+            if await anyio.to_thread.run_sync(is_plain_fastq, what, abandon_on_cancel=True):
+                plain.append(source)
+        if plain and not self._config.compress:
+            what = self._read_set.sources[plain[0]]
+            name = "(a stream)" if not isinstance(what, Path) else str(what)
+            raise SourceError(
+                f"{plain[0]} {name} is plain FASTQ, and the service stores FASTQ gzip-compressed only; "
+                "drop --compress never to compress it while it uploads, or gzip it first"
+            )
+        return frozenset(plain)
+
+    def compressed(self) -> dict[Source, int]:
+        """The sources sent gzip-compressed, with their plain bytes per part (what the checkpoint records)."""
+        return {source: reader.input_part for source, reader in compressed_of(self.readers).items()}
+
+    def plain_bytes(self) -> dict[Source, int]:
+        """The plain bytes read of every source sent gzip-compressed."""
+        return {source: reader.plain_bytes for source, reader in compressed_of(self.readers).items()}
+
+    def resumed_totals(self, recorded: Mapping[tuple[Source, int], PartRecord]) -> dict[Source, tuple[int, int]]:
+        """(bytes, parts) of every compressed file source whose parts the checkpoint records all: known before a
+        byte is read, so an upload found gone can be matched with the read set its lost Complete made."""
+        totals = {}
+        for source, reader in compressed_of(self.readers).items():
+            if reader.plain_size is not None:
+                count = -(-reader.plain_size // reader.input_part)
+                records = [recorded.get((source, number)) for number in range(1, count + 1)]
+                if all(records):
+                    totals[source] = (sum(r.length for r in records if r is not None), count)
+        return totals
 
     def _identities(self) -> dict[Source, SourceFingerprint]:
         found = {source: reader.identity() for source, reader in self.readers.items()}
@@ -95,7 +143,7 @@ class Preparation:
         arg = self._checkpoint_arg
         if arg is False:
             return None, frozenset()
-        if plan.streams:
+        if any(reader.path is None for reader in self.readers.values()):  # a stream cannot resume
             if isinstance(arg, Path):
                 raise SourceError("a stream cannot be resumed, so it cannot have a checkpoint")
             return None, frozenset()
@@ -115,13 +163,19 @@ class Preparation:
                 sources=prints,
                 part_size=plan.part_size,
                 name=str(path),
+                compressed=self.compressed(),
             )
             self.client_token, self.created_at = header.client_token or self.client_token, header.created
             return replayed, suspect
         if path.exists():
             self.stale_upload = await anyio.to_thread.run_sync(_unfinished_upload, path)
         header = CheckpointHeader.from_read_set(
-            self._store_id, self._read_set, part_size=plan.part_size, sources=prints, client_token=self.client_token
+            self._store_id,
+            self._read_set,
+            part_size=plan.part_size,
+            sources=prints,
+            client_token=self.client_token,
+            compressed=self.compressed(),
         )
         self.journal = await anyio.to_thread.run_sync(Journal.create, path, header)
         return None, frozenset()

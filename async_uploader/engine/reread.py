@@ -8,7 +8,7 @@ differ are sent again (the store replaces a part sent again with the same number
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import anyio
@@ -24,16 +24,20 @@ REREAD_THREADS = 2
 
 
 async def changed_parts(
-    paths: Mapping[Source, Path], part_size: int, records: Iterable[PartRecord]
+    paths: Mapping[Source, Path],
+    part_size: int,
+    records: Iterable[PartRecord],
+    span: Callable[[PartRecord], tuple[int, int]] | None = None,
 ) -> set[tuple[Source, int]]:
-    """The (source, number) of every record whose bytes in the file now differ from what was sent."""
+    """The (source, number) of every record whose bytes in the file now differ from what was sent; ``span`` says
+    where a record's bytes lie in its file (by default part ``number`` of ``part_size`` bytes, ``length`` long)."""
     pending = iter([record for record in records if record.source in paths])
     changed: set[tuple[Source, int]] = set()
 
     async def reader() -> None:
         for record in pending:  # shared by the readers: each takes the next record
-            offset = (record.number - 1) * part_size
-            now = await anyio.to_thread.run_sync(part_digest, paths[record.source], offset, record.length)
+            offset, length = span(record) if span is not None else ((record.number - 1) * part_size, record.length)
+            now = await anyio.to_thread.run_sync(part_digest, paths[record.source], offset, length)
             if now is None or now != record.digest:
                 changed.add((record.source, record.number))
 

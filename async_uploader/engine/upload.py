@@ -30,6 +30,7 @@ from ..core.ratelimit import RequestKind
 from ..core.state import Action, Phase, UploadState, match_adoption
 from ..core.stats import UploadResult, UploadStatistics
 from ..edge.receipts import default_receipt_path, write_receipt
+from ..edge.sources import recorded_span
 from .calls import Calls, Requests, Retry
 from .etag import Verifier
 from .existing import find_existing
@@ -166,7 +167,9 @@ class Upload:
         await self._write_receipt()
         if self.state.phase is Phase.DONE:
             result = self.state.result(store_id=self.store_id, now=time.monotonic(), checkpoint=self.checkpoint_path)
-            return replace(result, receipt=self.receipt_path, existing=self.state.existing)
+            return replace(
+                result, receipt=self.receipt_path, existing=self.state.existing, plain_bytes=self._local.plain_bytes()
+            )
         self.state.failed(cancelled=True)
         aborted = await self._abort_if_wanted(self._grace_left())
         raise self._interrupted(aborted)
@@ -215,6 +218,8 @@ class Upload:
             await verifier.learn_family(self._requests.observer("GetSequenceStore"))
             self.state.verify = verifier.applies
             await self._start_hashing(verifier)
+        for source, (size, parts) in self._local.resumed_totals(prepared.recorded_parts).items():
+            self.state.set_totals(source, size, parts)  # a compressed source's, when its length is known already
         self.state.prepared(prepared)
 
     async def _start_hashing(self, verifier: Verifier) -> None:
@@ -279,7 +284,10 @@ class Upload:
         if records:
             readers = self._local.readers
             paths = {source: path for source in sources if (path := readers[source].path) is not None}
-            changed = await changed_parts(paths, self.state.current_plan().part_size, records)
+            part_size = self.state.current_plan().part_size
+            changed = await changed_parts(
+                paths, part_size, records, lambda record: recorded_span(readers[record.source], record, part_size)
+            )
             log.info("read %d recorded parts again: %d changed since they were sent", len(records), len(changed))
         self.state.reread(changed)
 

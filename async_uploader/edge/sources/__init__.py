@@ -5,21 +5,23 @@ hands out its parts lazily (``items(plan, done)``), gives each part's body for o
 part's memory back (``release``). A file (``files.FileSource``) is read by offset, as the connection takes the
 bytes; a stream (``streams.StreamSource``) is read in order into pooled buffers. The engine never asks which one it
 holds. The modules: ``identity`` (what a file is, blocking checks), ``body`` (a part's body, aligned buffers),
-``files``, ``streams``.
+``files``, ``streams``, ``compressed`` (a plain FASTQ file or stream sent gzip-compressed).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Container, Mapping
+import os
+from collections.abc import AsyncIterator, Callable, Collection, Container, Mapping
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from ...core.checkpoint import SourceFingerprint
+from ...core.checkpoint import PartRecord, SourceFingerprint
 from ...core.config import Source
 from ...core.errors import PlanError
 from ...core.fastq import FastqSummer
 from ...core.plan import Plan
 from .body import PartBody, PartBuffer, aligned_buffer
+from .compressed import CompressedSource, Compressor, is_plain_fastq
 from .files import FileSource, read_cached, read_cached_into
 from .identity import check_source_path, fingerprint_file, fingerprint_source, part_digest, read_head, summarize_file
 from .item import PartItem
@@ -27,6 +29,7 @@ from .streams import BufferPool, StreamSource
 
 __all__ = [
     "BufferPool",
+    "CompressedSource",
     "FileSource",
     "PartBody",
     "PartBuffer",
@@ -35,13 +38,17 @@ __all__ = [
     "StreamSource",
     "aligned_buffer",
     "check_source_path",
+    "compressed_of",
     "fingerprint_file",
     "fingerprint_source",
+    "is_plain_fastq",
     "open_sources",
     "part_digest",
     "read_cached",
     "read_cached_into",
     "read_head",
+    "recorded_span",
+    "stream_part_count",
     "summarize_file",
 ]
 
@@ -89,15 +96,50 @@ class SourceReader(Protocol):
     def close(self) -> None: ...
 
 
+def compressed_of(readers: Mapping[Source, SourceReader]) -> dict[Source, CompressedSource]:
+    """The readers that gzip-compress a plain FASTQ source as they read it."""
+    return {source: reader for source, reader in readers.items() if isinstance(reader, CompressedSource)}
+
+
+def recorded_span(reader: SourceReader, record: PartRecord, part_size: int) -> tuple[int, int]:
+    """Where in its file the bytes a recorded part was made of lie, (offset, length): a part of the file itself,
+    or the plain range a compressed part was made of (its record's digest is theirs)."""
+    if isinstance(reader, CompressedSource):
+        return reader.plain_span(record.number)
+    return (record.number - 1) * part_size, record.length
+
+
+def stream_part_count(reader: SourceReader, part_size: int) -> int | None:
+    """How many parts a source of unknown length had, once it has ended (None before)."""
+    if reader.size is None:
+        return None
+    if isinstance(reader, CompressedSource):
+        return reader.part_count
+    return -(-reader.size // part_size)
+
+
 def open_sources(
-    given: Mapping[Source, Path | BinaryIO], *, part_size: int, slice_size: int, memory_budget: int
+    given: Mapping[Source, Path | BinaryIO],
+    *,
+    part_size: int,
+    slice_size: int,
+    memory_budget: int,
+    compress: Collection[Source] = (),
 ) -> dict[Source, SourceReader]:
     """A reader for every source: files opened by path, streams sharing one pool of part buffers that fits in
-    ``memory_budget`` (PlanError when not even one part does). SourceError for a path that is not a readable file."""
+    ``memory_budget`` (PlanError when not even one part does), the sources in ``compress`` (plain FASTQ)
+    gzip-compressed as they are read, on threads and memory they share. SourceError for a path that is not a
+    readable file."""
     readers: dict[Source, SourceReader] = {}
     pool: BufferPool | None = None
+    compressor: Compressor | None = None
     try:
         for source, what in given.items():
+            if source in compress:
+                if compressor is None:
+                    compressor = Compressor(os.cpu_count() or 1, memory_budget // (2 * part_size))
+                readers[source] = CompressedSource(source, what, part_size, compressor, slice_size)
+                continue
             if isinstance(what, Path):
                 readers[source] = FileSource(source, what, slice_size)
                 continue
@@ -112,5 +154,7 @@ def open_sources(
     except BaseException:
         for reader in readers.values():
             reader.close()
+        if compressor is not None:
+            compressor.close()
         raise
     return readers
