@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from async_uploader.edge.client import OmicsClient
 from async_uploader.edge.signing import CredentialSource, Signer
 from async_uploader.edge.transport import HttpTransport
 from async_uploader.emulator import LocalStore
+from tests.helpers import fastq_gz
 
 STORE = "1234567890"
 PART = 128 * 1024
@@ -35,14 +35,8 @@ class Slices:
 
 
 def fastq(size: int, seed: int) -> bytes:
-    rng = random.Random(seed)
-    out = bytearray()
-    n = 0
-    while len(out) < size:
-        bases = "".join(rng.choice("ACGT") for _ in range(60))
-        out += f"@read{n}\n{bases}\n+\n{'I' * 60}\n".encode()
-        n += 1
-    return bytes(out[:size])
+    """A gzip FASTQ of exactly ``size`` bytes (the store takes FASTQ gzip-compressed only, as the service)."""
+    return fastq_gz(size, seed)
 
 
 def client_for(store: LocalStore, secret: str = "test") -> OmicsClient:

@@ -65,9 +65,11 @@ class Outcome:
 def format_problem(file_type: str, head: bytes, source: str) -> str | None:
     """A light check of a source's first bytes; None when it looks right."""
     if file_type == "FASTQ":
-        if head[:2] == b"\x1f\x8b" or head[:1] == b"@":
+        if head[:2] == b"\x1f\x8b":
             return None
-        return f"{source} is neither gzip-compressed nor plain FASTQ"
+        if head[:1] == b"@":  # as the service: "FASTQ (gzip-only)"
+            return f"{source} is plain FASTQ: a FASTQ source must be gzip-compressed"
+        return f"{source} is not gzip-compressed FASTQ"
     if file_type in ("BAM", "UBAM"):
         return None if head[:2] == b"\x1f\x8b" else f"{source} is not a BGZF-compressed {file_type} file"
     if file_type == "CRAM":
