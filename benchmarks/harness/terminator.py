@@ -180,6 +180,7 @@ class Terminated:
 
 
 OURS_NO_VERIFY = OURS.with_args("async_uploader (defaults, --no-verify)")
+OURS_FIXED = OURS.with_args("async_uploader (--concurrency 10 --fixed)", "--concurrency", "10", "--fixed")
 SERVER_CPU = summary_column("server CPU s/GiB (store + stunnel)", store_cpu_per_gib, 2)
 WALL = summary_column("whole-process MB/s", wall_mb_per_s)
 
@@ -213,7 +214,7 @@ def run(ctx: Context) -> Section:
         section.notes.append(f"Skipped: {why}.")
         return section
     sources = ensure_pair(ctx.data_dir, size)
-    clients = ctx.usable([SETTING.label(OURS_NO_VERIFY), SETTING.label(TM)])
+    clients = ctx.usable([SETTING.label(OURS_NO_VERIFY), SETTING.label(TM), SETTING.label(OURS_FIXED)])
     ctx.log(f"terminator: 2 × {describe(size)} through {stunnel}, {runs} run(s)")
     with Terminated(stunnel) as store:
         grouped = alternate(ctx, store, clients, sources, runs)  # type: ignore[arg-type]
@@ -255,6 +256,8 @@ def run(ctx: Context) -> Section:
         "MB/s is bytes over the transfer (first request to last Complete); whole-process MB/s is bytes over the "
         "client process's wall time, interpreter start-up and imports included. Client CPU is the whole process's "
         "(user + system, from wait4), start-up included.",
+        "async_uploader (--concurrency 10 --fixed): ten requests in flight from the start, as TransferManager "
+        "holds, without the self-tuning's probing; no end-to-end verification either.",
         "stunnel runs with its defaults (TLS 1.3, AES-GCM on this CPU's AES-NI); its certificate is for 127.0.0.1 "
         "and localhost, from a CA made with trustme at the start, trusted through AWS_CA_BUNDLE.",
     ]
