@@ -1,9 +1,12 @@
 """One HTTP/1.1 connection on a socket of our own: the waits on the socket, and one h11 exchange at a time.
 
 TLS is an ``ssl.SSLSocket`` in non-blocking mode, so OpenSSL encrypts a whole slice in one call and writes the
-records straight to the socket. Why (README "Performance"): asyncio's TLS transport encrypts into a memory BIO,
-copies the records out into a new bytes object and copies them again into the transport's buffer; those copies,
-not the cipher, were most of what TLS added to the client's CPU per GiB. Here the copies left are the page cache
+records straight to the socket. A TLS body's slices are written from sender threads (``write_in_thread``): OpenSSL
+runs with the GIL released, so connections encrypt on more than one core, and the event loop is woken once per
+slice; the head, plain HTTP and every read stay on the loop. Why a socket of our own (README "Performance"):
+asyncio's TLS transport encrypts into a memory BIO, copies the records out into a new bytes object and copies
+them again into the transport's buffer; those copies, not the cipher, were most of what TLS added to the
+client's CPU per GiB. Here the copies left are the page cache
 into one page-aligned buffer per request (``edge.sources``) and the kernel's own into the socket.
 
 ``read_timeout`` is the progress deadline of every wait on the socket. A server that answers before the whole
