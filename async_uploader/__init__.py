@@ -10,7 +10,9 @@ async with Uploader(UploadConfig(), service=ServiceConfig(region="us-east-1")) a
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+import typing
 
 from .core.config import (
     DEFAULT_PART_SIZE,
@@ -55,8 +57,29 @@ from .core.errors import (
 )
 from .core.ratelimit import Limiter, RequestKind
 from .core.stats import UploadResult, UploadStatistics
-from .engine.limiter import LocalLimiter
-from .engine.uploader import Uploader, UploadHandle, upload_read_set
+
+if typing.TYPE_CHECKING:
+    from .engine.limiter import LocalLimiter
+    from .engine.uploader import Uploader, UploadHandle, upload_read_set
+
+# The engine (aiohttp, botocore, the transfer code) is imported on first use of one of its names, so a command
+# that needs none of it (``--version``, ``--help``, ``serve``) does not pay for it.
+_LAZY = {
+    "LocalLimiter": ".engine.limiter",
+    "Uploader": ".engine.uploader",
+    "UploadHandle": ".engine.uploader",
+    "upload_read_set": ".engine.uploader",
+}
+
+
+def __getattr__(name: str) -> typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 try:
     __version__ = importlib.metadata.version("async-uploader")

@@ -5,7 +5,8 @@
     python benchmarks/run.py --only bulk tiny --runs 3 --gib 0.25
 
 Each client runs in its own process against the project's local store (started here, in --discard mode), so its
-CPU time and peak RSS are its own. Scenarios: bulk, distant, tiny, scaling, streams, faults, verify, batch.
+CPU time and peak RSS are its own. Scenarios: bulk, terminator (TLS through stunnel), distant, tiny, scaling,
+streams, faults, verify, batch.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import batch, bulk, distant, faults, scaling, streams, tiny, tuning, verify
+from harness import batch, bulk, distant, faults, scaling, streams, terminator, tiny, tuning, verify
 from harness.proc import close_launcher
 from harness.report import Section, stamp, write
 from harness.runner import Context
@@ -28,6 +29,7 @@ from harness.store import emulator_available
 HERE = Path(__file__).resolve().parent
 SCENARIOS: dict[str, Callable[[Context], Section]] = {
     "bulk": bulk.run,
+    "terminator": terminator.run,
     "distant": distant.run,
     "tiny": tiny.run,
     "tuning": tuning.run,

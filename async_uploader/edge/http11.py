@@ -1,9 +1,12 @@
 """One HTTP/1.1 connection on a socket of our own: the waits on the socket, and one h11 exchange at a time.
 
 TLS is an ``ssl.SSLSocket`` in non-blocking mode, so OpenSSL encrypts a whole slice in one call and writes the
-records straight to the socket. Why (README "Performance"): asyncio's TLS transport encrypts into a memory BIO,
-copies the records out into a new bytes object and copies them again into the transport's buffer; those copies,
-not the cipher, were most of what TLS added to the client's CPU per GiB. Here the copies left are the page cache
+records straight to the socket. A TLS body's slices are written from sender threads (``write_in_thread``): OpenSSL
+runs with the GIL released, so connections encrypt on more than one core, and the event loop is woken once per
+slice; the head, plain HTTP and every read stay on the loop. Why a socket of our own (README "Performance"):
+asyncio's TLS transport encrypts into a memory BIO, copies the records out into a new bytes object and copies
+them again into the transport's buffer; those copies, not the cipher, were most of what TLS added to the
+client's CPU per GiB. Here the copies left are the page cache
 into one page-aligned buffer per request (``edge.sources``) and the kernel's own into the socket.
 
 ``read_timeout`` is the progress deadline of every wait on the socket. A server that answers before the whole
@@ -18,11 +21,13 @@ keeps connections alive between requests; the proxy tunnel is ``edge.tunnel``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import select
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -172,11 +177,12 @@ class Connection:
         self.answered = False
         try:
             await self.write(self.http.send(h11.Request(method=method, target=target, headers=headers)) or b"")
+            # the views themselves go out (no copy); h11 only counts their length against Content-Length
+            write = self.write_in_thread if isinstance(self.sock, ssl.SSLSocket) else self.write
             async with contextlib.aclosing(body.views(scratch, call)) as views:
                 async for view in views:
-                    # the view itself goes out (no copy); h11 only counts its length against Content-Length
                     for piece in self.http.send_with_data_passthrough(h11.Data(data=view)) or ():  # type: ignore[arg-type]
-                        await self.write(piece)
+                        await write(piece)
             self.http.send(h11.EndOfMessage())
         except Answered:
             pass  # a refusal before the whole body was sent: it is the answer
@@ -200,6 +206,49 @@ class Connection:
                 await ready(fd, read=True, write=False, within=self.read_timeout)
                 continue
             view = view[sent:]
+
+    async def write_in_thread(self, data: bytes | memoryview) -> None:
+        """``write``, with the waits and OpenSSL's writes in a sender thread: one hand-off per slice.
+
+        OpenSSL encrypts with the GIL released, so connections sending at once use more than one core, and the
+        event loop is woken once per slice rather than once per socket buffer. Cancelling shuts the socket down
+        (the thread's wait ends at once) and waits for the thread to let go of the slice before propagating.
+        """
+        view = memoryview(data)
+        loop = asyncio.get_running_loop()
+        while view:
+            future = loop.run_in_executor(_senders(), self._send_some, view)
+            try:
+                sent, readable = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if not future.done():
+                    with contextlib.suppress(OSError):
+                        self.sock.shutdown(socket.SHUT_RDWR)
+                    with anyio.CancelScope(shield=True):
+                        await asyncio.wait([future])
+                raise
+            view = view[sent:]
+            if readable and self._take_early():
+                raise Answered
+
+    def _send_some(self, view: memoryview) -> tuple[int, bool]:
+        """In a sender thread: write ``view`` until done or until the socket is readable; (bytes sent, readable)."""
+        fd = self.sock.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLOUT)
+        total = 0
+        while total < len(view):
+            try:
+                total += self.sock.send(view[total:])
+                continue
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                pass
+            events = poller.poll(self.read_timeout * 1000)
+            if not events:
+                raise Stalled(f"no bytes of the body were accepted for {self.read_timeout:g} s")
+            if events[0][1] & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                return total, True
+        return total, False
 
     def _take_early(self) -> bool:
         """Read what arrived while the body was being sent; True when it is (the start of) an answer or EOF."""
@@ -255,6 +304,20 @@ class Connection:
                 return Response(status, headers, bytes(body))
             elif isinstance(event, h11.ConnectionClosed):
                 raise Closed("the server closed the connection", answered=self.answered)
+
+
+_SENDERS: list[concurrent.futures.ThreadPoolExecutor] = []
+_SENDERS_LOCK = threading.Lock()
+
+
+def _senders() -> concurrent.futures.ThreadPoolExecutor:
+    """The process's threads that write TLS bodies, made on first use (as many as requests may be in flight)."""
+    with _SENDERS_LOCK:
+        if not _SENDERS:
+            _SENDERS.append(
+                concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="async-uploader-send")
+            )
+        return _SENDERS[0]
 
 
 def _check_announced(headers: Iterable[tuple[bytes, bytes]], cap: int) -> None:

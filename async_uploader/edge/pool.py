@@ -50,11 +50,15 @@ from .messages import (
 from .sources import PartBuffer, aligned_buffer
 from .tunnel import ProxyAnswer, tunnel
 
-__all__ = ["SCRATCH_SIZE", "DirectPool"]
+__all__ = ["SCRATCH_SIZE", "TLS_SCRATCH_SIZE", "DirectPool"]
 
 SCRATCH_SIZE = 256 * 1024
-"""Bytes read and handed to OpenSSL at a time: a page-aligned buffer per request in flight (measured: 256 KiB to
-1 MiB cost the same CPU per GiB; the smaller keeps memory low at high concurrency)."""
+"""Bytes read and written at a time over plain HTTP: a page-aligned buffer per request in flight (measured: 256 KiB
+to 1 MiB cost the same CPU per GiB; the smaller keeps memory low at high concurrency)."""
+
+TLS_SCRATCH_SIZE = 1024 * 1024
+"""Bytes read and handed to OpenSSL at a time over TLS, where each slice is one hand-off to a sender thread: four
+times fewer hand-offs than 256 KiB, measured as a lower CPU per GiB through an efficient terminator."""
 
 _FAILURES = (OSError, ssl.SSLError, h11.ProtocolError, Closed, Stalled, ProxyAnswer, TooLarge)
 
@@ -84,6 +88,7 @@ class DirectPool:
         keepalive_timeout: float,
         limit: int = 100,
         scratch_size: int = SCRATCH_SIZE,
+        tls_scratch_size: int = TLS_SCRATCH_SIZE,
     ) -> None:
         self.context = context
         self.connect_timeout = connect_timeout
@@ -91,8 +96,9 @@ class DirectPool:
         self.keepalive_timeout = keepalive_timeout
         self.limit = limit
         self.scratch_size = scratch_size
+        self.tls_scratch_size = tls_scratch_size
         self._idle: dict[Key, list[Connection]] = {}
-        self._scratch: list[PartBuffer] = []
+        self._scratch: dict[int, list[PartBuffer]] = {}
         self._closed = False
 
     @staticmethod
@@ -115,12 +121,14 @@ class DirectPool:
         forward = proxy is not None and url.scheme == "http"
         target = str(url) if forward else url.raw_path_qs
         listed = _header_list(url, headers, body.length, proxy)
-        scratch = self._scratch.pop() if self._scratch else aligned_buffer(self.scratch_size)
+        size = self.tls_scratch_size if url.scheme == "https" else self.scratch_size
+        spare = self._scratch.setdefault(size, [])
+        scratch = spare.pop() if spare else aligned_buffer(size)
         try:
             return await self._send(method, url, key, target, listed, body, memoryview(scratch), proxy, call)
         finally:
-            if len(self._scratch) < self.limit:
-                self._scratch.append(scratch)
+            if len(spare) < self.limit:
+                spare.append(scratch)
 
     async def _send(
         self,

@@ -1,0 +1,264 @@
+"""Scenario: an efficient TLS terminator (stunnel, a C program on OpenSSL) in front of the local store.
+
+The store serves plain HTTP on 127.0.0.1 in ``--discard`` mode; stunnel accepts TLS on another port and forwards
+the decrypted bytes to it. The server side of TLS then costs what a real service's terminators cost, not a Python
+store's, so the clients' own costs decide. The certificate comes from a CA made here with trustme, for 127.0.0.1
+and localhost; clients trust that CA through ``AWS_CA_BUNDLE``, as against the store's own TLS. When stunnel is not
+on the PATH it is installed with ``apt-get install -y stunnel4`` where that works; otherwise the scenario is
+skipped, saying why.
+
+Wall here is the whole process, interpreter start-up and imports included, as a user timing the command sees it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import trustme
+
+from .compare import HeadToHead, Setting, comparison, cpu_per_gib, rss_mib, store_cpu_per_gib, summary_column
+from .data import describe, ensure_pair
+from .proc import GIB, MIB, Measured
+from .report import Headline, Section, Table, summarize
+from .runner import OURS, TM, Context, alternate
+from .store import Store, StoreError
+from .targets import Target, targets_table
+
+STUNNEL_NAMES = ("stunnel4", "stunnel")
+SETTING = Setting("behind stunnel", tls=True)
+
+
+def wall_mb_per_s(run: Measured) -> float:
+    """Bytes over the whole process's wall time, start-up included."""
+    return run.bytes / run.wall / 1e6 if run.ok and run.wall > 0 else 0.0
+
+
+def find_stunnel(install: bool = True) -> tuple[str, str]:
+    """(path to stunnel, "") or ("", why not); installs Debian's stunnel4 with apt-get when missing and possible."""
+    for name in STUNNEL_NAMES:
+        if found := shutil.which(name):
+            return found, ""
+    if not install:
+        return "", "stunnel is not installed"
+    if not shutil.which("apt-get"):
+        return "", "stunnel is not installed and there is no apt-get to install it"
+    try:
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "stunnel4"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return "", f"apt-get install -y stunnel4 failed: {exc}"
+    for name in STUNNEL_NAMES:
+        if found := shutil.which(name):
+            return found, ""
+    tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+    return "", f"apt-get install -y stunnel4 failed: {tail[0]}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def _cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Terminated:
+    """The store over plain HTTP with stunnel in front: ``url`` is stunnel's https URL, ``cpu()`` both servers'."""
+
+    def __init__(self, stunnel: str, *, start_timeout: float = 30.0) -> None:
+        self.stunnel = stunnel
+        self.start_timeout = start_timeout
+        self.url = ""
+        self.ca_file = ""
+        self.tls = True
+        self._store = Store(tls=False)
+        self._tmp = tempfile.TemporaryDirectory(prefix="bench-stunnel-")
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = Path(self._tmp.name) / "stunnel.log"
+
+    @property
+    def transport(self) -> str:
+        return "TLS"
+
+    def __enter__(self) -> Terminated:
+        self._store.__enter__()
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self) -> None:
+        tmp = Path(self._tmp.name)
+        ca = trustme.CA()
+        ca_file = tmp / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        server_pem = tmp / "server.pem"
+        ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+        backend = self._store.url.removeprefix("http://").rstrip("/")
+        port = _free_port()
+        config = tmp / "stunnel.conf"
+        config.write_text(
+            "foreground = yes\n"
+            "pid =\n"
+            f"output = {self._log}\n"
+            "debug = 4\n"
+            "[store]\n"
+            f"accept = 127.0.0.1:{port}\n"
+            f"connect = {backend}\n"
+            f"cert = {server_pem}\n"
+        )
+        self._proc = subprocess.Popen(
+            [self.stunnel, str(config)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        if not _wait_listening(port, self._proc, time.monotonic() + self.start_timeout):
+            log = self._log.read_text(errors="replace").strip().splitlines()[-2:] if self._log.exists() else []
+            raise StoreError("stunnel did not start: " + (" | ".join(log) or "no log"))
+        self.url = f"https://127.0.0.1:{port}"
+        self.ca_file = str(ca_file)
+
+    def client_env(self) -> dict[str, str]:
+        return {"AWS_CA_BUNDLE": self.ca_file}
+
+    def cpu(self) -> float:
+        """CPU seconds of the store and of stunnel so far."""
+        return self._store.cpu() + (_cpu(self._proc.pid) if self._proc is not None else 0.0)
+
+    def stunnel_cpu(self) -> float:
+        return _cpu(self._proc.pid) if self._proc is not None else 0.0
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.terminate()
+                try:
+                    self._proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+            self._proc = None
+        self._store.__exit__(exc_type, exc, tb)
+        self._tmp.cleanup()
+
+
+OURS_NO_VERIFY = OURS.with_args("async_uploader (defaults, --no-verify)")
+OURS_FIXED = OURS.with_args("async_uploader (--concurrency 10 --fixed)", "--concurrency", "10", "--fixed")
+SERVER_CPU = summary_column("server CPU s/GiB (store + stunnel)", store_cpu_per_gib, 2)
+WALL = summary_column("whole-process MB/s", wall_mb_per_s)
+
+
+def _table(title: str, result: HeadToHead) -> Table:
+    table = comparison(title, result, extra=[WALL, SERVER_CPU])
+    ref = summarize(result.runs.get(result.reference, []), wall_mb_per_s).median
+    table.columns.insert(-1, "wall × TM")
+    for row, measured in zip(table.rows, result.runs.values(), strict=True):
+        mine = summarize(measured, wall_mb_per_s).median
+        row.insert(-1, f"{mine / ref:.2f}×" if mine and ref else "n/a")
+    return table
+
+
+def run(ctx: Context) -> Section:
+    size = 8 * MIB if ctx.quick else int(ctx.gib * GIB)
+    runs = ctx.repeat(ctx.runs)
+    section = Section(
+        "terminator",
+        "Bulk over TLS through an efficient terminator",
+        intro=(
+            f"A paired 2 × {describe(size)} upload through stunnel (TLS in C, OpenSSL) in front of the local store "
+            "(plain HTTP on 127.0.0.1, `--discard`): the server side of TLS costs what a real terminator costs, so "
+            f"each client's own cost decides. Clients alternated run by run, {runs} run(s) each; "
+            "async_uploader without end-to-end verification, since TransferManager checks nothing."
+        ),
+    )
+    stunnel, why = find_stunnel()
+    if not stunnel:
+        ctx.log(f"terminator: skipped: {why}")
+        section.notes.append(f"Skipped: {why}.")
+        return section
+    sources = ensure_pair(ctx.data_dir, size)
+    clients = ctx.usable([SETTING.label(OURS_NO_VERIFY), SETTING.label(TM), SETTING.label(OURS_FIXED)])
+    ctx.log(f"terminator: 2 × {describe(size)} through {stunnel}, {runs} run(s)")
+    with Terminated(stunnel) as store:
+        grouped = alternate(ctx, store, clients, sources, runs)  # type: ignore[arg-type]
+    result = HeadToHead(SETTING, grouped, SETTING.label(TM).label, clients)
+    section.tables.append(_table(f"Through stunnel, 2 × {describe(size)}, {runs} run(s) each", result))
+    result.record(section, "stunnel")
+    wall = result.versus(OURS_NO_VERIFY, wall_mb_per_s)
+    section.tables.append(
+        targets_table(
+            [
+                Target("through stunnel: whole-process wall, async_uploader ÷ TransferManager", wall, 1.15),
+                Target(
+                    "through stunnel: client CPU s/GiB, async_uploader ÷ TransferManager",
+                    result.versus(OURS_NO_VERIFY, cpu_per_gib),
+                    0.8,
+                    True,
+                ),
+                Target(
+                    "through stunnel: async_uploader peak RSS, highest run",
+                    summarize(result.of(OURS_NO_VERIFY), rss_mib).high,
+                    100,
+                    True,
+                    "MiB",
+                ),
+            ]
+        )
+    )
+    section.headlines.append(
+        Headline(
+            "terminator",
+            f"2 × {describe(size)} through stunnel, whole-process wall",
+            "MB/s",
+            result.median(OURS_NO_VERIFY, wall_mb_per_s),
+            result.reference_median(wall_mb_per_s),
+            1.15,
+        )
+    )
+    section.notes += [
+        "MB/s is bytes over the transfer (first request to last Complete); whole-process MB/s is bytes over the "
+        "client process's wall time, interpreter start-up and imports included. Client CPU is the whole process's "
+        "(user + system, from wait4), start-up included.",
+        "async_uploader (--concurrency 10 --fixed): ten requests in flight from the start, as TransferManager "
+        "holds, without the self-tuning's probing; no end-to-end verification either.",
+        "stunnel runs with its defaults (TLS 1.3, AES-GCM on this CPU's AES-NI); its certificate is for 127.0.0.1 "
+        "and localhost, from a CA made with trustme at the start, trusted through AWS_CA_BUNDLE.",
+    ]
+    return section
