@@ -28,8 +28,8 @@ from ..core.fastq import ALGORITHMS, FastqSummary, NotFastqError
 from ..core.protocol import ReadSetMetadata
 from ..core.receipt import Receipt, SourceReceipt
 from ..core.stats import Verification
-from ..edge.sources import summarize_file
 from .calls import Calls
+from .hashing import summarize_path
 
 __all__ = [
     "POLL_INTERVAL",
@@ -309,7 +309,7 @@ async def _summaries(
         assert source.path is not None
         try:
             summaries[source.source] = await anyio.to_thread.run_sync(
-                summarize_file, source.path, family, limiter=hashing
+                summarize_path, source.path, family, limiter=hashing
             )
         except NotFastqError as exc:
             raise _CannotCompare(Outcome.MISMATCH, f"{name} {source.path} does not decode as FASTQ: {exc}") from None

@@ -23,7 +23,7 @@ from ...core.plan import Plan
 from .body import PartBody, PartBuffer, aligned_buffer
 from .compressed import CompressedSource, Compressor, is_plain_fastq
 from .files import FileSource, read_cached, read_cached_into
-from .identity import check_source_path, fingerprint_file, fingerprint_source, part_digest, read_head, summarize_file
+from .identity import check_source_path, fingerprint_file, fingerprint_source, part_digest, read_head
 from .item import PartItem
 from .streams import BufferPool, StreamSource
 
@@ -49,7 +49,6 @@ __all__ = [
     "read_head",
     "recorded_span",
     "stream_part_count",
-    "summarize_file",
 ]
 
 

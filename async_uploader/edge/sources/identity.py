@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import xxhash
@@ -13,7 +12,6 @@ import xxhash
 from ...core.checkpoint import SourceFingerprint
 from ...core.config import Source
 from ...core.errors import SourceError
-from ...core.fastq import FastqSummary, FastqSummer
 
 __all__ = [
     "SUMMARY_CHUNK",
@@ -23,7 +21,6 @@ __all__ = [
     "fingerprint_source",
     "part_digest",
     "read_head",
-    "summarize_file",
 ]
 
 _SAMPLE = 64 * 1024
@@ -62,22 +59,6 @@ def fingerprint_source(source: Source, path: str | os.PathLike[str]) -> SourceFi
 VERIFY_CHUNK = 8 * 1024 * 1024
 SUMMARY_CHUNK = 1024 * 1024
 """What a verification thread reads at a time: a few MiB of memory per source, decompressed."""
-
-
-def summarize_file(
-    path: str | os.PathLike[str], family: str, on_read: Callable[[int], None] | None = None
-) -> FastqSummary:
-    """A FASTQ source's ETag digest, reads and bases, read front to back (``core.fastq``). Blocking: call it from a
-    worker thread; ``on_read`` is told of every chunk read. NotFastqError when it does not decode."""
-    summer = FastqSummer(family)
-    with open(path, "rb", buffering=0) as f:
-        offset = 0
-        while not summer.failed and (chunk := os.pread(f.fileno(), SUMMARY_CHUNK, offset)):
-            summer.update(chunk)
-            offset += len(chunk)
-            if on_read is not None:
-                on_read(len(chunk))
-    return summer.finish()
 
 
 def read_head(path: str | os.PathLike[str], size: int = 1024 * 1024) -> bytes:
