@@ -94,9 +94,10 @@ async def test_verbose_and_debug_lines_have_timestamps_and_debug_has_one_line_pe
     assert max(throttled_attempts(faults, 0).values()) >= 1 and max(throttled_attempts(faults, 1).values()) >= 1
     options = StoreOptions(secret_key=secret, faults=faults)
     async with LocalStore(options) as store:
-        verbose = await _upload(store.url, tmp_path, env, "-v", "--no-checkpoint", "--max-attempts", "30")
+        again = ("--no-checkpoint", "--max-attempts", "30", "--if-exists", "upload")  # the same files, sent twice
+        verbose = await _upload(store.url, tmp_path, env, "-v", *again)
         before = len(store.requests)
-        debug = await _upload(store.url, tmp_path, env, "--debug", "--no-checkpoint", "--max-attempts", "30")
+        debug = await _upload(store.url, tmp_path, env, "--debug", *again)
         sent = [e for e in store.requests[before:] if e["operation"] == "UploadReadSetPart"]
         assert_was_upload(store, 0)
         assert_was_upload(store, 1)

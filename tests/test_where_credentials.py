@@ -87,7 +87,18 @@ async def test_a_slow_expiring_credential_process_costs_the_upload_at_most_a_fif
     walls: dict[str, list[float]] = {"static": [], "process": []}
     async with LocalStore(options) as store:
         argv = upload_argv(
-            store.url, *sources, extra=("--part-size", "16KiB", "--max-concurrency", "4", "--no-checkpoint", "--json")
+            store.url,
+            *sources,
+            extra=(
+                "--part-size",
+                "16KiB",
+                "--max-concurrency",
+                "4",
+                "--no-checkpoint",
+                "--json",
+                "--if-exists",
+                "upload",
+            ),
         )
         for _ in range(3):
             for kind in ("static", "process"):
