@@ -121,6 +121,12 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     throttles = sum(result.throttles for result in results)
     verified = sum(result.verified for result in results)
     part_size, known = _part_size(args, results)
+    timings = [result.timings for result in results]
+    phases = {  # the slowest upload's, each phase on its own: the time to Complete, the store's, the verification's
+        "to_complete_seconds": max((t.total - t.store - t.verify for t in timings), default=0.0),
+        "store_seconds": max((t.store for t in timings), default=0.0),
+        "verify_seconds": max((t.verify for t in timings), default=0.0),
+    }
     return {
         "bytes": total,
         "parts": parts,
@@ -131,6 +137,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         "part_size": part_size,
         "part_size_from": known,
         "max_concurrency": config.max_concurrency,
+        **phases,
         **settings,
     }
 
