@@ -188,3 +188,22 @@ async def test_a_batch_with_no_wait_ends_at_the_last_complete_and_verify_checks_
     assert check.returncode == 0, check.stderr
     outcomes = [json.loads(line) for line in check.stdout.splitlines()]
     assert sorted(o["readSetId"] for o in outcomes) == sorted(ids) and all(o["verified"] for o in outcomes)
+
+
+async def test_a_rerun_from_an_empty_home_reports_the_read_set_already_in_the_store_and_creates_nothing(
+    tmp_path: Path, cli_env: dict[str, str], pair: list[Path]
+) -> None:
+    async with LocalStore(StoreOptions(data_dir=tmp_path / "store")) as store:
+        argv = upload_argv(store.url, *pair, extra=("--part-size", "64KiB", "--json"))
+        first = await run_cli_process(argv, env=cli_env, limit=60)
+        assert first.returncode == 0, first.stderr
+        elsewhere = {**cli_env, "ASYNC_UPLOADER_HOME": str(tmp_path / "another-home")}  # no checkpoint knows it
+        again = await run_cli_process(argv, env=elsewhere, limit=60)
+        told = await run_cli_process([a for a in argv if a != "--json"], env=elsewhere, limit=60)
+        refused = await run_cli_process([*argv, "--if-exists", "fail"], env=elsewhere, limit=60)
+    assert again.returncode == 0, again.stderr
+    result, original = json.loads(again.stdout), json.loads(first.stdout)
+    assert result["existing"] is True and result["readSetId"] == original["readSetId"] and result["verified"] is True
+    assert creates(store) == 1 and told.stdout.strip() == original["readSetId"]
+    assert f"already in the store as read set {original['readSetId']}, nothing sent; verified" in told.stderr
+    assert refused.returncode == 1 and original["readSetId"] in refused.stderr_lines[-1]
