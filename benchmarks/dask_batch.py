@@ -57,7 +57,12 @@ async def batch(workers: int, count: int, folder: Path) -> None:
         service = ServiceConfig(endpoint_url=store.url, region="us-east-1")
         async with (
             LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, asynchronous=True
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=":0",
+                asynchronous=True,
             ) as cluster,
             Client(cluster, asynchronous=True) as client,
         ):
@@ -93,7 +98,9 @@ async def limiter_costs(folder: Path) -> None:
         await budget.acquire(RequestKind.PART)
     print(f"file budget: acquire {1e6 * (time.perf_counter() - started) / (count // 4):.0f} µs (one caller)")
     async with (
-        LocalCluster(n_workers=1, processes=True, dashboard_address=None, asynchronous=True) as cluster,
+        LocalCluster(
+            n_workers=1, processes=True, host="127.0.0.1", dashboard_address=":0", asynchronous=True
+        ) as cluster,
         Client(cluster, asynchronous=True) as client,
     ):
         shared = budget_rates(rates, 1.0)

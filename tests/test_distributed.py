@@ -87,7 +87,12 @@ def service_for(store: LocalStore) -> ServiceConfig:
 async def cluster() -> AsyncIterator[tuple[LocalCluster, Client]]:
     async with (
         LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, asynchronous=True
+            n_workers=2,
+            processes=True,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=":0",
+            asynchronous=True,
         ) as local,
         Client(local, asynchronous=True) as client,  # type: ignore[no-untyped-call]
     ):
