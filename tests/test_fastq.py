@@ -114,3 +114,13 @@ def test_the_first_bytes_must_agree_with_the_file_type(head: bytes, file_type: F
 def test_a_head_cut_inside_a_record_or_a_member_is_not_a_mismatch() -> None:
     data = gzip.compress(fastq_text(2000))
     assert check_file_type(data[: len(data) // 3], FileType.FASTQ) is None
+
+
+@pytest.mark.parametrize("extra", ["", "\n", "@r\nAC", "@r\nACGT\n+\nIIII\n"])
+def test_the_head_judges_its_first_records_whole_wherever_the_text_ends(extra: str) -> None:
+    text = fastq_text(300) + extra.encode()
+    assert check_file_type(text, FileType.FASTQ) is None
+    bad = fastq_text(255) + b"@r\nACGT\n+\nIII\n" + fastq_text(3)
+    assert "record 256 is not a FASTQ record" in (check_file_type(bad, FileType.FASTQ) or "")
+    beyond = fastq_text(256) + b"@r\nACGT\n+\nIII\n"  # past the records a head is judged by: the verification's
+    assert check_file_type(beyond, FileType.FASTQ) is None

@@ -305,6 +305,8 @@ class FastqSummer:
 
 _BAM_MAGIC = b"BAM\x01"
 _CRAM_MAGIC = b"CRAM"
+_HEAD_RECORDS = 256  # records judged from a head: the type shows in the first; the verification reads them all
+_HEAD_TEXT = 1 << 18  # text inflated from a head: 256 records of reads up to about 500 bases
 
 
 def check_file_type(head: bytes, file_type: FileType) -> str | None:
@@ -329,14 +331,21 @@ def check_file_type(head: bytes, file_type: FileType) -> str | None:
 
 
 def _inflate_head(head: bytes) -> bytes:
-    """As much of the decompressed stream as ``head`` yields: it usually ends inside a member, and what follows
-    its first members is judged by the whole-source verification, not here."""
+    """Up to _HEAD_TEXT bytes of the decompressed stream ``head`` begins: it usually ends inside a member, and what
+    follows is judged by the whole-source verification, not here."""
     pieces: list[bytes] = []
-    try:
-        for piece in _Members().feed(head):
-            pieces.append(piece)
-    except NotFastqError:
-        pass
+    size, data = 0, head
+    while data and size < _HEAD_TEXT:
+        member = _inflater(inflater_name())
+        try:
+            piece = member.decompress(data, _HEAD_TEXT - size)
+        except _INFLATE_ERRORS:
+            break
+        pieces.append(piece)
+        size += len(piece)
+        if not member.eof:
+            break
+        data = member.unused_data
     return b"".join(pieces)
 
 
@@ -346,7 +355,8 @@ def _first_records(text: bytes) -> str | None:
         return "it holds no text"
     if not text.startswith(b"@"):
         return f"its first line does not start with '@' ({_show(text)})"
-    lines = text.split(b"\n")[:-1]  # whole lines only
+    pieces = text.split(b"\n", 4 * _HEAD_RECORDS)
+    lines = pieces[: 4 * _HEAD_RECORDS] if len(pieces) > 4 * _HEAD_RECORDS else pieces[:-1]  # whole lines only
     for at in range(0, len(lines) - len(lines) % 4, 4):
         head, sequence, plus, quality = (line.removesuffix(b"\r") for line in lines[at : at + 4])
         if not head.startswith(b"@") or not plus.startswith(b"+") or len(sequence) != len(quality):
