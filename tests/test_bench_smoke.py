@@ -158,3 +158,5 @@ def test_quick_verify_writes_the_stage_store_and_compression_tables(tmp_path: Pa
     assert all(float(row[5]) > 0 and float(row[6]) > 0 for row in compression["rows"])  # both uploads ran
     assert not [run for run in verify["runs"] if not run["ok"]]
     assert "Scenario failed" not in (out / "RESULTS.md").read_text()
+    kept = sorted(path.name for path in (tmp_path / "data" / "pipeline").glob("*.fastq.gz"))
+    assert len(kept) == 4 and all(name.endswith(("-R1.fastq.gz", "-R2.fastq.gz")) for name in kept)  # made once

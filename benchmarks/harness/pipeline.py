@@ -204,8 +204,9 @@ def store_table(ctx: Context, sets: Sequence[DataSet], runs: int) -> Table:
 
 
 def _plain(data: DataSet, folder: Path) -> Path:
-    """The first source of ``data`` inflated: the plain FASTQ a user would upload as it is."""
-    path = folder / data.pair[0].name.replace(".fastq.gz", ".fastq")
+    """The first source of ``data`` inflated: the plain FASTQ a user would upload as it is. Its name is not the
+    data set's minus ``.gz``: ``gzip -1`` then upload writes the name plus ``.gz`` beside it, and removes it."""
+    path = folder / data.pair[0].name.replace("-R1.fastq.gz", "-plain.fastq")
     if not path.exists():
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as out:
