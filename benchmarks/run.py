@@ -47,12 +47,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), metavar="SCENARIO", help="run only these")
     parser.add_argument("--runs", type=int, default=5, help="runs per client in the bulk scenario (default 5)")
     parser.add_argument("--gib", type=float, default=1.0, help="GiB per source in the bulk scenario (default 1)")
+    parser.add_argument(
+        "--verify-mb",
+        type=int,
+        default=200,
+        help="MB of FASTQ.gz per source of each data set in the verify section's stage, store and compression "
+        "tables (default 200)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
     parser.add_argument("--data-dir", type=Path, default=HERE / ".data", help="where test data is generated")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds before a client is killed")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.gib <= 0:
-        parser.error("--runs must be at least 1 and --gib positive")
+    if args.runs < 1 or args.gib <= 0 or args.verify_mb < 1:
+        parser.error("--runs and --verify-mb must be at least 1 and --gib positive")
     return args
 
 
@@ -68,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir,
         out_dir=args.out,
         timeout=args.timeout,
+        pipeline_mb=args.verify_mb,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     header = stamp("quick" if args.quick else "full", ["python", "benchmarks/run.py", *(argv or sys.argv[1:])])

@@ -31,7 +31,7 @@ from async_uploader.core.manifest import (
 from async_uploader.core.plan import make_plan
 from async_uploader.emulator import LocalStore
 from tests.conftest import REPO_ROOT, CliRun, closed_port, run_cli_process
-from tests.helpers import fastq_gz
+from tests.helpers import fastq_gz, fastq_plain
 
 STORE = "1234567890"
 HEADER = "source1,source2,sourceFileType,subjectId,sampleId,name\n"
@@ -164,6 +164,33 @@ async def test_dry_run_prints_the_plan_and_connects_to_nothing(
     assert found["readSets"] == 3 and found["parts"] == 9 and found["bytes"] == 450_000
     assert found["secondsAtQuota"] == 6.0 and [r["row"] for r in found["upload"]] == [1, 2, 3]
     assert local_store.requests == [] and not (tmp_path / "ck").exists()
+
+
+async def test_dry_run_marks_plain_fastq_rows_compressed_on_the_fly_or_refused_with_compress_never(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    manifest = _reads(tmp_path, 2)
+    (tmp_path / "plain.fq").write_bytes(fastq_plain(100_000, seed=4))
+    manifest.write_text(manifest.read_text() + "plain.fq,,FASTQ,subject-3,sample-3,read-set-3\n")
+    nowhere = f"http://127.0.0.1:{closed_port()}"  # a request would fail: the dry run makes none
+    text, data, refused = await asyncio.gather(
+        _batch(manifest, nowhere, cli_env, "--dry-run"),
+        _batch(manifest, nowhere, cli_env, "--dry-run", "--json"),
+        _batch(manifest, nowhere, cli_env, "--dry-run", "--compress", "never"),
+    )
+    assert text.returncode == 0, text.stderr
+    rows = [line for line in text.stdout.splitlines() if line.lstrip().startswith("row ")]
+    assert [line.endswith("SOURCE1 plain FASTQ: compressed on the fly") for line in rows] == [False, False, True]
+    assert data.returncode == 0, data.stderr
+    found = json.loads(data.stdout)["upload"]
+    assert [row["compressOnTheFly"] for row in found] == [[], [], ["SOURCE1"]]
+    assert [row["refused"] for row in found] == [None, None, None]
+    assert refused.returncode == 2  # the plan, then the rows a real run would refuse
+    rows = [line for line in refused.stdout.splitlines() if line.lstrip().startswith("row ")]
+    assert len(rows) == 3 and rows[2].endswith("refused: plain FASTQ with --compress never")
+    [line] = refused.stderr_lines
+    assert line.startswith("async-uploader: row 3 would be refused: SOURCE1 ") and "is plain FASTQ" in line
+    assert not (tmp_path / "ck").exists()
 
 
 def _csv(path: Path) -> list[dict[str, str]]:

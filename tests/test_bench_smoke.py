@@ -65,8 +65,16 @@ def test_quick_bulk_writes_results(tmp_path: Path) -> None:
     assert any(label.startswith("ceiling") for label in labels)
     failed = [(run["label"], run["error"]) for run in runs if not run["ok"]]
     assert not failed
+    fastq = [run for run in runs if run["group"].startswith("FASTQ.gz ")]
+    assert {run["label"] for run in fastq} == {
+        "async_uploader (defaults: verified) over TLS",
+        "async_uploader (--no-verify) over TLS",
+        "TransferManager (defaults) over TLS",
+    }
+    assert [run["report"]["verified"] for run in fastq if "verified)" in run["label"]] == [1]
+    assert "where the time goes" in text and "| verification after ACTIVE s |" in text
     for run in runs:
-        assert run["bytes"] == 2 * 8 * 1024 * 1024
+        assert run["bytes"] == (fastq[0]["bytes"] if run in fastq else 2 * 8 * 1024 * 1024)
         assert run["cpu"] > 0
         assert run["rss_kib"] > 1024
 
@@ -107,3 +115,48 @@ def test_quick_batch_runs_every_client(tmp_path: Path) -> None:
     assert theirs["report"]["readSets"] == 3
     text = (out / "RESULTS.md").read_text()
     assert "## A batch at the pace of the quotas" in text and "÷ TransferManager, wall" in text
+
+
+@pytest.mark.timeout(240)
+def test_quick_verify_writes_the_stage_store_and_compression_tables(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--only",
+            "verify",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--timeout",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=220,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (verify,) = json.loads((out / "results.json").read_text())["sections"]
+    tables = {table["title"].split(",")[0].split(" (")[0]: table for table in verify["tables"]}
+    stages = tables["The verifier against its stages"]
+    assert [row[0].split()[0] for row in stages["rows"]] == ["demo", "four-bin"]
+    ratios = [float(row[2].rstrip("×")) for row in stages["rows"]]
+    assert 1.5 < ratios[0] < 2.3 and ratios[1] > 3.0  # the two data sets the issue names: ~1.8× and ~4×
+    assert all(" × " in row[8] for row in stages["rows"])  # the verifier over its slowest stage, named
+    store = tables["The store's processing after Complete against the client's verifier"]
+    assert [row[0] for row in store["rows"]] == ["demo", "four-bin"] and all(
+        row[5] == "≤ 1.25×" for row in store["rows"]
+    )
+    compression = tables["Compression on the fly"]
+    assert [row[0] for row in compression["rows"]] == ["demo", "four-bin"]
+    assert all(float(row[5]) > 0 and float(row[6]) > 0 for row in compression["rows"])  # both uploads ran
+    assert not [run for run in verify["runs"] if not run["ok"]]
+    assert "Scenario failed" not in (out / "RESULTS.md").read_text()
+    kept = sorted(path.name for path in (tmp_path / "data" / "pipeline").glob("*.fastq.gz"))
+    assert len(kept) == 4 and all(name.endswith(("-R1.fastq.gz", "-R2.fastq.gz")) for name in kept)  # made once

@@ -3,6 +3,7 @@ refusal with --compress never, kill -9 and resume), and the pieces (the source's
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import json
@@ -22,7 +23,7 @@ from async_uploader.edge.client import OmicsClient
 from async_uploader.edge.sources import open_sources, recorded_span
 from async_uploader.edge.sources.compressed import MEMBER_SIZE, CompressedSource, is_plain_fastq
 from async_uploader.emulator import LocalStore, StoreOptions
-from tests.conftest import run_cli_process
+from tests.conftest import closed_port, run_cli_process
 from tests.helpers import fastq_plain, upload_argv
 from tests.test_resume import (
     CONCURRENCY,
@@ -123,6 +124,33 @@ async def test_compress_never_refuses_plain_fastq_before_anything_is_created(
             assert "drop --compress never" in line
         assert not any(r["operation"] == "CreateMultipartReadSetUpload" for r in store.requests)
     assert not (tmp_path / "uploader-home").exists() or not list((tmp_path / "uploader-home").rglob("*.jsonl"))
+
+
+async def test_dry_run_says_plain_fastq_is_compressed_on_the_fly_or_refused_with_compress_never(
+    tmp_path: Path, cli_env: dict[str, str], plain_pair: list[Path]
+) -> None:
+    gzipped = tmp_path / "r3.fastq.gz"
+    gzipped.write_bytes(gzip.compress(fastq_plain(100 * KIB, seed=5), mtime=0))
+    nowhere = f"http://127.0.0.1:{closed_port()}"  # a request would fail: the dry run makes none
+    dry = ("--dry-run", "--part-size", "128KiB")
+    text, data, refused, as_is = await asyncio.gather(
+        run_cli_process(upload_argv(nowhere, *plain_pair, extra=dry), env=cli_env, limit=60),
+        run_cli_process(upload_argv(nowhere, plain_pair[0], gzipped, extra=(*dry, "--json")), env=cli_env, limit=60),
+        run_cli_process(upload_argv(nowhere, *plain_pair, extra=(*dry, "--compress", "never")), env=cli_env, limit=60),
+        run_cli_process(upload_argv(nowhere, gzipped, extra=(*dry, "--compress", "never")), env=cli_env, limit=60),
+    )
+    assert text.returncode == 0, text.stderr
+    [line] = [line for line in text.stdout.splitlines() if "on the fly" in line]
+    assert line.startswith("SOURCE1 and SOURCE2: plain FASTQ, gzip-compressed on the fly as they upload (")
+    assert "SOURCE1: 716,800 bytes in 6 parts of 131,072 bytes" in text.stdout  # parts of plain input
+    assert data.returncode == 0, data.stderr
+    plan = json.loads(data.stdout)
+    assert plan["compressOnTheFly"] == ["SOURCE1"] and plan["codec"] in {"isal-1", "zlib-1"}
+    assert refused.returncode == 2 and refused.stdout == ""
+    [error] = refused.stderr_lines  # the real run's refusal, one line
+    assert error.startswith(f"async-uploader: error: SOURCE1 {plain_pair[0]} is plain FASTQ, and the service")
+    assert "drop --compress never" in error
+    assert as_is.returncode == 0 and "on the fly" not in as_is.stdout, as_is.stderr
 
 
 async def test_gzip_sources_are_sent_as_they_are(tmp_path: Path, cli_env: dict[str, str]) -> None:

@@ -1,7 +1,8 @@
 """``async-uploader upload --dry-run``: the plan and what it would cost, with no request at all.
 
 Nothing is sent and nothing is created: no credentials are resolved, no preflight is made, no checkpoint is
-written, and a stdin source is not read.
+written, and a stdin source is not read. A plain FASTQ file is named as compressed on the fly (its parts are of
+plain input), or, with ``--compress never``, refused as the real run refuses it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from ..core.checkpoint import read_set_identity, verify_resumable
-from ..core.config import RateLimits, ReadSet, Source, env_region
+from ..core.config import FileType, RateLimits, ReadSet, Source, env_region
 from ..core.errors import SourceError
 from ..core.estimate import estimate
 from ..core.fastq import check_file_type
 from ..core.plan import Plan, make_plan
 from ..core.protocol import Endpoint
 from ..edge.journal import default_checkpoint_path, load_checkpoint
-from ..edge.sources import check_source_path, fingerprint_source, read_head
+from ..edge.sources import (
+    CODEC,
+    check_source_path,
+    fingerprint_source,
+    is_plain_fastq,
+    plain_fastq_refused,
+    read_head,
+)
 from .common import EXIT_OK, endpoint_for, settings_for
 
 __all__ = ["dry_run"]
@@ -53,6 +61,26 @@ def _check_file_types(read_set: ReadSet) -> None:
                 raise SourceError(
                     f"{source} {given} is declared {read_set.file_type.value} but {why}; check --file-type"
                 )
+
+
+def plain_fastq(args: argparse.Namespace, read_set: ReadSet) -> list[Source]:
+    """The FASTQ file sources that are plain text, which the real run compresses while they upload; with
+    ``--compress never`` the refusal the real run makes (SourceError). Streams are not read: they are not named."""
+    if read_set.file_type is not FileType.FASTQ:
+        return []
+    plain = [s for s, given in read_set.sources.items() if isinstance(given, Path) and is_plain_fastq(given)]
+    if plain and getattr(args, "compress", "auto") == "never":
+        raise plain_fastq_refused(plain[0], read_set.sources[plain[0]])
+    return plain
+
+
+def compressed_line(plain: list[Source]) -> str:
+    """What the dry run says of the plain FASTQ sources."""
+    names = " and ".join(plain)
+    return (
+        f"{names}: plain FASTQ, gzip-compressed on the fly as {'they upload' if len(plain) > 1 else 'it uploads'} "
+        f"({CODEC}, on every core); the parts above are of plain input, and fewer bytes are sent"
+    )
 
 
 def _resume(args: argparse.Namespace, read_set: ReadSet, plan: Plan) -> dict[str, Any] | None:
@@ -111,11 +139,13 @@ def dry_run(args: argparse.Namespace, read_set: ReadSet) -> int:
     part_size = args.part_size
     plan = make_plan(sizes, part_size) if sizes else Plan(part_size or make_plan({Source.SOURCE1: 1}).part_size)
     _check_file_types(read_set)
+    plain = plain_fastq(args, read_set)
     resume = _resume(args, read_set, plan)
     rates = RateLimits(parts=getattr(args, "max_rate", RateLimits().parts))
     found = estimate(plan, rates, streams)
     if args.json:
-        print(json.dumps({**found.as_json(), "endpoint": _where(args), "resume": resume}))
+        compressed = {"compressOnTheFly": [str(source) for source in plain], "codec": CODEC}
+        print(json.dumps({**found.as_json(), **compressed, "endpoint": _where(args), "resume": resume}))
         return EXIT_OK
     print("dry run: nothing is sent and nothing is created")
     if resume is not None:
@@ -128,6 +158,8 @@ def dry_run(args: argparse.Namespace, read_set: ReadSet) -> int:
                 f"{name}: {source['bytes']:,} bytes in {source['parts']:,} parts of {plan.part_size:,} bytes "
                 f"(the last {source['lastPartBytes']:,})"
             )
+    if plain:
+        print(compressed_line(plain))
     print("requests: " + ", ".join(f"{count:,} {name}" for name, count in found.requests.items()) + " (retries aside)")
     if found.seconds is not None:
         print(

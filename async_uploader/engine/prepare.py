@@ -28,7 +28,7 @@ from ..core.fastq import check_file_type
 from ..core.plan import Plan, make_plan
 from ..core.state import Prepared
 from ..edge.journal import CheckpointLock, Journal, check_checkpoint_path, default_checkpoint_path, load_checkpoint
-from ..edge.sources import SourceReader, compressed_of, is_plain_fastq, open_sources
+from ..edge.sources import SourceReader, compressed_of, is_plain_fastq, open_sources, plain_fastq_refused
 
 __all__ = ["Preparation"]
 
@@ -91,12 +91,7 @@ class Preparation:
             if await anyio.to_thread.run_sync(is_plain_fastq, what, abandon_on_cancel=True):
                 plain.append(source)
         if plain and not self._config.compress:
-            what = self._read_set.sources[plain[0]]
-            name = "(a stream)" if not isinstance(what, Path) else str(what)
-            raise SourceError(
-                f"{plain[0]} {name} is plain FASTQ, and the service stores FASTQ gzip-compressed only; "
-                "drop --compress never to compress it while it uploads, or gzip it first"
-            )
+            raise plain_fastq_refused(plain[0], self._read_set.sources[plain[0]])
         return frozenset(plain)
 
     def compressed(self) -> dict[Source, int]:

@@ -122,7 +122,10 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     verified = sum(result.verified for result in results)
     part_size, known = _part_size(args, results)
     timings = [result.timings for result in results]
-    phases = {  # the slowest upload's, each phase on its own: the time to Complete, the store's, the verification's
+    phases = {  # the slowest upload's, each phase on its own: the parts sent, Complete, the time to Complete (both
+        # and what comes before them), the store's processing, the verification after ACTIVE
+        "transfer_seconds": max((t.transfer for t in timings), default=0.0),
+        "complete_seconds": max((t.complete for t in timings), default=0.0),
         "to_complete_seconds": max((t.total - t.store - t.verify for t in timings), default=0.0),
         "store_seconds": max((t.store for t in timings), default=0.0),
         "verify_seconds": max((t.verify for t in timings), default=0.0),

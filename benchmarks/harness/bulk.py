@@ -2,7 +2,10 @@
 
 Three head-to-heads on the same two page-cached files: every client over HTTP; every client but aiobotocore over
 TLS; and async_uploader against TransferManager over TLS into a store that also hashes every part body it
-receives (``--hash-parts``), so the store spends CPU on every byte on the same cores.
+receives (``--hash-parts``), so the store spends CPU on every byte on the same cores. Then a fourth on a real
+FASTQ.gz pair of the same size into a store that keeps the bytes (and so processes the read set before ACTIVE, as
+the service does): async_uploader at its defaults (verified) and with ``--no-verify`` against TransferManager,
+with where the time goes (ours reports its phases).
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ from .compare import (
     head_to_head,
     headline,
     mb_per_s,
+    phases_comparison,
     rss_mib,
     store_cpu_per_gib,
     summary_column,
     versus_column,
 )
-from .data import describe, ensure_pair
+from .data import describe, ensure_fastq_gz, ensure_pair
 from .proc import GIB, MIB
 from .report import Section, grouped_bar_plot, summarize
-from .runner import AIOBOTOCORE, BOTO3, CEILING, OURS, OURS_TUNED, TM, Context
+from .runner import AIOBOTOCORE, BOTO3, CEILING, OURS, OURS_TUNED, TM, Client, Context
 from .targets import Target, targets_table
 
 CEILING_PART = 100 * MIB
@@ -31,6 +35,9 @@ LIGHT = Setting("light store", tls=False)
 WORKERS = OURS.with_args("async_uploader (--workers 2)", "--workers", "2")
 HASHING = Setting("store hashing every part", ("--hash-parts",))
 STORE_CPU = summary_column("store CPU s/GiB", store_cpu_per_gib, 2)
+KEEPING = Setting("store keeping bytes", discard=False)
+VERIFIED = Client("async_uploader (defaults: verified)", "ours", ("--verify",))
+NO_VERIFY = Client("async_uploader (--no-verify)", "ours")
 
 
 def run(ctx: Context) -> Section:
@@ -52,7 +59,10 @@ def run(ctx: Context) -> Section:
             f"A paired 2 × {describe(size)} upload (the same two files for every client, page-cached) into the local "
             f"store in `--discard` mode, over HTTP and over TLS (`--tls`); clients alternated run by run, {runs} "
             "run(s) each. Then the same upload over TLS into a store that also computes SHA-256 over every part "
-            "body it receives (`--hash-parts`): a store that checksums what it takes in, on the same two cores."
+            "body it receives (`--hash-parts`): a store that checksums what it takes in, on the same two cores. "
+            "Last, a real FASTQ.gz pair of about the same size over TLS into a store that keeps the bytes and "
+            "processes the read set before ACTIVE, as the service does: async_uploader at its defaults (verified) "
+            "and with `--no-verify`, against TransferManager, with where the time goes."
         ),
     )
     ctx.log(f"bulk: 2 × {describe(size)}, {runs} run(s), {len(clients)} clients")
@@ -67,6 +77,22 @@ def run(ctx: Context) -> Section:
     ):
         section.tables.append(comparison(title, result, extra=extra))
         result.record(section)
+    fastq = [ensure_fastq_gz(ctx.data_dir, size, mate) for mate in (1, 2)]
+    actual = describe(fastq[0].stat().st_size)
+    verified = head_to_head(ctx, KEEPING, [VERIFIED, NO_VERIFY, TM], fastq, ctx.repeat(3))
+    section.tables.append(
+        phases_comparison(
+            f"A FASTQ.gz pair of 2 × {actual} over TLS into a store keeping the bytes: to ACTIVE (and verified), "
+            "where the time goes",
+            verified,
+            NO_VERIFY,
+            note="transfer: first part sent to last acknowledged; Complete: the Complete call; to Complete: from the "
+            "start (Create, the transfer and Complete); the store's processing: PROCESSING_UPLOAD to ACTIVE as "
+            "polled; verification after ACTIVE: waiting for the client's own hash once ACTIVE, and comparing. "
+            "TransferManager returns at Complete and checks nothing.",
+        )
+    )
+    verified.record(section, "FASTQ.gz")
     ours_rss = summarize(tls.of(OURS), rss_mib)
     section.tables.append(
         targets_table(
@@ -85,6 +111,7 @@ def run(ctx: Context) -> Section:
     section.headlines += [
         headline("bulk", f"2 × {describe(size)}, light store", tls, OURS, target=1.15),
         headline("bulk", f"2 × {describe(size)}, store hashing every part", hashing, OURS, target=1.1),
+        headline("bulk", f"2 × {actual} FASTQ.gz: ours to ACTIVE and verified, TM to Complete", verified, VERIFIED),
     ]
     plot = "bulk_throughput.png"
     grouped_bar_plot(

@@ -197,3 +197,80 @@ def headline(
 ) -> Headline:
     """The summary row of ``result``: the medians of ``ours`` and of the reference."""
     return Headline(scenario, setting, unit, result.median(ours, metric), result.reference_median(metric), target)
+
+
+# --- where the time goes: ours reports its phases; a client that returns at Complete has one ---------------------
+
+
+def seconds(run: Measured) -> float:
+    return run.seconds
+
+
+def to_complete(run: Measured) -> float:
+    """Seconds to Complete: ours reports it apart; a client that returns at Complete, its whole time."""
+    value = run.report.get("to_complete_seconds")
+    return float(value) if isinstance(value, int | float) and value > 0 else run.seconds
+
+
+def phase(name: str) -> Metric:
+    """A phase ours reports (``transfer_seconds``, ``store_seconds``, ...); 0 where the client reports none."""
+
+    def of(run: Measured) -> float:
+        value = run.report.get(name)
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    return of
+
+
+PHASES = (
+    ("transfer s", "transfer_seconds"),
+    ("Complete s", "complete_seconds"),
+    ("to Complete s", ""),
+    ("store's processing s", "store_seconds"),
+    ("verification after ACTIVE s", "verify_seconds"),
+)
+
+
+def phases_comparison(title: str, result: HeadToHead, base: Client, *, note: str = "") -> Table:
+    """Each row's time phase by phase (where the time goes), its time in all against ``base`` (the same client
+    without verification), its MB/s against the reference, CPU, RSS, how many runs verified and succeeded.
+
+    The reference (TransferManager) returns at Complete: its time to Complete is its time in all, its phases n/a.
+    """
+    base_seconds = result.median(base, seconds)
+    rows = []
+    for label, measured in result.runs.items():
+        ours = label != result.reference
+        cells = [summarize(measured, to_complete if not key else phase(key)).text(2) for _, key in PHASES]
+        if not ours:
+            cells = [cell if not key else "n/a" for cell, (_, key) in zip(cells, PHASES, strict=True)]
+        took = summarize(measured, seconds)
+        speed = summarize(measured, mb_per_s)
+        verified = sum(int(number(run.report.get("verified"))) for run in measured if run.ok)
+        rows.append(
+            [
+                label,
+                *cells,
+                took.text(2),
+                ratio(took.median, base_seconds),
+                speed.text(),
+                ratio(speed.median, result.reference_median()),
+                summarize(measured, cpu_per_gib).text(2),
+                summarize(measured, rss_mib).text(),
+                f"{verified}/{len(measured)}" if ours else "n/a",
+                ok_text(measured),
+            ]
+        )
+    columns = [
+        "client",
+        *(header for header, _ in PHASES),
+        "seconds in all",
+        "× --no-verify",
+        "MB/s",
+        "× TransferManager",
+        "client CPU s/GiB",
+        "peak RSS MiB",
+        "verified",
+        "ok",
+    ]
+    return Table(title, columns, rows, note)

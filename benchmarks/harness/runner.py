@@ -54,6 +54,7 @@ class Context:
     data_dir: Path
     out_dir: Path
     timeout: float
+    pipeline_mb: int = 200
     ours: bool = field(default_factory=engine_available)
     skipped: list[str] = field(default_factory=list)
 

@@ -1,7 +1,9 @@
 """Scenario: what end-to-end verification costs, and whether it finishes within the upload and the wait for ACTIVE.
 
-Two parts. First the hash itself, in this process on a page-cached source: ``FastqSummer`` (inflate, hash as the
-ETag family says, count reads and bases) with each inflater and family. Then whole uploads of a paired real
+Three parts. First, on two data sets (``harness.pipeline``): the verifier against its stages alone, the store's
+processing against the client's verifier on the same pair, and compressing plain FASTQ on the fly. Then the hash
+in this process on a page-cached source: ``FastqSummer`` (inflate, hash as the ETag family says, count reads and
+bases) with each inflater and family. Then whole uploads of a paired real
 FASTQ.gz into a store that keeps the bytes (so it joins the parts and computes the read set's ETag and counts
 before ACTIVE, as the service does), without and with ``--verify``, alternated with TransferManager at its defaults
 for reference: at full loopback speed over HTTP and over TLS, and at the service's quota pace over TLS (the store
@@ -13,16 +15,15 @@ from __future__ import annotations
 import resource
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from async_uploader.core.fastq import FastqSummer, inflater_name
 
-from .compare import Setting, cpu_per_gib, head_to_head, headline, mb_per_s, rss_mib
+from .compare import Setting, head_to_head, headline, phases_comparison
 from .data import describe, ensure_fastq_gz
-from .proc import Measured, number
+from .pipeline import tables as pipeline_tables
 from .quota import SETTLE
-from .report import Section, Table, ok_text, ratio, summarize
+from .report import Section, Table
 from .runner import Client, Context
 
 KEEPING = Setting("store keeping bytes", discard=False)
@@ -36,24 +37,6 @@ CASES = (
     ),
 )
 TM_REFERENCE = Client("TransferManager (defaults; returns at Complete, checks nothing)", "transfer_manager")
-
-
-def seconds(run: Measured) -> float:
-    return run.seconds
-
-
-def to_complete(run: Measured) -> float:
-    """Seconds to Complete: ours reports it apart; TransferManager returns at Complete, so its whole time."""
-    value = run.report.get("to_complete_seconds")
-    return float(value) if isinstance(value, int | float) and value > 0 else run.seconds
-
-
-def phase(name: str) -> Callable[[Measured], float]:
-    def of(run: Measured) -> float:
-        value = run.report.get(name)
-        return float(value) if isinstance(value, int | float) else 0.0
-
-    return of
 
 
 GIB = 1024**3
@@ -86,13 +69,17 @@ def run(ctx: Context) -> Section:
         "verify",
         "End-to-end verification",
         intro=(
-            f"A paired FASTQ.gz of 2 × {describe(actual)} (random 150 bp reads, gzip level 1). The hash: "
+            "First two data sets of real reads, each a FASTQ.gz pair: the demo's (about 1.8×) and reads whose "
+            "qualities are binned to four values (about 4×): the verifier against its stages, the store against "
+            "the verifier, compression on the fly. Then a paired FASTQ.gz of "
+            f"2 × {describe(actual)} (random 150 bp reads, gzip level 1). The hash: "
             "`FastqSummer` over one page-cached source in the harness's own process. The uploads: into a store that "
             "keeps the bytes, so it joins the parts and computes the ETag and counts before the read set is ACTIVE, "
             f"without and with `--verify`, and TransferManager at its defaults for reference, {runs} run(s) each, "
             "alternated."
         ),
     )
+    section.tables += pipeline_tables(ctx, 2 * 1024 * 1024 if ctx.quick else ctx.pipeline_mb * 1_000_000, runs)
     rows = []
     sources[0].read_bytes()  # into the page cache
     for inflater in ("zlib", "isal"):
@@ -115,48 +102,14 @@ def run(ctx: Context) -> Section:
         result = head_to_head(ctx, setting, [plain, checked, TM_REFERENCE], sources, runs, reference=TM_REFERENCE)
         if not result.of(checked):
             continue
-        base = result.median(plain, seconds)
-        table = []
-        for label, measured in result.runs.items():
-            verified = sum(int(number(run.report.get("verified"))) for run in measured if run.ok)
-            took = summarize(measured, seconds)
-            table.append(
-                [
-                    label,
-                    summarize(measured, to_complete).text(2),
-                    summarize(measured, phase("store_seconds")).text(2) if label != result.reference else "n/a",
-                    summarize(measured, phase("verify_seconds")).text(2) if label != result.reference else "n/a",
-                    took.text(2),
-                    ratio(took.median, base),
-                    summarize(measured, mb_per_s).text(),
-                    ratio(summarize(measured, mb_per_s).median, result.reference_median()),
-                    summarize(measured, cpu_per_gib).text(2),
-                    summarize(measured, rss_mib).text(),
-                    f"{verified}/{len(measured)}" if label != result.reference else "n/a",
-                    ok_text(measured),
-                ]
-            )
         result.record(section, name)
         if setting.tls and not quota:
             section.headlines.append(headline("verify", "FASTQ.gz, --verify (the default), to ACTIVE", result, checked))
         section.tables.append(
-            Table(
+            phases_comparison(
                 f"2 × {describe(actual)} uploads at {name} over {setting.transport}, to ACTIVE (and verified)",
-                [
-                    "client",
-                    "s to Complete",
-                    "store's ingest s",
-                    "verification s after ACTIVE",
-                    "seconds in all",
-                    "× --no-verify",
-                    "MB/s",
-                    "× TransferManager",
-                    "client CPU s/GiB",
-                    "peak RSS MiB",
-                    "verified",
-                    "ok",
-                ],
-                table,
+                result,
+                plain,
             )
         )
     section.notes += [

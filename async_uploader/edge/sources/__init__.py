@@ -21,13 +21,14 @@ from ...core.errors import PlanError
 from ...core.fastq import FastqSummer
 from ...core.plan import Plan
 from .body import PartBody, PartBuffer, aligned_buffer
-from .compressed import CompressedSource, Compressor, is_plain_fastq
+from .compressed import CODEC, CompressedSource, Compressor, is_plain_fastq, plain_fastq_refused
 from .files import FileSource, read_cached, read_cached_into
 from .identity import check_source_path, fingerprint_file, fingerprint_source, part_digest, read_head
 from .item import PartItem
 from .streams import BufferPool, StreamSource
 
 __all__ = [
+    "CODEC",
     "BufferPool",
     "CompressedSource",
     "FileSource",
@@ -44,6 +45,7 @@ __all__ = [
     "is_plain_fastq",
     "open_sources",
     "part_digest",
+    "plain_fastq_refused",
     "read_cached",
     "read_cached_into",
     "read_head",

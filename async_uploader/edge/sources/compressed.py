@@ -55,6 +55,7 @@ __all__ = [
     "deflate_member",
     "input_part_size",
     "is_plain_fastq",
+    "plain_fastq_refused",
 ]
 
 MEMBER_SIZE = 1024 * 1024
@@ -115,6 +116,15 @@ def is_plain_fastq(what: Path | BinaryIO) -> bool:
             return False
         head = peek(64 * 1024)
     return bool(head) and not head.startswith(GZIP_MAGIC) and check_file_type(head, FileType.FASTQ) is None
+
+
+def plain_fastq_refused(source: Source, what: Path | BinaryIO) -> SourceError:
+    """The refusal of a plain FASTQ source when compression is off (``compress=False``, ``--compress never``)."""
+    name = str(what) if isinstance(what, Path) else "(a stream)"
+    return SourceError(
+        f"{source} {name} is plain FASTQ, and the service stores FASTQ gzip-compressed only; "
+        "drop --compress never to compress it while it uploads, or gzip it first"
+    )
 
 
 class Compressor:
