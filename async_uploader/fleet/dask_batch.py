@@ -37,8 +37,10 @@ death resumes the restarted upload rather than restarting it again.
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -182,17 +184,17 @@ async def connect(address: str) -> AsyncIterator[Any]:
         count = address.removeprefix("local:")
         if not count.isdigit() or int(count) < 1:
             raise ValueError(f"--dask {address}: expected local:N with N a positive number of workers")
-        async with (
-            LocalCluster(
+        with _children_deaf_to_ctrl_c():
+            cluster = LocalCluster(
                 n_workers=int(count),
                 threads_per_worker=1,
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=":0",
                 asynchronous=True,
-            ) as cluster,
-            Client(cluster, asynchronous=True) as client,
-        ):
+            )
+            await cluster
+        async with cluster, Client(cluster, asynchronous=True) as client:
             yield client
         return
     async with Client(address, asynchronous=True) as client:
@@ -214,6 +216,21 @@ class Waiting:
     on_event: Callable[[ManifestRow], Callable[[dict[str, object]], None]] | None = None
     stopped: anyio.Event | None = None
     format_error: Callable[[BaseException], str] = str
+
+
+@contextlib.contextmanager
+def _children_deaf_to_ctrl_c() -> Iterator[None]:
+    """SIGINT ignored while a local cluster starts its worker processes, which keep it ignored: Ctrl-C at a terminal
+    reaches the whole process group, and the submitting process alone should stop the batch (closing the cluster
+    stops the workers, their uploads kept by their checkpoints), not every worker with a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 async def run_batch_on_dask(
