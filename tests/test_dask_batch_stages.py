@@ -205,3 +205,22 @@ async def test_no_wait_ends_at_the_last_complete_with_every_receipt_and_verify_c
     )
     assert check.returncode == 0, check.stderr
     assert all(json.loads(line)["verified"] for line in check.stdout.splitlines())
+
+
+async def test_a_wait_timeout_exits_75_and_the_rerun_waits_without_a_create(
+    tmp_path: Path, cli_env: dict[str, str], held_store: LocalStore
+) -> None:
+    store = held_store
+    argv = batch_argv(store, tmp_path)
+    first = await run_cli_process([*argv, "--wait-timeout", "1s"], env=cli_env, limit=180)
+    assert first.returncode == 75, first.stderr
+    assert sorted(r["status"] for r in rows_of(first.stdout)) == ["interrupted"] * ROWS
+    assert "--wait-timeout" in first.stdout
+    creates, parts = count(store, "CreateMultipartReadSetUpload"), count(store, "UploadReadSetPart")
+    assert creates == ROWS
+
+    store.release_processing()
+    rerun = await run_cli_process(argv, env=cli_env, limit=180)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_every_row_verified(rerun.stdout, tmp_path / "report.csv")
+    assert (count(store, "CreateMultipartReadSetUpload"), count(store, "UploadReadSetPart")) == (creates, parts)

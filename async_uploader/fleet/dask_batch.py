@@ -7,7 +7,7 @@ The entry point, called by ``async-uploader batch MANIFEST --dask ADDRESS|local:
         config: UploadConfig, checkpoint_dir: Path, on_result: Callable[[RowOutcome], None],
         restart: bool = False, margin: float = 0.9, budget: str = DEFAULT_BUDGET, lease_ttl: float = 60.0,
         on_progress: Callable[[dict[str, object]], None] | None = None, note: Callable[[str], None] | None = None,
-        name: str = "manifest",
+        name: str = "manifest", max_parallel: int | None = None, waiting: Waiting | None = None,
     ) -> BatchSummary
 
 ``address`` is a scheduler address (``tcp://host:8786``) or ``local:N`` for a local cluster of N worker processes
@@ -15,9 +15,16 @@ with one thread each. Rows already recorded as done in ``checkpoint_dir/done.jso
 their files are those their read set was made from (``engine.batch.check_done_rows``, as the single-machine batch
 does: a row whose files changed runs again through its checkpoint, which refuses it unless its bytes are those
 sent, or is refused when no checkpoint is left); every other row becomes one task whose key derives from the row's
-key (never from an upload id), and ``on_result`` gets each row's ``RowOutcome`` as its task finishes. The
-submitting process alone writes the done-rows record, so the folder layout is the one the single-machine batch uses
-and either can resume the other.
+key (never from an upload id), and ``on_result`` gets each row's ``RowOutcome`` as the row ends. The submitting
+process alone writes the done-rows record, so the folder layout is the one the single-machine batch uses and either
+can resume the other.
+
+A batch runs in stages, as on one machine. A row's task uploads up to Complete and ends there (its receipt written
+in ``checkpoint_dir/receipts``), freeing its worker thread and its ``max_parallel`` slot for the next row. The
+submitting process then waits for the read set to be ACTIVE and verifies it, through one ``Uploader`` drawing from
+the same budget: its watcher answers every read set waited for on one store with one ListReadSets sweep. Each wait
+is the engine resuming the row's checkpoint, which records Complete (no Create, no part); kept by the submitter, a
+wait outlives any worker, and a task that waited would hold a worker thread for as long as the store takes.
 
 Inside a worker, the task runs the async engine on the worker's own event loop (file reading and hashing happen
 in threads, so heartbeats are never delayed) with:
