@@ -15,11 +15,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 pytest.importorskip("distributed")
 
 from async_uploader.cli.demo import write_fastq_gz
+from async_uploader.core.events import EVENT_SCHEMA
 from async_uploader.emulator import LocalStore, StoreOptions
 from tests.conftest import REPO_ROOT, run_cli_process
 from tests.store_helpers import STORE_ID, omics
@@ -147,7 +149,7 @@ async def test_rows_free_their_slots_at_complete_and_are_waited_for_together(
     tmp_path: Path, cli_env: dict[str, str], held_store: LocalStore
 ) -> None:
     store = held_store
-    process = await start(batch_argv(store, tmp_path), cli_env)
+    process = await start(batch_argv(store, tmp_path, "--events"), cli_env)
     try:
         await all_processing_and_swept(store, process)
     finally:
@@ -158,6 +160,15 @@ async def test_rows_free_their_slots_at_complete_and_are_waited_for_together(
     assert len(set(ids)) == ROWS and count(store, "CreateMultipartReadSetUpload") == ROWS
     receipts = sorted((tmp_path / "batch" / "receipts").glob("*.json"))
     assert sorted(json.loads(p.read_text())["readSetId"] for p in receipts) == sorted(ids)
+    # Events of one schema, from the workers (up to Complete) and from this process (the wait): each row is done
+    # once, after it waited and was verified (a worker's last events may land after the wait's first).
+    events = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    for event in events:
+        jsonschema.validate(event, EVENT_SCHEMA)
+    for n in range(1, ROWS + 1):
+        states = [e["state"] for e in events if e.get("row") == n and e["event"] == "state"]
+        assert states.count("done") == 1, (n, states)
+        assert states.index("waiting") < states.index("verifying") < states.index("done"), (n, states)
 
 
 async def test_ctrl_c_while_rows_wait_exits_75_and_the_rerun_only_waits_and_verifies(

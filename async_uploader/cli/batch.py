@@ -236,7 +236,6 @@ async def _batch_on_dask(
     waiting = Waiting(
         on_start=run.started,
         on_finish=lambda row: run.handles.__delitem__(row.row),
-        on_event=run.row_events,
         stopped=run.stopped,
         format_error=describe_error,
     )

@@ -213,14 +213,13 @@ class Waiting:
     """What the submitting process does for rows past Complete, which wait for the store and are verified there.
 
     ``on_start(row, handle)``/``on_finish(row)`` track the waits in flight (to show them, or to stop them on a
-    signal); ``on_event(row)`` gives a wait's event callback; once ``stopped`` is set no row starts, the rows
-    still sending parts on the cluster are let go (their checkpoints resume them), and the caller stops the waits
-    through their handles. ``format_error`` words a row's error.
+    signal); once ``stopped`` is set no row starts, the rows still sending parts on the cluster are let go (their
+    checkpoints resume them), and the caller stops the waits through their handles. ``format_error`` words a row's
+    error. The waits' events go to ``on_progress`` with the workers'.
     """
 
     on_start: Callable[[ManifestRow, UploadHandle], None] | None = None
     on_finish: Callable[[ManifestRow], None] | None = None
-    on_event: Callable[[ManifestRow], Callable[[dict[str, object]], None]] | None = None
     stopped: anyio.Event | None = None
     format_error: Callable[[BaseException], str] = str
 
@@ -262,7 +261,8 @@ async def run_batch_on_dask(
     """Run ``rows`` as Dask tasks; ``address`` may also be an asynchronous Client already connected.
 
     ``on_progress`` receives, in the submitting process, each row's state changes, retries and a progress record
-    per second (``{"event": ..., "row": N, ...}``) as the workers send them. ``note`` gets a line for each row
+    per second (``{"event": ..., "row": N, ...}``) as the workers send them, then the state changes and retries of
+    its wait for the store. ``note`` gets a line for each row
     recorded done that is not skipped as it is (its files changed, or cannot be checked). ``max_parallel`` bounds
     the rows sending parts at once (None: the cluster's threads alone do); ``waiting`` (see ``Waiting``) is how
     the caller follows and stops the rows waiting for the store.
@@ -294,11 +294,11 @@ async def run_batch_on_dask(
         if restart:
             await anyio.to_thread.run_sync(_mark_restart, checkpoint_dir, list(pending))
         submit = _Submission(pending, store_id, service, config, checkpoint_dir, budget, lease_ttl)
-        submit.waiting = waiting or Waiting()
+        submit.waiting, submit.on_progress = waiting or Waiting(), on_progress
         async with contextlib.AsyncExitStack() as stack:
             client = address if not isinstance(address, str) else await stack.enter_async_context(connect(address))
             rates = budget_rates(config.rates, margin)
-            await submit.run(client, rates, _Ending(state, plan, finish), on_progress, max_parallel)
+            await submit.run(client, rates, _Ending(state, plan, finish), max_parallel)
     ordered = tuple(sorted(outcomes, key=lambda outcome: outcome.row.row))
     return BatchSummary(ordered, time.monotonic() - started)
 
@@ -330,6 +330,7 @@ class _Submission:
     """
 
     waiting: Waiting
+    on_progress: Callable[[dict[str, object]], None] | None
 
     def __init__(
         self,
@@ -350,10 +351,10 @@ class _Submission:
         client: Any,
         rates: dict[str, float],
         ending: _Ending,
-        on_progress: Callable[[dict[str, object]], None] | None,
         max_parallel: int | None,
     ) -> None:
         await install_rate_budget(client, self.budget, rates)
+        on_progress = self.on_progress
         if on_progress is not None:
             client.subscribe_topic(PROGRESS_TOPIC, lambda event: on_progress(_as_sent(event[1])))
         limiter = DaskSchedulerLimiter(self.budget, rates, scheduler=client.scheduler)
@@ -429,6 +430,13 @@ class _Submission:
             group.cancel_scope.cancel()
         return result[0] if result else None
 
+    def _events_of(self, row: ManifestRow) -> Callable[[dict[str, object]], None] | None:
+        """A wait's events for ``on_progress``, marked with the row as the workers' are."""
+        on_progress = self.on_progress
+        if on_progress is None:
+            return None
+        return lambda event: on_progress({**event, "row": row.row}) if event.get("event") != "part" else None
+
     async def _wait(self, waiter: Uploader, key: str, uploaded: RowOutcome) -> RowOutcome:
         """Wait for the read set of a row past Complete to be ACTIVE, and verify it: the engine resuming the row's
         checkpoint (its slot is free meanwhile)."""
@@ -439,7 +447,7 @@ class _Submission:
             row.read_set,
             store_id=self.store_id,
             checkpoint=row_checkpoint(self.checkpoint_dir, key),
-            on_event=hooks.on_event(row) if hooks.on_event is not None else None,
+            on_event=self._events_of(row),
             receipt=_receipt(self.checkpoint_dir, key),
         )
         if hooks.on_start is not None:
