@@ -207,3 +207,26 @@ async def test_a_rerun_from_an_empty_home_reports_the_read_set_already_in_the_st
     assert creates(store) == 1 and told.stdout.strip() == original["readSetId"]
     assert f"already in the store as read set {original['readSetId']}, nothing sent; verified" in told.stderr
     assert refused.returncode == 1 and original["readSetId"] in refused.stderr_lines[-1]
+
+
+async def test_a_batch_wait_timeout_exits_75_and_the_rerun_waits_without_a_create(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    folder = tmp_path / "reads"
+    folder.mkdir()
+    rows = []
+    for n in range(2):
+        write_fastq_gz(folder / f"s{n}.fastq.gz", 100 * KIB, seed=n + 21)
+        rows.append(f"s{n}.fastq.gz\tFASTQ\tsubject-{n}\tsample-{n}\ttimed-{n}")
+    manifest = folder / "manifest.tsv"
+    manifest.write_text("source1\tsourceFileType\tsubjectId\tsampleId\tname\n" + "\n".join(rows) + "\n")
+    async with LocalStore(StoreOptions(data_dir=tmp_path / "store", processing_delay=8.0)) as store:
+        argv = ["batch", str(manifest), "--store-id", STORE_ID, "--endpoint-url", store.url, "--part-size", "64KiB"]
+        argv += ["--checkpoint-dir", str(tmp_path / "batch"), "--json", "--no-progress"]
+        first = await run_cli_process([*argv, "--wait-timeout", "1s"], env=cli_env, limit=60)
+        assert first.returncode == 75, first.stderr  # still processing: the same command goes on waiting
+        outcomes = [json.loads(line) for line in first.stdout.splitlines() if '"row"' in line]
+        assert [o["status"] for o in outcomes] == ["interrupted", "interrupted"]
+        rerun = await run_cli_process(argv, env=cli_env, limit=90)
+    assert rerun.returncode == 0, rerun.stderr
+    assert creates(store) == 2

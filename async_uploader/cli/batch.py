@@ -44,6 +44,10 @@ from .report import ReportFile, outcome_table, row_line
 
 # -- batch -------------------------------------------------------------------------------------------------------
 
+DEFAULT_MAX_PARALLEL = 4
+"""Rows sending parts at once on one machine, unless --max-parallel says otherwise (under --dask: the cluster's
+threads, unless it says otherwise)."""
+
 
 async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     directory = args.checkpoint_dir or default_batch_dir(args.manifest)
@@ -60,8 +64,7 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     config = upload_config(args)
     run = _BatchRun(args, len(rows))
     if args.dask:
-        progress = run.events.write if run.events is not None else None
-        summary = await _batch_on_dask(args, rows, config, service, directory, run, progress)
+        summary = await _batch_on_dask(args, rows, config, service, directory, run)
         return _batch_end(args, summary, argv, report)
     async with Uploader(config, service=service, limiter=limiter_for(args, config)) as uploader:
         with (
@@ -77,7 +80,7 @@ async def _cmd_batch(args: argparse.Namespace, argv: Sequence[str]) -> int:
                     rows,
                     store_id=args.store_id,
                     directory=directory,
-                    max_parallel=args.max_parallel,
+                    max_parallel=args.max_parallel or DEFAULT_MAX_PARALLEL,
                     emit=run.emit,
                     restart=args.restart,
                     keep_on_failure=args.keep_on_failure,
@@ -142,6 +145,7 @@ class _BatchRun:
         self.labels: dict[int, str] = {}
         self.counts: dict[str, int] = {}
         self.stopping = False
+        self.stopped = anyio.Event()  # set with ``stopping``: what waits for it ends at once
         self.events = EventWriter(sys.stderr) if args.events else None
         self.console = progress_console(args, sys.stderr)
         self.bar = BatchProgress(self.console, rows) if self.console is not None else None
@@ -182,6 +186,7 @@ class _BatchRun:
 
     def on_signal(self, signum: int, count: int) -> None:
         self.stopping = True
+        self.stopped.set()
         log.warning("%s: stopping the batch", signal.Signals(signum).name)
         for handle in list(self.handles.values()):
             handle.stop(self.args.stop_grace if count == 1 else 0.0)
@@ -218,29 +223,39 @@ async def _batch_on_dask(
     service: ServiceConfig,
     directory: Path,
     run: _BatchRun,
-    progress: Callable[[dict[str, object]], None] | None,
 ) -> BatchSummary:
+    """The rows as tasks on a Dask cluster; their waits for the store here, shown and stopped as on one machine."""
     if args.no_checkpoint:
         raise ConfigError("--dask needs checkpoints: drop --no-checkpoint")
     if args.shared_budget is not None:
         raise ConfigError("--dask shares the rate budget through the scheduler: drop --shared-budget")
     try:  # the dask extra is optional: imported only for --dask
-        from ..fleet.dask_batch import run_batch_on_dask  # noqa: PLC0415
+        from ..fleet.dask_batch import Waiting, run_batch_on_dask  # noqa: PLC0415
     except ImportError:
         raise UsageError("--dask needs the dask extra: pip install 'async-uploader[dask]'") from None
-    return await run_batch_on_dask(
-        rows,
-        address=args.dask,
-        store_id=args.store_id,
-        service=service,
-        config=config,
-        checkpoint_dir=directory,
-        on_result=run.emit,
-        restart=args.restart,
-        on_progress=progress,
-        note=run.note,
-        name=str(args.manifest),
+    waiting = Waiting(
+        on_start=run.started,
+        on_finish=lambda row: run.handles.__delitem__(row.row),
+        stopped=run.stopped,
+        format_error=describe_error,
     )
+    with Signals(run.on_signal):
+        async with Monitor(*([Tick(1.0, run.report)] if run.events is not None else [])):
+            return await run_batch_on_dask(
+                rows,
+                address=args.dask,
+                store_id=args.store_id,
+                service=service,
+                config=config,
+                checkpoint_dir=directory,
+                on_result=run.emit,
+                restart=args.restart,
+                on_progress=run.events.write if run.events is not None else None,
+                note=run.note,
+                name=str(args.manifest),
+                max_parallel=args.max_parallel,
+                waiting=waiting,
+            )
 
 
 def _batch_summary(args: argparse.Namespace, summary: BatchSummary, argv: Sequence[str]) -> int:

@@ -606,9 +606,10 @@ def _add_batch_command(commands: argparse._SubParsersAction[_Parser]) -> None:
     batch.add_argument(
         "--max-parallel",
         type=_positive_int,
-        default=4,
+        default=None,
         metavar="N",
-        help="read sets sending parts at once (default 4); one Complete has made waits for the store without its slot",
+        help="read sets sending parts at once (default 4; under --dask, as many as the cluster has threads); one "
+        "Complete has made waits for the store without its slot",
     )
     batch.add_argument(
         "--checkpoint-dir",

@@ -95,6 +95,8 @@ class StoreApp:
         self.pacers: dict[object, Pacer] = {}
         self.receiver = Receiver(options.body_timeout)
         self.processing: dict[asyncio.Task[None], Job] = {}
+        self.released = asyncio.Event()  # cleared: read sets stay PROCESSING_UPLOAD until it is set again
+        self.released.set()
         self.ingesters = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-ingest")
         handlers: dict[str, Callable[[web.Request, Call], Awaitable[web.StreamResponse]]] = {
             "CreateMultipartReadSetUpload": self.create_upload,
@@ -407,6 +409,7 @@ class StoreApp:
             LOG.error("processing read set %s failed: %s", read_set.read_set_id, exc)
             outcome = Outcome(problem=f"the local store could not store the read set: {exc.strerror or exc}")
         await asyncio.sleep(max(0.0, done_by - loop.time()))
+        await self.released.wait()
         read_set.finish(outcome)
 
     async def abort_upload(self, request: web.Request, call: Call) -> web.StreamResponse:

@@ -82,6 +82,15 @@ class LocalStore:
         self.url = f"{'https' if context else 'http'}://{shown}:{self.port}"
         return self
 
+    def hold_processing(self) -> None:
+        """Keep every read set PROCESSING_UPLOAD, past its ingest delay, until ``release_processing()``: a test
+        sees how many are processed at once from the store's own view, with no clock involved."""
+        self._app.released.clear()
+
+    def release_processing(self) -> None:
+        """Let the read sets held by ``hold_processing()`` end their processing (each no sooner than its delay)."""
+        self._app.released.set()
+
     def client_ssl_context(self) -> ssl.SSLContext:
         """A client context trusting this store's made CA (for a given certificate, the system's CAs)."""
         if self.ca_path is None:

@@ -22,7 +22,13 @@ import anyio
 
 from ..core.checkpoint import Replay, SourceFingerprint
 from ..core.config import Source
-from ..core.errors import CheckpointMismatchError, UploaderError, UploadInterruptedError, UsageError
+from ..core.errors import (
+    CheckpointMismatchError,
+    StillProcessingError,
+    UploaderError,
+    UploadInterruptedError,
+    UsageError,
+)
 from ..core.fastq import check_file_type
 from ..core.manifest import (
     BatchPlan,
@@ -54,6 +60,7 @@ __all__ = [
     "row_fingerprints",
     "row_problems",
     "run_batch",
+    "unfinished_outcome",
 ]
 
 log = logging.getLogger("async_uploader")
@@ -365,6 +372,16 @@ def refused_outcome(row: ManifestRow, why: str) -> RowOutcome:
     return RowOutcome(row, "failed", error=why, result={RESTART_NEEDED: True})
 
 
+def unfinished_outcome(row: ManifestRow, exc: Exception, format_error: Callable[[BaseException], str]) -> RowOutcome:
+    """The outcome of a row whose upload raised ``exc``: interrupted when the same command run again takes it on
+    (stopped, or still processing at the end of the wait), refused when its files changed, else failed."""
+    if isinstance(exc, UploadInterruptedError | StillProcessingError):
+        return RowOutcome(row, "interrupted", error=format_error(exc))
+    if isinstance(exc, CheckpointMismatchError):
+        return refused_outcome(row, format_error(exc))
+    return RowOutcome(row, "failed", error=format_error(exc))
+
+
 class _Runner:
     """The rows of one batch run: each uploaded through ``uploader`` under a semaphore, its outcome reported."""
 
@@ -450,11 +467,7 @@ class _Runner:
             finally:
                 if hooks.on_finish is not None:
                     hooks.on_finish(row)
-        except UploadInterruptedError as exc:
-            return RowOutcome(row, "interrupted", error=hooks.format_error(exc))
-        except CheckpointMismatchError as exc:
-            return refused_outcome(row, hooks.format_error(exc))
         except Exception as exc:  # one row's failure never stops the others
-            return RowOutcome(row, "failed", error=hooks.format_error(exc))
+            return unfinished_outcome(row, exc, hooks.format_error)
         await self.state.record(key, result.read_set_id, row, prints)
         return RowOutcome(row, "done", read_set_id=result.read_set_id, result=result.as_json())
