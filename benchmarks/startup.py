@@ -2,7 +2,8 @@
 
     python benchmarks/startup.py                    # 7 alternated runs of each case
     python benchmarks/startup.py --runs 3 --json    # one JSON object (the medians and every run) on stdout
-    PYTHONPATH=/path/to/other/checkout python benchmarks/startup.py   # the same cases, another tree's code
+    python benchmarks/startup.py --baseline ../main  # each of our cases also run from another checkout, alternated
+    PYTHONPATH=/path/to/other/checkout python benchmarks/startup.py   # every case from another checkout
 
 Cases: ``async-uploader --version``, ``--help``, ``upload --help``; an upload of one tiny paired FASTQ.gz with
 ``--no-wait`` (Create, the parts, Complete: what TransferManager's ``upload_read_set(wait=False)`` does) and with
@@ -45,7 +46,8 @@ READS = 200
 class Case:
     name: str
     argv: tuple[str, ...]
-    upload: bool = False
+    tree: str | None = None
+    """Run with this checkout first on PYTHONPATH (``--baseline``), else with the environment's own."""
 
 
 @dataclass
@@ -110,7 +112,17 @@ def store(folder: Path, env: dict[str, str]) -> Iterator[str]:
             proc.wait(timeout=30)
 
 
-def cases(url: str, sources: tuple[Path, Path]) -> list[Case]:
+def cases(url: str, sources: tuple[Path, Path], baseline: str | None = None) -> list[Case]:
+    """Ours and TransferManager's; with ``baseline``, each of ours twice: from ``baseline``, then as configured."""
+    chosen = []
+    for case in _cases(url, sources):
+        if baseline is not None and not case.name.startswith("TransferManager"):
+            chosen.append(Case(f"{case.name} [baseline]", case.argv, tree=baseline))
+        chosen.append(case)
+    return chosen
+
+
+def _cases(url: str, sources: tuple[Path, Path]) -> list[Case]:
     ours = (sys.executable, "-m", "async_uploader")
     upload = (*ours, "upload", str(sources[0]), str(sources[1]), "--endpoint-url", url, "--region", "us-east-1")
     upload += ("--store-id", STORE_ID, "--file-type", "FASTQ", "--subject-id", "S1", "--sample-id", "X1")
@@ -121,14 +133,16 @@ def cases(url: str, sources: tuple[Path, Path]) -> list[Case]:
         Case("async-uploader --version", (*ours, "--version")),
         Case("async-uploader --help", (*ours, "--help")),
         Case("async-uploader upload --help", (*ours, "upload", "--help")),
-        Case("async-uploader upload --no-wait", (*upload, "startup", "--no-wait"), upload=True),
-        Case("async-uploader upload (wait, verify)", (*upload, "startup"), upload=True),
-        Case("TransferManager upload", tm, upload=True),
+        Case("async-uploader upload --no-wait", (*upload, "startup", "--no-wait")),
+        Case("async-uploader upload (wait, verify)", (*upload, "startup")),
+        Case("TransferManager upload", tm),
     ]
 
 
 def run_once(case: Case, folder: Path, env: dict[str, str]) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one process of ``case``; it must succeed."""
+    if case.tree is not None:
+        env = {**env, "PYTHONPATH": os.pathsep.join([case.tree, env.get("PYTHONPATH", "")])}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(case.argv, cwd=folder, env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -140,7 +154,7 @@ def run_once(case: Case, folder: Path, env: dict[str, str]) -> tuple[float, floa
     return wall, cpu
 
 
-def measure(runs: int, log: bool = True) -> dict[str, object]:
+def measure(runs: int, baseline: str | None = None, log: bool = True) -> dict[str, object]:
     """Every case ``runs`` times, alternated, after one untimed run of each: medians and every run."""
     with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp:
         folder = Path(tmp)
@@ -148,7 +162,7 @@ def measure(runs: int, log: bool = True) -> dict[str, object]:
         env = client_env(folder)
         load_before = os.getloadavg()
         with store(folder, env) as url:
-            chosen = cases(url, sources)
+            chosen = cases(url, sources, baseline)
             for case in chosen:  # untimed: bytecode written, files in the page cache
                 run_once(case, folder, env)
             results = {case.name: Runs() for case in chosen}
@@ -163,16 +177,21 @@ def measure(runs: int, log: bool = True) -> dict[str, object]:
     summary = {name: runs_of.summary() for name, runs_of in results.items()}
     tm = summary["TransferManager upload"]
     ours = summary["async-uploader upload --no-wait"]
-    return {
+    result: dict[str, object] = {
         "runs": runs,
         "python": sys.version.split()[0],
         "package": _package_path(),
+        "baseline": baseline,
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in load_after],
         "cases": summary,
         "upload_cpu_ratio": _ratio(ours["cpu"], tm["cpu"]),
         "upload_wall_ratio": _ratio(ours["wall"], tm["wall"]),
     }
+    if baseline is not None:
+        before = summary["async-uploader upload --no-wait [baseline]"]
+        result["baseline_upload_cpu_ratio"] = _ratio(before["cpu"], tm["cpu"])
+    return result
 
 
 def _ratio(a: object, b: object) -> float:
@@ -193,6 +212,7 @@ def table(result: dict[str, object]) -> str:
     assert isinstance(cases, dict)
     lines = [
         f"package: {result['package']}; Python {result['python']}; {result['runs']} alternated runs, medians",
+        "cases marked [baseline] ran from " + str(result["baseline"]) if result.get("baseline") else "",
         f"load average before {result['load_before']}, after {result['load_after']}",
         "",
         f"{'case':40} {'wall s':>8} {'CPU s':>8} {'CPU min-max':>14}",
@@ -205,6 +225,10 @@ def table(result: dict[str, object]) -> str:
         f"upload --no-wait / TransferManager: CPU {result['upload_cpu_ratio']:.2f}x, "
         f"wall {result['upload_wall_ratio']:.2f}x"
     )
+    if result.get("baseline"):
+        lines.append(
+            f"[baseline] = {result['baseline']}: CPU {result['baseline_upload_cpu_ratio']:.2f}x TransferManager's"
+        )
     return "\n".join(lines)
 
 
@@ -212,10 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7, help="timed runs of each case (default 7)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument(
+        "--baseline", metavar="TREE", help="also run each of our cases from this checkout (first on PYTHONPATH)"
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    result = measure(args.runs)
+    baseline = str(Path(args.baseline).resolve()) if args.baseline else None
+    result = measure(args.runs, baseline)
     print(json.dumps(result) if args.json else table(result))
     return 0
 
