@@ -31,7 +31,6 @@ from ..core.errors import (
     UploadInterruptedError,
     UsageError,
 )
-from ..core.events import log_event
 from ..core.ratelimit import Limiter
 from ..core.retry import aws_retry
 from .progress import EventWriter
@@ -152,6 +151,14 @@ def limiter_for(args: argparse.Namespace, config: UploadConfig) -> Limiter | Non
 
 
 # -- errors and exit codes --------------------------------------------------------------------------------------
+
+
+def log_event(level: str, message: str, now: float) -> dict[str, Any]:
+    """``core.events.log_event``: that module (and with it the upload's state machine, for the event schema) is
+    imported when the first event is written, not by ``--help``."""
+    from ..core import events  # noqa: PLC0415
+
+    return events.log_event(level, message, now)
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -7,7 +7,6 @@ nor rich, nor the local store; the store's options (``serve``) are read only whe
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import sys
 import time
@@ -17,10 +16,9 @@ from typing import Any, NoReturn
 
 from ..core.config import MAX_PART_SIZE, FileType, Source, check_store_id, parse_duration, parse_size
 from ..core.errors import ConfigError
-from ..core.events import log_event
 from ..core.fastq import FAMILIES
 from ..core.fields import check_field
-from .common import EXIT_USAGE, PROG, STOP_GRACE
+from .common import EXIT_USAGE, PROG, STOP_GRACE, log_event
 
 EXIT_CODES_HELP = """\
 exit codes (sysexits):
@@ -96,6 +94,8 @@ def check_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
         name = arg.split("=", 1)[0]
         if name not in known:
             longer = [option for option in known if option.startswith(name) and len(name) > 2]
+            import difflib  # noqa: PLC0415 (only to name the nearest option of a typo)
+
             near = longer[:1] or difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             hint = f"; did you mean {near[0]}?" if near else ""
             (command or parser).error(f"unknown option {name}{hint}")
