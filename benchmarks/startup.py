@@ -212,14 +212,14 @@ def table(result: dict[str, object]) -> str:
     assert isinstance(cases, dict)
     lines = [
         f"package: {result['package']}; Python {result['python']}; {result['runs']} alternated runs, medians",
-        "cases marked [baseline] ran from " + str(result["baseline"]) if result.get("baseline") else "",
         f"load average before {result['load_before']}, after {result['load_after']}",
+        *([f"cases marked [baseline] ran from {result['baseline']}"] if result.get("baseline") else []),
         "",
-        f"{'case':40} {'wall s':>8} {'CPU s':>8} {'CPU min-max':>14}",
+        f"{'case':48} {'wall s':>8} {'CPU s':>8} {'CPU min-max':>14}",
     ]
     for name, row in cases.items():
         span = f"{row['cpu_min']:.3f}-{row['cpu_max']:.3f}"
-        lines.append(f"{name:40} {row['wall']:8.3f} {row['cpu']:8.3f} {span:>14}")
+        lines.append(f"{name:48} {row['wall']:8.3f} {row['cpu']:8.3f} {span:>14}")
     lines.append("")
     lines.append(
         f"upload --no-wait / TransferManager: CPU {result['upload_cpu_ratio']:.2f}x, "
