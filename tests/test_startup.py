@@ -34,8 +34,20 @@ HEAVY = (
 )
 """Modules (and their submodules) that ``--version`` and ``--help`` must not import."""
 
-COMMANDS = ("upload", "batch", "serve", "uploads", "parts", "abort", "verify", "status", "ls", "etag", "man")
-COMMANDS += ("completion",)
+COMMANDS = [
+    "upload",
+    "batch",
+    "serve",
+    "uploads",
+    "parts",
+    "abort",
+    "verify",
+    "status",
+    "ls",
+    "etag",
+    "man",
+    "completion",
+]
 
 
 def imported(argv: list[str], tmp_path: Path) -> tuple[str, set[str]]:

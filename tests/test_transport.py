@@ -421,18 +421,18 @@ async def test_tls_settings_are_made_only_for_tls_and_once(direct_from: int | No
         await request.read()
         return web.json_response({})
 
-    async with serve(handler) as base, _Watched(direct_from=direct_from) as transport:
-        await transport.send("POST", base + "/create", {}, b"{}")
-        await transport.send("PUT", base + "/p", {}, SliceBody(b"x" * 70_000))
-    assert transport.contexts == []
-    async with (
-        serve_tls(handler, tmp_path) as (base, ca_file),
-        _Watched(direct_from=direct_from, ca_bundle=str(ca_file)) as transport,
-    ):
-        await transport.send("POST", base + "/create", {}, b"{}")
-        await transport.send("PUT", base + "/p", {}, SliceBody(b"x" * 70_000))
-        await transport.send("PUT", base + "/p", {}, SliceBody(b"x" * 70_000))
-    assert len(transport.contexts) >= 2 and len({id(context) for context in transport.contexts}) == 1
+    plain = _Watched(direct_from=direct_from)
+    async with serve(handler) as base, plain:
+        await plain.send("POST", base + "/create", {}, b"{}")
+        await plain.send("PUT", base + "/p", {}, SliceBody(b"x" * 70_000))
+    assert plain.contexts == []
+    async with serve_tls(handler, tmp_path) as (base, ca_file):
+        tls = _Watched(direct_from=direct_from, ca_bundle=str(ca_file))
+        async with tls:
+            await tls.send("POST", base + "/create", {}, b"{}")
+            await tls.send("PUT", base + "/p", {}, SliceBody(b"x" * 70_000))
+            await tls.send("PUT", base + "/p", {}, SliceBody(b"x" * 70_000))
+    assert len(tls.contexts) >= 2 and len({id(context) for context in tls.contexts}) == 1
 
 
 async def test_kept_alive_connections_are_reused_and_one_the_server_closed_is_replaced(path: Make) -> None:
