@@ -11,7 +11,6 @@ async with Uploader(UploadConfig(), service=ServiceConfig(region="us-east-1")) a
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import typing
 
 from .core.config import (
@@ -59,11 +58,12 @@ from .core.ratelimit import Limiter, RequestKind
 from .core.stats import UploadResult, UploadStatistics
 
 if typing.TYPE_CHECKING:
+    __version__: str
     from .engine.limiter import LocalLimiter
     from .engine.uploader import Uploader, UploadHandle, upload_read_set
 
 # The engine (aiohttp, botocore, the transfer code) is imported on first use of one of its names, so a command
-# that needs none of it (``--version``, ``--help``, ``serve``) does not pay for it.
+# that needs none of it (``--version``, ``--help``, ``serve``) does not pay for it; ``__version__`` likewise.
 _LAZY = {
     "LocalLimiter": ".engine.limiter",
     "Uploader": ".engine.uploader",
@@ -72,19 +72,26 @@ _LAZY = {
 }
 
 
+def _version() -> str:
+    """The installed distribution's version (importlib.metadata takes a moment to load: read on first use)."""
+    import importlib.metadata  # noqa: PLC0415
+
+    try:
+        return importlib.metadata.version("async-uploader")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0"
+
+
 def __getattr__(name: str) -> typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name == "__version__":
+        value: typing.Any = _version()
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
 
-
-try:
-    __version__ = importlib.metadata.version("async-uploader")
-except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
 
 __all__ = [
     "DEFAULT_PART_SIZE",

@@ -6,7 +6,7 @@
 
 Each client runs in its own process against the project's local store (started here, in --discard mode), so its
 CPU time and peak RSS are its own. Scenarios: bulk, terminator (TLS through stunnel), distant, tiny, scaling,
-streams, faults, verify, batch.
+streams, faults, verify, batch, startup.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import batch, bulk, distant, faults, scaling, streams, terminator, tiny, tuning, verify
+from harness import batch, bulk, distant, faults, scaling, startup_cost, streams, terminator, tiny, tuning, verify
 from harness.proc import close_launcher
 from harness.report import Section, stamp, write
 from harness.runner import Context
@@ -38,6 +38,7 @@ SCENARIOS: dict[str, Callable[[Context], Section]] = {
     "faults": faults.run,
     "verify": verify.run,
     "batch": batch.run,
+    "startup": startup_cost.run,
 }
 
 

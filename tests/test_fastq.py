@@ -14,13 +14,19 @@ from async_uploader import FileType
 from async_uploader.core.fastq import FastqSummary, FastqSummer, NotFastqError, check_file_type, inflater_name
 from tests.helpers import fastq_text, gzip_members
 
-BACKENDS = [("zlib", False), ("zlib", True), ("isal", True)]
+Backend = tuple[str, bool, int]
+BACKENDS: list[Backend] = [("zlib", False, 0), ("zlib", True, 0), ("isal", True, 0), ("isal", True, 3000)]
+"""(inflater, counting with numpy, after how many bytes of text): split alone, numpy from the start, numpy taking
+over part-way through a source."""
 
 
-def summarize(
-    data: bytes, family: str = "MD5up", chunk: int = 1 << 20, backend: tuple[str, bool] = BACKENDS[-1]
-) -> FastqSummary:
-    summer = FastqSummer(family, inflater=backend[0], vectorized=backend[1])
+def backend_id(backend: Backend) -> str:
+    counter = "split" if not backend[1] else "numpy" if not backend[2] else f"numpy-after-{backend[2]}"
+    return f"{backend[0]}-{counter}"
+
+
+def summarize(data: bytes, family: str = "MD5up", chunk: int = 1 << 20, backend: Backend = BACKENDS[2]) -> FastqSummary:
+    summer = FastqSummer(family, inflater=backend[0], vectorized=backend[1], vector_after=backend[2])
     for start in range(0, len(data), chunk):
         summer.update(data[start : start + chunk])
     return summer.finish()
@@ -31,9 +37,9 @@ def truth(data: bytes) -> tuple[int, int]:
     return len(lines) // 4, sum(len(line) for line in lines[1::4])
 
 
-@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: f"{b[0]}-{'numpy' if b[1] else 'split'}")
+@pytest.mark.parametrize("backend", BACKENDS, ids=backend_id)
 @pytest.mark.parametrize("form", ["plain", "gzip", "three members", "bgzf-like 64 KiB members"])
-def test_digest_and_counts_equal_the_uncompressed_bytes(backend: tuple[str, bool], form: str) -> None:
+def test_digest_and_counts_equal_the_uncompressed_bytes(backend: Backend, form: str) -> None:
     raw = fastq_text(3000, seed=1)
     data = {
         "plain": raw,
@@ -64,7 +70,7 @@ def test_any_chunking_gives_the_same_answer(chunk: int, reads: int, crlf: bool, 
         assert (summary.digest, summary.reads, summary.bases) == (hashlib.md5(raw).hexdigest(), *truth(raw))
 
 
-@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: f"{b[0]}-{'numpy' if b[1] else 'split'}")
+@pytest.mark.parametrize("backend", BACKENDS, ids=backend_id)
 @pytest.mark.parametrize(
     ("data", "why"),
     [
@@ -77,7 +83,7 @@ def test_any_chunking_gives_the_same_answer(chunk: int, reads: int, crlf: bool, 
         (b"", "no FASTQ records"),
     ],
 )
-def test_what_is_not_fastq_says_so(backend: tuple[str, bool], data: bytes, why: str) -> None:
+def test_what_is_not_fastq_says_so(backend: Backend, data: bytes, why: str) -> None:
     with pytest.raises(NotFastqError, match=why):
         summarize(data, backend=backend, chunk=9)
 

@@ -94,6 +94,21 @@ def test_every_verdict_is_the_models(field: str, value: str) -> None:
     assert ours_accepts(field, value) == model_accepts(field, value), (field, value)
 
 
+@pytest.mark.parametrize("field", sorted(RULES))
+@SETTINGS
+@given(value=st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
+def test_ascii_verdicts_without_the_regex_module_are_the_models(field: str, value: str) -> None:
+    """Printable ASCII is checked without ``regex``: every ASCII value, controls among them, has the model's verdict."""
+    assert ours_accepts(field, value) == model_accepts(field, value), (field, value)
+
+
+@pytest.mark.parametrize("field", sorted(RULES))
+def test_every_ascii_character_alone_and_in_a_value_gets_the_models_verdict(field: str) -> None:
+    for code in range(128):
+        for value in (chr(code), f"arn:{chr(code)}", f"12345678{chr(code)}90", f"name {chr(code)}"):
+            assert ours_accepts(field, value) == model_accepts(field, value), (field, value)
+
+
 @pytest.mark.parametrize(
     ("value", "accepted"),
     [

@@ -399,6 +399,42 @@ async def test_tls_bodies_arrive_whole_and_an_unknown_ca_is_refused(path: Make, 
     assert len(received) == 3
 
 
+class _Watched(HttpTransport):
+    """An HttpTransport noting each time its TLS settings are asked for."""
+
+    def __init__(self, **options: Any) -> None:
+        self.contexts: list[ssl.SSLContext] = []
+        super().__init__(**options)
+
+    def tls(self) -> ssl.SSLContext:
+        context = super().tls()
+        self.contexts.append(context)
+        return context
+
+
+@pytest.mark.parametrize("direct_from", [None, 0], ids=["aiohttp", "direct"])
+async def test_tls_settings_are_made_only_for_tls_and_once(direct_from: int | None, tmp_path: Path) -> None:
+    """Loading the system's CAs costs 20 ms or more of CPU: a plain-HTTP endpoint (a local store) never does it;
+    over TLS every connection shares the one context."""
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({})
+
+    plain = _Watched(direct_from=direct_from)
+    async with serve(handler) as base, plain:
+        await plain.send("POST", base + "/create", {}, b"{}")
+        await plain.send("PUT", base + "/p", {}, SliceBody(b"x" * 70_000))
+    assert plain.contexts == []
+    async with serve_tls(handler, tmp_path) as (base, ca_file):
+        tls = _Watched(direct_from=direct_from, ca_bundle=str(ca_file))
+        async with tls:
+            await tls.send("POST", base + "/create", {}, b"{}")
+            await tls.send("PUT", base + "/p", {}, SliceBody(b"x" * 70_000))
+            await tls.send("PUT", base + "/p", {}, SliceBody(b"x" * 70_000))
+    assert len(tls.contexts) >= 2 and len({id(context) for context in tls.contexts}) == 1
+
+
 async def test_kept_alive_connections_are_reused_and_one_the_server_closed_is_replaced(path: Make) -> None:
     """Sequential parts share one connection; when the server drops it while idle, the next part opens another
     and succeeds, without the caller seeing an error."""

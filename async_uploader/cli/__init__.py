@@ -15,18 +15,16 @@ stderr, ``async-uploader: error: ...`` (a ``log`` event under --events); a trace
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import gc
+import importlib
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.errors import UploadInterruptedError
-from ..emulator import cli as emulator_cli
-from .admin import _cmd_abort, _cmd_parts, _cmd_uploads
-from .batch import _cmd_batch
-from .check import _cmd_ls, _cmd_status, _cmd_verify
 from .common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -47,10 +45,10 @@ from .common import (
     service_config,
     upload_config,
 )
-from .etag import cmd_etag
-from .parser import EVENTS_ARGV, build_parser, check_options
-from .shell import PLAIN_COMMANDS as _PLAIN_COMMANDS
-from .upload import _cmd_upload, read_set_from_args, run_upload
+from .parser import EVENTS_ARGV, STORE_OPTION_COMMANDS, build_parser, check_options, command_in
+
+if TYPE_CHECKING:
+    from .upload import read_set_from_args, run_upload
 
 __all__ = [
     "EXIT_FAILURE",
@@ -79,11 +77,18 @@ T = TypeVar("T")
 EXIT_CLOSED_PIPE = 141
 """128 + SIGPIPE: what a shell reports for ``cat`` when the reader of its output stopped."""
 
-_new_loop: Callable[[], asyncio.AbstractEventLoop] | None
-try:
-    from uvloop import new_event_loop as _new_loop
-except ImportError:  # the fast extra is optional
-    _new_loop = None
+# Each command's module is imported when that command runs, so a command loads only what it uses: ``--help`` and
+# ``--version`` neither the engine (aiohttp, botocore, anyio) nor rich, numpy, Dask or the local store.
+_LAZY = {"read_set_from_args": ".upload", "run_upload": ".upload"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 
 # -- entry point ------------------------------------------------------------------------------------------------
@@ -91,21 +96,52 @@ except ImportError:  # the fast extra is optional
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on uvloop when it is installed (the ``fast`` extra), else on asyncio's own loop."""
-    with asyncio.Runner(loop_factory=_new_loop) as runner:
+    import asyncio  # noqa: PLC0415 (only the commands on the event loop)
+
+    new_loop: Callable[[], asyncio.AbstractEventLoop] | None
+    try:
+        from uvloop import new_event_loop as new_loop  # noqa: PLC0415
+    except ImportError:  # the fast extra is optional
+        new_loop = None
+    with asyncio.Runner(loop_factory=new_loop) as runner:
         return runner.run(coro)
 
 
-# The commands on the event loop, by name; ``serve`` runs the store's own loop.
-_ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace, list[str]], Coroutine[Any, Any, int]]] = {
-    "upload": _cmd_upload,
-    "batch": _cmd_batch,
-    "uploads": lambda args, argv: _cmd_uploads(args),
-    "parts": lambda args, argv: _cmd_parts(args),
-    "abort": lambda args, argv: _cmd_abort(args),
-    "verify": _cmd_verify,
-    "status": _cmd_status,
-    "ls": _cmd_ls,
+_ASYNC_COMMANDS: dict[str, tuple[str, str]] = {
+    "upload": (".upload", "_cmd_upload"),
+    "batch": (".batch", "_cmd_batch"),
+    "uploads": (".admin", "_cmd_uploads"),
+    "parts": (".admin", "_cmd_parts"),
+    "abort": (".admin", "_cmd_abort"),
+    "verify": (".check", "_cmd_verify"),
+    "status": (".check", "_cmd_status"),
+    "ls": (".check", "_cmd_ls"),
 }
+"""The commands on the event loop: name -> (module, function); ``serve`` runs the store's own loop."""
+_TAKES_ARGV = frozenset({"upload", "batch", "verify", "status", "ls"})
+"""Those whose function takes the command line too (to print the command that resumes, or to log it)."""
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Importing a command's modules allocates some 10^5 objects (modules, classes, functions) and frees almost
+    none: the cyclic collector is paused meanwhile, and what is alive at the end is frozen (``gc.freeze``) so that
+    no later collection walks it again. Measured: a tenth of a short upload's CPU time (benchmarks/startup.py)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+def _command(name: str) -> Callable[..., Any]:
+    module, function = _ASYNC_COMMANDS[name]
+    with _collector_paused():
+        command: Callable[..., Any] = getattr(importlib.import_module(module, __name__), function)
+    return command
 
 
 def _warn_unverified_tls(args: argparse.Namespace) -> None:
@@ -119,15 +155,22 @@ def _warn_unverified_tls(args: argparse.Namespace) -> None:
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "serve":
+        from ..emulator import cli as emulator_cli  # noqa: PLC0415 (each command imports what it runs)
+
         return emulator_cli.run(args)
-    if args.command in _PLAIN_COMMANDS:
-        return _PLAIN_COMMANDS[args.command](args, parser)
+    if args.command in ("completion", "man"):
+        from .shell import PLAIN_COMMANDS  # noqa: PLC0415
+
+        return PLAIN_COMMANDS[args.command](args, parser)
     if args.command == "etag":
+        from .etag import cmd_etag  # noqa: PLC0415
+
         return cmd_etag(args)
-    command = _ASYNC_COMMANDS.get(args.command)
-    if command is None:
+    if args.command not in _ASYNC_COMMANDS:
         parser.error(f"unknown command {args.command!r}")
-    return _run(command(args, argv))
+    command = _command(args.command)
+    coro: Coroutine[Any, Any, int] = command(args, argv) if args.command in _TAKES_ARGV else command(args)
+    return _run(coro)
 
 
 def _closed_pipe() -> int:
@@ -143,7 +186,7 @@ def _closed_pipe() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script passes it to sys.exit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(store_options=command_in(argv) in STORE_OPTION_COMMANDS)
     EVENTS_ARGV[:] = argv
     check_options(parser, argv)
     args = parser.parse_args(argv)

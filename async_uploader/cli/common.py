@@ -1,9 +1,12 @@
-"""What every command shares: exit codes, error lines, settings from arguments, logging, signals, progress."""
+"""What every command shares: exit codes, error lines, settings from arguments, logging, signals, progress.
+
+The parser imports this module, so ``--help`` and ``--version`` load it: what it needs of botocore (the AWS
+configuration), anyio (a shared budget), asyncio (signals) and rich (a progress bar) is imported where it is used.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -13,11 +16,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from rich.console import Console
-from rich.logging import RichHandler
 
 from ..core.config import RateLimits, ServiceConfig, UploadConfig
 from ..core.errors import (
@@ -31,12 +31,14 @@ from ..core.errors import (
     UploadInterruptedError,
     UsageError,
 )
-from ..core.events import log_event
 from ..core.ratelimit import Limiter
 from ..core.retry import aws_retry
-from ..edge.awsconfig import AwsSettings, aws_settings
-from ..fleet.filebudget import FileBudgetLimiter
 from .progress import EventWriter
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..edge.awsconfig import AwsSettings
 
 PROG = "async-uploader"
 EXIT_OK = 0
@@ -71,6 +73,8 @@ def settings_for(args: argparse.Namespace) -> AwsSettings:
     """What botocore's configuration says for this profile (read once per command)."""
     cached: AwsSettings | None = getattr(args, "aws_settings", None)
     if cached is None:
+        from ..edge.awsconfig import aws_settings  # noqa: PLC0415 (botocore: only commands that call the service)
+
         cached = aws_settings(getattr(args, "profile", None))
         args.aws_settings = cached
     return cached
@@ -141,10 +145,20 @@ def limiter_for(args: argparse.Namespace, config: UploadConfig) -> Limiter | Non
     path: Path | None = getattr(args, "shared_budget", None)
     if path is None:
         return None
+    from ..fleet.filebudget import FileBudgetLimiter  # noqa: PLC0415 (anyio: only with --shared-budget)
+
     return FileBudgetLimiter(path, config.rates, adaptive=config.adaptive)
 
 
 # -- errors and exit codes --------------------------------------------------------------------------------------
+
+
+def log_event(level: str, message: str, now: float) -> dict[str, Any]:
+    """``core.events.log_event``: that module (and with it the upload's state machine, for the event schema) is
+    imported when the first event is written, not by ``--help``."""
+    from ..core import events  # noqa: PLC0415
+
+    return events.log_event(level, message, now)
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -291,6 +305,8 @@ class Signals:
         self._on_signal(signum, self.count)
 
     def __enter__(self) -> Signals:
+        import asyncio  # noqa: PLC0415 (only the commands on the event loop need it)
+
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -301,6 +317,8 @@ class Signals:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        import asyncio  # noqa: PLC0415
+
         loop = asyncio.get_running_loop()
         for signum in self._installed:
             loop.remove_signal_handler(signum)
@@ -310,6 +328,8 @@ def progress_console(args: argparse.Namespace, stream: IO[str]) -> Console | Non
     """A rich console for the progress bar, or None when no bar is wanted (not a terminal, --no-progress)."""
     if args.no_progress or args.events or not stream.isatty():
         return None
+    from rich.console import Console  # noqa: PLC0415 (rich only when a bar is drawn)
+
     return Console(file=stream, stderr=stream is sys.stderr)
 
 
@@ -321,6 +341,8 @@ def progress_logging(console: Console | None) -> Iterator[None]:
         return
     root = logging.getLogger()
     saved = list(root.handlers)
+    from rich.logging import RichHandler  # noqa: PLC0415
+
     handler = RichHandler(console=console, show_time=False, show_path=False)
     root.handlers = [handler, *(kept for kept in saved if isinstance(kept, _LogFileHandler))]
     try:

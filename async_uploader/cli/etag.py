@@ -11,27 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
-from ..core.fastq import FAMILIES, FastqSummary, NotFastqError, TruncatedError
+from ..core.fastq import FastqSummary, NotFastqError, TruncatedError
 from ..engine.hashing import READ_CHUNK, ThreadedSummer, summarize_path
 from .common import EXIT_OK, EXIT_USAGE, PROG
 
-__all__ = ["add_etag_parser", "cmd_etag"]
-
-
-def add_etag_parser(commands: Any) -> None:
-    etag = commands.add_parser(
-        "etag",
-        help="print the ETag, reads and bases the service will report for FASTQ files",
-        description="Print what the service will report for each FASTQ file (gzip, BGZF or plain): its read set "
-        "ETag, reads and bases, one line per file like md5sum. No request is made.",
-        epilog=f"example:\n  {PROG} etag r1.fastq.gz r2.fastq.gz --family SHA256up\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    etag.add_argument("files", nargs="+", metavar="FILE", help="a FASTQ file, or '-' for stdin")
-    etag.add_argument("--family", choices=list(FAMILIES), default="MD5up", help="the store's ETag family")
-    etag.add_argument("--json", action="store_true", help="one JSON object per file")
+__all__ = ["cmd_etag"]
 
 
 def _summarize(name: str, family: str) -> FastqSummary:

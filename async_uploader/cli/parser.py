@@ -1,26 +1,24 @@
-"""The argument parser of ``async-uploader``: every command, option, help text and argument type."""
+"""The argument parser of ``async-uploader``: every command, option, help text and argument type.
+
+It imports only the core's checks: ``--help`` and ``--version`` load neither the engine (aiohttp, botocore, anyio),
+nor rich, nor the local store; the store's options (``serve``) are read only when that command is parsed or shown.
+"""
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
-import platform
-import ssl
 import sys
 import time
-from importlib import metadata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .. import __version__
 from ..core.config import MAX_PART_SIZE, FileType, Source, check_store_id, parse_duration, parse_size
 from ..core.errors import ConfigError
-from ..core.events import log_event
+from ..core.fastq import FAMILIES
 from ..core.fields import check_field
-from ..emulator import cli as emulator_cli
-from .common import EXIT_USAGE, PROG, STOP_GRACE
-from .etag import add_etag_parser
+from .common import EXIT_USAGE, PROG, STOP_GRACE, log_event
 
 EXIT_CODES_HELP = """\
 exit codes (sysexits):
@@ -96,6 +94,8 @@ def check_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
         name = arg.split("=", 1)[0]
         if name not in known:
             longer = [option for option in known if option.startswith(name) and len(name) > 2]
+            import difflib  # noqa: PLC0415 (only to name the nearest option of a typo)
+
             near = longer[:1] or difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             hint = f"; did you mean {near[0]}?" if near else ""
             (command or parser).error(f"unknown option {name}{hint}")
@@ -460,7 +460,18 @@ def _add_progress_interval(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+STORE_OPTION_COMMANDS = frozenset({"serve", "man", "completion"})
+"""The commands that parse or show the local store's options (``serve``'s): the others never import the store."""
+
+
+def command_in(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` (the first argument that is not an option), if any."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(*, store_options: bool = True) -> argparse.ArgumentParser:
+    """The whole command line. ``store_options=False`` leaves out ``serve``'s options (the local store's, read
+    from it): ``main`` passes it for every command but those of ``STORE_OPTION_COMMANDS``."""
     parser = _Parser(
         prog=PROG,
         description="Fast, resumable uploads of sequencing read sets into AWS HealthOmics sequence stores.",
@@ -482,10 +493,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_examples(f"{PROG} serve --port 8080", f"{PROG} serve --store-id 1234567890 --store-id 2222222222"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    emulator_cli.add_arguments(serve)
+    if store_options:
+        from ..emulator import cli as emulator_cli  # noqa: PLC0415 (the store's own options, read from it)
+
+        emulator_cli.add_arguments(serve)
     _add_admin_commands(commands)
     _add_check_commands(commands)
-    add_etag_parser(commands)
+    _add_etag_command(commands)
     _add_shell_commands(commands)
     return parser
 
@@ -499,7 +513,16 @@ class _Version(argparse.Action):
 
 
 def versions() -> str:
-    """This program's version and those of what it runs on: Python, the platform, OpenSSL and the libraries."""
+    """This program's version and those of what it runs on: Python, the platform, OpenSSL and the libraries.
+
+    Each library's version is read from its installed metadata, never by importing it.
+    """
+    import platform  # noqa: PLC0415 (these three only for --version)
+    import ssl  # noqa: PLC0415
+    from importlib import metadata  # noqa: PLC0415
+
+    from .. import __version__  # noqa: PLC0415
+
     found = []
     for name in ("botocore", "aiohttp", "anyio", "uvloop", "isal", "numpy", "rich"):
         try:
@@ -511,6 +534,20 @@ def versions() -> str:
         f"Python {platform.python_version()} ({platform.python_implementation()}) on {platform.platform(terse=True)}\n"
         f"{ssl.OPENSSL_VERSION}\n" + ", ".join(found)
     )
+
+
+def _add_etag_command(commands: argparse._SubParsersAction[_Parser]) -> None:
+    etag = commands.add_parser(
+        "etag",
+        help="print the ETag, reads and bases the service will report for FASTQ files",
+        description="Print what the service will report for each FASTQ file (gzip, BGZF or plain): its read set "
+        "ETag, reads and bases, one line per file like md5sum. No request is made.",
+        epilog=f"example:\n  {PROG} etag r1.fastq.gz r2.fastq.gz --family SHA256up\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    etag.add_argument("files", nargs="+", metavar="FILE", help="a FASTQ file, or '-' for stdin")
+    etag.add_argument("--family", choices=list(FAMILIES), default="MD5up", help="the store's ETag family")
+    etag.add_argument("--json", action="store_true", help="one JSON object per file")
 
 
 def _examples(*lines: str) -> str:

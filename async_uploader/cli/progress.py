@@ -1,7 +1,8 @@
 """What an upload looks like while it runs: a live progress bar on a terminal, or JSON lines for monitors.
 
 Both read the same ``UploadStatistics`` snapshot on a timer (``engine.monitor``); neither changes the upload.
-The bar is drawn with rich and only when stderr is a terminal; the JSON-lines writer never writes escape codes.
+The bar is drawn with rich and only when stderr is a terminal (rich is imported then, not before); the JSON-lines
+writer never writes escape codes.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import math
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import IO, Any
-
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from typing import IO, TYPE_CHECKING, Any
 
 from ..core.stats import UploadStatistics
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
 
 __all__ = [
     "PHASE_WORDS",
@@ -176,6 +178,14 @@ class ProgressBar:
     """Below this many columns the display is one line: the bar, percent, bytes, MB/s and ETA."""
 
     def __init__(self, console: Console, *, label: str | None = None) -> None:
+        from rich.progress import (  # noqa: PLC0415 (rich only when a bar is drawn)
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+        )
+
         self.console = console
         self._label = label
         self._narrow = console.width < self.NARROW
@@ -277,6 +287,8 @@ class BatchProgress:
     """A batch on a terminal: one bar counting rows, and a bar per read set uploading now."""
 
     def __init__(self, console: Console, rows: int) -> None:
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn  # noqa: PLC0415
+
         self.console = console
         self._progress = Progress(
             TextColumn("{task.description}"),

@@ -33,7 +33,6 @@ from .common import (
     service_config,
     upload_config,
 )
-from .dryrun import dry_run
 from .progress import EventWriter, ProgressBar, ProgressLines
 
 
@@ -244,6 +243,8 @@ def _verification_line(result: UploadResult) -> str:
 
 async def _cmd_upload(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.dry_run:
+        from .dryrun import dry_run  # noqa: PLC0415 (the plan and its estimate only for --dry-run)
+
         return dry_run(args, read_set_from_args(args))
     result = await run_upload(args, argv)
     if args.events:

@@ -9,15 +9,18 @@ use, surrogates, unassigned). The patterns are Java regular expressions, run her
 (which stops at every line terminator, not only at ``\\n``). A pattern matches the whole value: a final newline is
 not forgiven, as Python's ``$`` would. Lengths count code points. ``tests/test_fields.py`` holds this table against
 the model itself, generatively, so the two cannot drift apart.
+
+A value of printable ASCII, as nearly every one is, is checked without ``regex`` (ASCII's general categories are the
+same in every Unicode version): that module (some 7 ms of start-up) is imported for the first value outside it.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import unicodedata
 from dataclasses import dataclass
-
-import regex
+from typing import Any
 
 from .errors import ConfigError
 
@@ -41,7 +44,32 @@ class Pattern(enum.Enum):
     def __init__(self, model: str | None, described: str) -> None:
         self.model = model
         self.described = described
-        self.compiled = None if model is None else regex.compile(model.replace(".", _JAVA_DOT))
+
+
+@functools.cache
+def _regex() -> Any:
+    import regex  # noqa: PLC0415 (only for a value that is not all printable ASCII)
+
+    return regex
+
+
+@functools.cache
+def _compiled(pattern: Pattern) -> Any:
+    """The pattern compiled by ``regex``, Java's ``.`` and all (None for ANY)."""
+    return None if pattern.model is None else _regex().compile(pattern.model.replace(".", _JAVA_DOT))
+
+
+def _printable_ascii_matches(value: str, pattern: Pattern) -> bool:
+    """True when ``value`` is printable ASCII that ``pattern`` matches whole; False when that takes ``regex``."""
+    if not (value.isascii() and value.isprintable()):
+        return False
+    if pattern is Pattern.TEXT:  # every printable ASCII character is a letter, number, space, symbol or punctuation
+        return value != ""
+    if pattern is Pattern.DIGITS:
+        return value.isdigit()
+    if pattern is Pattern.ARN:
+        return value.startswith("arn:") and len(value) > len("arn:")
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +103,15 @@ MAX_TAGS = 50
 
 def _refused(value: str, pattern: Pattern) -> str | None:
     """Why ``pattern`` does not match the whole of ``value``; None when it does."""
-    if pattern.compiled is None or pattern.compiled.fullmatch(value) is not None:
+    if pattern.model is None or _printable_ascii_matches(value, pattern):
+        return None
+    compiled = _compiled(pattern)
+    if compiled.fullmatch(value) is not None:
         return None
     if pattern is Pattern.ARN and not value.startswith("arn:"):
         return "it does not start with arn:"
-    single = regex.compile(pattern.model.removesuffix("+")) if pattern.model and pattern.model.endswith("]+") else None
+    regex = _regex()
+    single = regex.compile(pattern.model.removesuffix("+")) if pattern.model.endswith("]+") else None
     bad = next((ch for ch in value if single is not None and single.fullmatch(ch) is None), None)
     if bad is None:
         bad = next((ch for ch in value if regex.fullmatch(_JAVA_DOT, ch) is None), value[-1])

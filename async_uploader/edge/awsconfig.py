@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import botocore.configprovider
 import botocore.exceptions
@@ -26,6 +26,9 @@ import botocore.exceptions
 from ..core.config import ServiceConfig, env_region
 from ..core.errors import ConfigError
 from .signing import botocore_session
+
+if TYPE_CHECKING:
+    import botocore.session
 
 __all__ = ["AwsSettings", "aws_settings", "resolve_service"]
 
@@ -74,9 +77,10 @@ def _endpoint(session: Any) -> tuple[str | None, str | None]:
     return str(url), where
 
 
-def aws_settings(profile: str | None = None) -> AwsSettings:
-    """Read botocore's configuration for ``profile`` (default AWS_PROFILE). Bad settings are one-line errors."""
-    session = botocore_session(profile)
+def aws_settings(profile: str | None = None, session: botocore.session.Session | None = None) -> AwsSettings:
+    """Read botocore's configuration for ``profile`` (default AWS_PROFILE), through ``session`` when given (a
+    botocore session of that profile). Bad settings are one-line errors."""
+    session = session or botocore_session(profile)
     endpoint, where = _endpoint(session)
     proxies = _variable(session, "proxies_config") or {}
     attempts = _variable(session, "max_attempts")
@@ -100,12 +104,13 @@ def _mode_is_set(session: Any) -> bool:
     return bool(os.environ.get("AWS_RETRY_MODE") or session.get_scoped_config().get("retry_mode"))
 
 
-def resolve_service(service: ServiceConfig) -> ServiceConfig:
-    """``service`` with its unset endpoint, region and CA bundle taken from botocore's configuration.
+def resolve_service(service: ServiceConfig, session: botocore.session.Session | None = None) -> ServiceConfig:
+    """``service`` with its unset endpoint, region and CA bundle taken from botocore's configuration (read through
+    ``session`` when given, a botocore session of ``service.profile``).
 
     An endpoint from the configuration is a custom endpoint like ``endpoint_url`` (no host prefixes).
     """
-    settings = aws_settings(service.profile)
+    settings = aws_settings(service.profile, session)
     endpoint = service.endpoint_url or settings.endpoint_url
     try:
         return replace(

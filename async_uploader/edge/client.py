@@ -33,11 +33,11 @@ from ..core.protocol import (
 )
 from .awsconfig import resolve_service
 from .messages import OPERATION
-from .signing import CredentialSource, Signer, session_region
+from .signing import CredentialSource, Signer, botocore_session, session_region
 from .transport import BodySource, HttpTransport, Response, Transport
 from .workers import WorkerTransport
 
-__all__ = ["ATTEMPT", "DEFAULT_LOCAL_REGION", "OmicsClient", "resolve_region"]
+__all__ = ["ATTEMPT", "DEFAULT_LOCAL_REGION", "OmicsClient", "resolve_region", "resolve_service_and_credentials"]
 
 log = logging.getLogger("async_uploader")
 
@@ -61,6 +61,13 @@ def resolve_region(service: ServiceConfig) -> str:
     if service.endpoint_url is not None:
         return DEFAULT_LOCAL_REGION
     raise ConfigError("no AWS region configured: pass --region, or set AWS_REGION or a profile region")
+
+
+def resolve_service_and_credentials(service: ServiceConfig) -> tuple[ServiceConfig, CredentialSource]:
+    """``resolve_service`` and the credential chain of ``service.profile``, read through one botocore session (making
+    one costs some 6 ms of CPU). This may block (a credential_process): on an event loop, in a worker thread."""
+    session = botocore_session(service.profile)
+    return resolve_service(service, session), CredentialSource.resolved(service.profile, session)
 
 
 def _check_progress(operation: str, token: str, seen: set[str]) -> None:
@@ -92,8 +99,8 @@ class OmicsClient:
     @classmethod
     async def open(cls, service: ServiceConfig, limit: int = 100, workers: int = 1) -> OmicsClient:
         """``from_config`` with the configuration and the credential chain resolved in a worker thread."""
-        service = await anyio.to_thread.run_sync(resolve_service, service, abandon_on_cancel=True)
-        credentials = await CredentialSource.resolve(service.profile)
+        resolve = resolve_service_and_credentials
+        service, credentials = await anyio.to_thread.run_sync(resolve, service, abandon_on_cancel=True)
         return cls._build(service, credentials, limit, workers)
 
     @classmethod

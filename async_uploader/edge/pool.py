@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import anyio
 import h11
@@ -77,11 +77,13 @@ def _header_list(url: URL, headers: Mapping[str, str], length: int, proxy: Proxy
 
 
 class DirectPool:
-    """Kept-alive HTTP/1.1 connections for part bodies, keyed by origin and proxy, and their scratch buffers."""
+    """Kept-alive HTTP/1.1 connections for part bodies, keyed by origin and proxy, and their scratch buffers.
+
+    ``context`` gives the transport's TLS settings when a connection first needs them."""
 
     def __init__(
         self,
-        context: ssl.SSLContext,
+        context: Callable[[], ssl.SSLContext],
         *,
         connect_timeout: float,
         read_timeout: float,
@@ -189,7 +191,7 @@ class DirectPool:
                     if proxy is not None and url.scheme == "https":
                         await tunnel(sock, url, proxy, self.read_timeout)
                     if url.scheme == "https":
-                        sock = await handshake(sock, self.context, url.host or "")
+                        sock = await handshake(sock, self.context(), url.host or "")
                 except BaseException:
                     sock.close()
                     raise

@@ -103,9 +103,10 @@ def _utc_now() -> datetime.datetime:
 class CredentialSource:
     """AWS credentials from botocore's chain, optionally for a named profile.
 
-    ``credentials`` may be given directly (tests, or a caller that resolved them already). Resolving the chain
-    may run a ``credential_process`` or call a metadata service: ``await CredentialSource.resolve(profile)``
-    does it in a worker thread.
+    ``credentials`` may be given directly (tests, or a caller that resolved them already); ``session``, a botocore
+    session of ``profile`` to resolve the chain with (one made here otherwise). Resolving the chain may run a
+    ``credential_process`` or call a metadata service: ``await CredentialSource.resolve(profile)`` does it in a
+    worker thread.
     """
 
     def __init__(
@@ -113,10 +114,11 @@ class CredentialSource:
         profile: str | None = None,
         *,
         credentials: botocore.credentials.Credentials | None = None,
+        session: botocore.session.Session | None = None,
     ) -> None:
         self.profile = profile
         if credentials is None:
-            credentials = self._resolve(profile)
+            credentials = self._resolve(profile, session)
         self._credentials = credentials
         self._refreshable = isinstance(credentials, botocore.credentials.RefreshableCredentials)
         self._snapshot = _as_resolved(credentials) if self._refreshable else None
@@ -129,17 +131,19 @@ class CredentialSource:
             self.frozen()
 
     @classmethod
+    def resolved(cls, profile: str | None = None, session: botocore.session.Session | None = None) -> CredentialSource:
+        """The chain resolved and deferred credentials fetched, now: this may block (``resolve`` runs it in a worker
+        thread)."""
+        source = cls(profile, session=session)
+        if source._snapshot is None:
+            source.frozen()
+        return source
+
+    @classmethod
     async def resolve(cls, profile: str | None = None) -> CredentialSource:
         """Resolve the chain (and fetch deferred credentials) in a worker thread: a slow provider never stalls
         the event loop."""
-
-        def resolve() -> CredentialSource:
-            source = cls(profile)
-            if source._snapshot is None:
-                source.frozen()
-            return source
-
-        return await anyio.to_thread.run_sync(resolve, abandon_on_cancel=True)
+        return await anyio.to_thread.run_sync(cls.resolved, profile, abandon_on_cancel=True)
 
     @classmethod
     def static(cls, access_key: str, secret_key: str, token: str | None = None) -> CredentialSource:
@@ -147,10 +151,10 @@ class CredentialSource:
         return cls(credentials=botocore.credentials.Credentials(access_key, secret_key, token))
 
     @staticmethod
-    def _resolve(profile: str | None) -> botocore.credentials.Credentials:
+    def _resolve(profile: str | None, session: botocore.session.Session | None) -> botocore.credentials.Credentials:
         where = f"profile {profile!r}" if profile else "the default chain"
         try:
-            found = botocore_session(profile).get_credentials()
+            found = (session or botocore_session(profile)).get_credentials()
         except botocore.exceptions.ProfileNotFound as exc:
             raise _profile_not_found(exc) from None
         except botocore.exceptions.BotoCoreError as exc:

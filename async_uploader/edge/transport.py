@@ -20,10 +20,12 @@ engine's decision (a cancel scope around the call).
 Proxies and TLS are as botocore has them: the proxy of each URL is chosen from the environment by
 ``core.proxy.proxy_for`` (HTTPS_PROXY, HTTP_PROXY, NO_PROXY, credentials in the proxy URL sent as
 Proxy-Authorization, CONNECT for https targets); certificates are verified against the system's CAs, or
-``ca_bundle``. A certificate that cannot be verified is ``CertificateError`` and a proxy's 407 or 403 is
-``ProxyRefusedError``: neither is retried. Failures to reach a proxy name it, its password redacted. Both paths
-word their failures with the same builders (``edge.messages``) and behave alike (``tests/test_transport.py``
-runs each case through both).
+``ca_bundle``. The TLS settings are made on the first request that needs them (a plain-HTTP endpoint never does:
+loading the system's CAs costs 20 ms or more of CPU), or at once when a CA bundle is named, so that a file that
+cannot be used is refused before anything is sent. A certificate that cannot be verified is ``CertificateError``
+and a proxy's 407 or 403 is ``ProxyRefusedError``: neither is retried. Failures to reach a proxy name it, its
+password redacted. Both paths word their failures with the same builders (``edge.messages``) and behave alike
+(``tests/test_transport.py`` runs each case through both).
 
 An endpoint whose scheme the server does not speak (``https://`` to plain HTTP, ``http://`` to TLS) is
 ``ConfigError`` naming the scheme to use, on both paths (``edge.schemes``): retrying cannot help.
@@ -262,13 +264,16 @@ class HttpTransport:
         self.read_timeout = read_timeout
         self.verify_tls = verify_tls
         self.keepalive_timeout = keepalive_timeout
-        self.ssl = tls_context(ca_bundle, verify_tls, proxy_ca_bundle)
+        self._tls_settings = (ca_bundle, verify_tls, proxy_ca_bundle)
+        self._tls: ssl.SSLContext | None = None
+        if ca_bundle or proxy_ca_bundle:
+            self.tls()
         self.environ = dict(os.environ if environ is None else environ)
         """The environment proxies are chosen from (a copy taken when the transport is made)."""
         self.direct_from = direct_from
         self._session: aiohttp.ClientSession | None = None
         self._direct = DirectPool(
-            self.ssl,
+            self.tls,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             keepalive_timeout=keepalive_timeout,
@@ -277,6 +282,12 @@ class HttpTransport:
         self._answered: set[URL] = set()
         """The origins that have answered: a failure on one of them is no sign of a wrong scheme."""
         self._closed = False
+
+    def tls(self) -> ssl.SSLContext:
+        """The TLS settings of every connection (``tls_context``), made on first use."""
+        if self._tls is None:
+            self._tls = tls_context(*self._tls_settings)
+        return self._tls
 
     def _open(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -289,7 +300,6 @@ class HttpTransport:
                 limit=self.limit,
                 ttl_dns_cache=300,
                 keepalive_timeout=self.keepalive_timeout,
-                ssl=self.ssl,
                 **extra,
             )
             self._session = aiohttp.ClientSession(
@@ -395,6 +405,8 @@ class HttpTransport:
         elif proxy is not None:  # forwarded: the proxy reads (and removes) Proxy-Authorization from the request
             via = {"proxy": proxy.url}
             headers = {**headers, **proxy.headers()}
+        if target.scheme == "https" or (proxy is not None and URL(proxy.url).scheme == "https"):
+            via["ssl"] = self.tls()  # each request that speaks TLS names the context: the session holds none
         data = self._payload(body)
         async with session.request(
             method, target, headers=dict(headers), data=data, allow_redirects=False, **via

@@ -1,4 +1,7 @@
-"""``async-uploader serve`` / ``python -m async_uploader.emulator``: run the store until SIGINT or SIGTERM."""
+"""``async-uploader serve`` / ``python -m async_uploader.emulator``: run the store until SIGINT or SIGTERM.
+
+The options are read without the server: it (and aiohttp) is imported only to serve.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ from .etag import FAMILIES
 from .faults import SERVICE_QUOTAS, FaultOptions
 from .options import DEFAULT_MAX_PART_SIZE, StoreOptions
 from .parsing import ID_RE
-from .server import LocalStore
 
 DEFAULT_STORE_ID = "1234567890"
 """The one store ``serve`` knows unless told others: the id the README's examples and the scripts use."""
@@ -202,6 +204,8 @@ def start_lines(url: str, options: StoreOptions, ca_path: Path | None, *, as_jso
 
 
 async def serve(options: StoreOptions, *, as_json: bool = False) -> None:
+    from .server import LocalStore  # noqa: PLC0415 (the server only to serve, not to read the options)
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -17,7 +17,17 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ..core.fastq import SLICE, Decoder, FastqSummary, FastqSummer, NotFastqError, RecordCounter, new_hash, summary
+from ..core.fastq import (
+    SLICE,
+    VECTOR_AFTER,
+    Decoder,
+    FastqSummary,
+    FastqSummer,
+    NotFastqError,
+    RecordCounter,
+    new_hash,
+    summary,
+)
 
 __all__ = ["READ_CHUNK", "ThreadedSummer", "summarize_path"]
 
@@ -63,10 +73,17 @@ class ThreadedSummer(FastqSummer):
     """``FastqSummer`` with its stages overlapped: ``update`` inflates in the caller's thread, a thread of its own
     hashes, another counts. ``finish`` (or ``close``, to give up) ends the threads; ``update`` never raises."""
 
-    def __init__(self, family: str = "MD5up", *, inflater: str | None = None, vectorized: bool = True) -> None:
-        super().__init__(family, inflater=inflater, vectorized=vectorized)
+    def __init__(
+        self,
+        family: str = "MD5up",
+        *,
+        inflater: str | None = None,
+        vectorized: bool = True,
+        vector_after: int = VECTOR_AFTER,
+    ) -> None:
+        super().__init__(family, inflater=inflater, vectorized=vectorized, vector_after=vector_after)
         self._digest = new_hash(family)
-        self._records = RecordCounter(vectorized=vectorized)
+        self._records = RecordCounter(vectorized=vectorized, vector_after=vector_after)
         self._text = Decoder(inflater)
         self._decode_error: NotFastqError | None = None
         self._stages: tuple[_Stage, _Stage] | None = None  # started by the first update: creating one costs nothing

@@ -18,9 +18,8 @@ import anyio
 from ..core.config import ReadSet, ServiceConfig, UploadConfig
 from ..core.ratelimit import Limiter
 from ..core.stats import UploadResult, UploadStatistics
-from ..edge.awsconfig import resolve_service
-from ..edge.client import OmicsClient, resolve_region
-from ..edge.signing import CredentialSource, Signer
+from ..edge.client import OmicsClient, resolve_region, resolve_service_and_credentials
+from ..edge.signing import Signer
 from ..edge.transport import Transport
 from .calls import Calls
 from .limiter import LocalLimiter
@@ -71,8 +70,9 @@ class Uploader:
     async def __aenter__(self) -> Uploader:
         client = self._client
         if client is None and self._transport is not None:
-            service = await anyio.to_thread.run_sync(resolve_service, self.service, abandon_on_cancel=True)
-            signer = Signer(await CredentialSource.resolve(service.profile), resolve_region(service))
+            resolve = resolve_service_and_credentials
+            service, credentials = await anyio.to_thread.run_sync(resolve, self.service, abandon_on_cancel=True)
+            signer = Signer(credentials, resolve_region(service))
             client = OmicsClient(service, transport=self._transport, signer=signer)
         elif client is None:
             client = await OmicsClient.open(
