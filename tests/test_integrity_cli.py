@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from asyncio import Task
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +89,10 @@ async def test_values_the_model_allows_are_accepted(
     assert create["status"] == 200
 
 
-async def _race(url: str, sources: list[Path], checkpoint: Path, env: dict[str, str], restart: bool) -> list[CliRun]:
+def _race(url: str, sources: list[Path], checkpoint: Path, env: dict[str, str], restart: bool) -> list[Task[CliRun]]:
     extra = ("--checkpoint", str(checkpoint), "--part-size", "64KiB", *(["--restart"] if restart else []))
     argv = upload_argv(url, *sources, name=checkpoint.stem, extra=extra)
-    return list(await asyncio.gather(*(run_cli_process(argv, env=env, limit=60) for _ in range(2))))
+    return [asyncio.create_task(run_cli_process(argv, env=env, limit=120)) for _ in range(2)]
 
 
 @pytest.mark.slow
@@ -99,21 +100,27 @@ async def _race(url: str, sources: list[Path], checkpoint: Path, env: dict[str, 
 async def test_two_processes_on_one_checkpoint_make_one_read_set(
     tmp_path: Path, cli_env: dict[str, str], restart: bool
 ) -> None:
-    """A workflow retrying a task while its first attempt still runs: 20 times, always one read set."""
+    """A workflow retrying a task while its first attempt still runs: 20 times, always one read set.
+
+    The store keeps every read set processing until, in each pair, one process has ended: whichever holds the
+    checkpoint is still waiting for its read set then, so the two always overlap, however slowly either starts.
+    """
     sources = [gzip_like(tmp_path / f"r{n}.fq.gz", 256 * 1024) for n in (1, 2)]
-    options = StoreOptions(data_dir=tmp_path / "store", latency_ms=500)  # each upload lasts seconds: they overlap
-    async with LocalStore(options) as store:
+    async with LocalStore(StoreOptions(data_dir=tmp_path / "store")) as store:
         for batch in range(2):
-            races = [
-                _race(store.url, sources, tmp_path / "ck" / f"rs{batch}-{n}.jsonl", cli_env, restart) for n in range(10)
-            ]
-            for number, runs in enumerate(await asyncio.gather(*races)):
-                checkpoint = tmp_path / "ck" / f"rs{batch}-{number}.jsonl"
+            store.hold_processing()
+            checkpoints = [tmp_path / "ck" / f"rs{batch}-{n}.jsonl" for n in range(10)]
+            pairs = [_race(store.url, sources, checkpoint, cli_env, restart) for checkpoint in checkpoints]
+            for pair in pairs:
+                ended, _ = await asyncio.wait(pair, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+                assert ended, "neither process of a pair ended while its read set was held: both hold the checkpoint?"
+            store.release_processing()
+            for checkpoint, pair in zip(checkpoints, pairs, strict=True):
+                runs = [await task for task in pair]
                 codes = sorted(run.returncode for run in runs)
-                assert codes in ([0, 0], [0, 2]), [(r.returncode, r.stderr) for r in runs]
-                if codes == [0, 2]:
-                    loser = next(run for run in runs if run.returncode == 2)
-                    assert "is already being uploaded by PID" in one_error_line(loser)
+                assert codes == [0, 2], [(r.returncode, r.stderr) for r in runs]
+                loser = next(run for run in runs if run.returncode == 2)
+                assert "is already being uploaded by PID" in one_error_line(loser)
                 records = [json.loads(line.rpartition("\t")[0]) for line in checkpoint.read_text().splitlines()]
                 assert sum(1 for r in records if r["t"] == "upload") == 1, records  # the journal holds one upload
         completed = [r for r in store.requests if r["operation"] == "CompleteMultipartReadSetUpload"]
