@@ -25,6 +25,7 @@ from aiohttp import web
 from async_uploader.core import errors
 from async_uploader.core.config import Source
 from async_uploader.core.plan import Part
+from async_uploader.edge import http11
 from async_uploader.edge.messages import ThreadBody
 from async_uploader.edge.sources import BufferPool, FileSource, PartItem, StreamSource
 from async_uploader.edge.sources.body import PartBody
@@ -105,7 +106,33 @@ async def test_a_file_part_arrives_whole_read_by_a_sender_thread_with_its_digest
     assert body.digest == xxhash.xxh3_64(expected).hexdigest()
     assert sum(sent) == len(expected)
     assert len([n for n in sent if n > 0]) > 2  # progress as it goes, not once at the end
-    assert names and all(name.startswith("async-uploader-send") for name in names)
+    assert names and all(name.startswith("async-uploader-send-part") for name in names)
+
+
+async def test_beyond_the_whole_part_senders_a_part_goes_slice_by_slice(
+    tmp_path: Path, file_part: tuple[FileSource, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every whole-part sender busy, a part does not wait for one: the loop reads it and shared threads write
+    each slice; it arrives the same, digest and progress alike."""
+    reader, data = file_part
+    received: list[bytes] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.json_response({})
+
+    monkeypatch.setattr(http11, "_PART_SENDERS", threading.BoundedSemaphore(1))
+    assert http11._PART_SENDERS.acquire(blocking=False)  # the one whole-part sender is busy
+    part = Part(Source.SOURCE1, 1, 0, 3 * MIB + 1)
+    sent: list[int] = []
+    body = reader.body(PartItem(part), sent.append)
+    names = threads_reading(body)
+    async with serve_tls(handler, tmp_path) as (base, ca_file), transport(ca_file) as client:
+        assert (await client.send("PUT", base + "/p", {}, body)).status == 200
+    assert received == [data[: part.length]]
+    assert body.digest == xxhash.xxh3_64(data[: part.length]).hexdigest()
+    assert sum(sent) == part.length
+    assert not names  # no sender thread read it
 
 
 async def test_a_streamed_part_is_sent_from_the_memory_it_is_held_in(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 """One HTTP/1.1 connection on a socket of our own: the waits on the socket, and one h11 exchange at a time.
 
 TLS is an ``ssl.SSLSocket`` in non-blocking mode, so OpenSSL encrypts a whole slice in one call and writes the
-records straight to the socket. A TLS body's slices are written from sender threads (``write_in_thread``): OpenSSL
-runs with the GIL released, so connections encrypt on more than one core, and the event loop is woken once per
-slice; the head, plain HTTP and every read stay on the loop. Why a socket of our own (README "Performance"):
+records straight to the socket. A TLS part body is read, hashed and written by one sender thread from its first
+byte to its last (``send_in_thread``: one hand-off per part); OpenSSL runs with the GIL released, so connections
+encrypt on more than one core, and the loop only hears the progress. Other bodies over TLS, and parts beyond
+``PART_SENDERS`` at once, are written slice by slice from shared sender threads (``write_in_thread``); the head,
+plain HTTP and every read stay on the loop. Why a socket of our own (README "Performance"):
 asyncio's TLS transport encrypts into a memory BIO, copies the records out into a new bytes object and copies
 them again into the transport's buffer; those copies, not the cipher, were most of what TLS added to the
 client's CPU per GiB. Here the copies left are the page cache
@@ -178,8 +180,11 @@ class Connection:
         try:
             await self.write(self.http.send(h11.Request(method=method, target=target, headers=headers)) or b"")
             tls = isinstance(self.sock, ssl.SSLSocket)
-            if tls and isinstance(body, ThreadBody) and body.threaded:
-                await self.send_in_thread(body, scratch, call)
+            if tls and isinstance(body, ThreadBody) and body.threaded and _PART_SENDERS.acquire(blocking=False):
+                try:
+                    await self.send_in_thread(body, scratch, call)
+                finally:
+                    _PART_SENDERS.release()
             else:
                 # the views themselves go out (no copy); h11 only counts their length against Content-Length
                 write = self.write_in_thread if tls else self.write
@@ -225,7 +230,7 @@ class Connection:
         sender = _BodySender(self, body, scratch, loop, call)
         try:
             while True:
-                future = loop.run_in_executor(_senders(), sender.run)
+                future = loop.run_in_executor(_senders(whole=True), sender.run)
                 try:
                     readable = await asyncio.shield(future)
                 except asyncio.CancelledError:
@@ -418,18 +423,23 @@ class _BodySender:
         self.closed = True
 
 
-_SENDERS: list[concurrent.futures.ThreadPoolExecutor] = []
+PART_SENDERS = 64
+"""Whole parts written at once by threads of their own; a TLS body beyond that goes slice by slice through the
+shared sender threads, so no request waits, head sent, for a thread to start its body."""
+_PART_SENDERS = threading.BoundedSemaphore(PART_SENDERS)
+_SENDERS: dict[bool, concurrent.futures.ThreadPoolExecutor] = {}
 _SENDERS_LOCK = threading.Lock()
 
 
-def _senders() -> concurrent.futures.ThreadPoolExecutor:
-    """The process's threads that write TLS bodies, made on first use (as many as requests may be in flight)."""
+def _senders(*, whole: bool = False) -> concurrent.futures.ThreadPoolExecutor:
+    """The process's threads that write TLS bodies, made on first use: those that write whole parts (one each, as
+    many as ``PART_SENDERS``), or those shared by slices."""
     with _SENDERS_LOCK:
-        if not _SENDERS:
-            _SENDERS.append(
-                concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="async-uploader-send")
-            )
-        return _SENDERS[0]
+        if whole not in _SENDERS:
+            name = "async-uploader-send-part" if whole else "async-uploader-send"
+            size = PART_SENDERS if whole else 64
+            _SENDERS[whole] = concurrent.futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix=name)
+        return _SENDERS[whole]
 
 
 def _check_announced(headers: Iterable[tuple[bytes, bytes]], cap: int) -> None:
