@@ -220,9 +220,10 @@ class Connection:
         """The whole body read, hashed and written by one sender thread: one hand-off per part, not per slice.
 
         The thread reads each slice into ``scratch`` (or takes a view of memory the body holds), hashes it and has
-        OpenSSL encrypt and write it, with the GIL released; the loop only hears the progress, at most once per
-        slice and never more often than it runs. The thread comes back early when the socket turns readable (the
-        server's answer before the end of the body, or a TLS record that is not data: then it is sent on).
+        OpenSSL encrypt and write it, with the GIL released; the loop only hears the progress, once per
+        ``PROGRESS_STEP`` at most and never more often than it runs. The thread comes back early when the socket
+        turns readable (the server's answer before the end of the body, or a TLS record that is not data: then it
+        is sent on).
         Cancelling shuts the socket down and waits for the thread to let go of the buffer before propagating.
         """
         loop = asyncio.get_running_loop()
@@ -404,7 +405,7 @@ class _BodySender:
         return False
 
     def _tell(self) -> None:
-        if not self.told:
+        if not self.told and self.written - self.reported >= PROGRESS_STEP:
             self.told = True
             with contextlib.suppress(RuntimeError):  # the loop is closing: nobody to tell
                 self.loop.call_soon_threadsafe(self.flush)
@@ -423,6 +424,9 @@ class _BodySender:
         self.closed = True
 
 
+PROGRESS_STEP = 4 * 1024 * 1024
+"""A sender thread writing a whole part wakes the loop with its progress once per this many bytes (and at the end):
+often enough for the self-tuning's windows, rare enough that the loop's share of a GiB stays small."""
 PART_SENDERS = 64
 """Whole parts written at once by threads of their own; a TLS body beyond that goes slice by slice through the
 shared sender threads, so no request waits, head sent, for a thread to start its body."""
