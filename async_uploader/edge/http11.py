@@ -1,9 +1,11 @@
 """One HTTP/1.1 connection on a socket of our own: the waits on the socket, and one h11 exchange at a time.
 
 TLS is an ``ssl.SSLSocket`` in non-blocking mode, so OpenSSL encrypts a whole slice in one call and writes the
-records straight to the socket. A TLS body's slices are written from sender threads (``write_in_thread``): OpenSSL
-runs with the GIL released, so connections encrypt on more than one core, and the event loop is woken once per
-slice; the head, plain HTTP and every read stay on the loop. Why a socket of our own (README "Performance"):
+records straight to the socket. A TLS part body is read, hashed and written by one sender thread from its first
+byte to its last (``send_in_thread``: one hand-off per part); OpenSSL runs with the GIL released, so connections
+encrypt on more than one core, and the loop only hears the progress. Other bodies over TLS, and parts beyond
+``PART_SENDERS`` at once, are written slice by slice from shared sender threads (``write_in_thread``); the head,
+plain HTTP and every read stay on the loop. Why a socket of our own (README "Performance"):
 asyncio's TLS transport encrypts into a memory BIO, copies the records out into a new bytes object and copies
 them again into the transport's buffer; those copies, not the cipher, were most of what TLS added to the
 client's CPU per GiB. Here the copies left are the page cache
@@ -36,7 +38,7 @@ import anyio
 import h11
 from yarl import URL
 
-from .messages import ProgressCall, Response, ScratchBody, cap_for, unnamed
+from .messages import ProgressCall, Response, ScratchBody, ThreadBody, cap_for, unnamed
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -177,12 +179,19 @@ class Connection:
         self.answered = False
         try:
             await self.write(self.http.send(h11.Request(method=method, target=target, headers=headers)) or b"")
-            # the views themselves go out (no copy); h11 only counts their length against Content-Length
-            write = self.write_in_thread if isinstance(self.sock, ssl.SSLSocket) else self.write
-            async with contextlib.aclosing(body.views(scratch, call)) as views:
-                async for view in views:
-                    for piece in self.http.send_with_data_passthrough(h11.Data(data=view)) or ():  # type: ignore[arg-type]
-                        await write(piece)
+            tls = isinstance(self.sock, ssl.SSLSocket)
+            if tls and isinstance(body, ThreadBody) and body.threaded and _PART_SENDERS.acquire(blocking=False):
+                try:
+                    await self.send_in_thread(body, scratch, call)
+                finally:
+                    _PART_SENDERS.release()
+            else:
+                # the views themselves go out (no copy); h11 only counts their length against Content-Length
+                write = self.write_in_thread if tls else self.write
+                async with contextlib.aclosing(body.views(scratch, call)) as views:
+                    async for view in views:
+                        for piece in self.http.send_with_data_passthrough(h11.Data(data=view)) or ():  # type: ignore[arg-type]
+                            await write(piece)
             self.http.send(h11.EndOfMessage())
         except Answered:
             pass  # a refusal before the whole body was sent: it is the answer
@@ -206,6 +215,41 @@ class Connection:
                 await ready(fd, read=True, write=False, within=self.read_timeout)
                 continue
             view = view[sent:]
+
+    async def send_in_thread(self, body: ThreadBody, scratch: memoryview, call: ProgressCall | None) -> None:
+        """The whole body read, hashed and written by one sender thread: one hand-off per part, not per slice.
+
+        The thread reads each slice into ``scratch`` (or takes a view of memory the body holds), hashes it and has
+        OpenSSL encrypt and write it, with the GIL released; the loop only hears the progress, once per
+        ``PROGRESS_STEP`` at most and never more often than it runs. The thread comes back early when the socket
+        turns readable (the server's answer before the end of the body, or a TLS record that is not data: then it
+        is sent on).
+        Cancelling shuts the socket down and waits for the thread to let go of the buffer before propagating.
+        """
+        loop = asyncio.get_running_loop()
+        body.start(call)
+        sender = _BodySender(self, body, scratch, loop, call)
+        try:
+            while True:
+                future = loop.run_in_executor(_senders(whole=True), sender.run)
+                try:
+                    readable = await asyncio.shield(future)
+                except asyncio.CancelledError:
+                    sender.stopped = True
+                    if not future.done():
+                        with contextlib.suppress(OSError):
+                            self.sock.shutdown(socket.SHUT_RDWR)
+                        with anyio.CancelScope(shield=True):
+                            await asyncio.wait([future])
+                    raise
+                if not readable:
+                    break
+                sender.flush()
+                if self._take_early():
+                    raise Answered
+        finally:
+            sender.close()
+        body.finish()
 
     async def write_in_thread(self, data: bytes | memoryview) -> None:
         """``write``, with the waits and OpenSSL's writes in a sender thread: one hand-off per slice.
@@ -306,18 +350,100 @@ class Connection:
                 raise Closed("the server closed the connection", answered=self.answered)
 
 
-_SENDERS: list[concurrent.futures.ThreadPoolExecutor] = []
+class _BodySender:
+    """One attempt at a body written by sender threads: where it is, and the progress the loop has heard of.
+
+    ``run`` goes on in a sender thread from where the last one stopped; ``written`` is only changed there,
+    ``reported`` only on the loop (``flush``), so the two need no lock.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        body: ThreadBody,
+        scratch: memoryview,
+        loop: asyncio.AbstractEventLoop,
+        call: ProgressCall | None,
+    ) -> None:
+        self.connection = connection
+        self.body = body
+        self.scratch = scratch
+        self.loop = loop
+        self.call = call
+        self.position = 0  # bytes of the body read so far
+        self.written = 0  # bytes of the body written so far (the pieces whose output is all out)
+        self.reported = 0
+        self.told = False  # a flush is on its way to the loop
+        self.stopped = False
+        self.closed = False
+        self._out: list[memoryview] = []  # what h11 made of the current piece, not yet written
+        self._piece = 0
+
+    def run(self) -> bool:
+        """In a sender thread: write the rest of the body; True when the socket turned readable first."""
+        connection, body = self.connection, self.body
+        while not self.stopped:
+            if not self._out:
+                if self.position >= body.length:
+                    return False
+                view = body.piece(self.position, self.scratch)
+                self.position += len(view)
+                self._piece = len(view)
+                data = h11.Data(data=view)  # type: ignore[arg-type]
+                self._out = [memoryview(out) for out in connection.http.send_with_data_passthrough(data) or ()]
+                continue
+            sent, readable = connection._send_some(self._out[0])
+            if sent == len(self._out[0]):
+                del self._out[0]
+                if not self._out:
+                    self.written += self._piece
+                    self._tell()
+            else:
+                self._out[0] = self._out[0][sent:]
+            if readable:
+                return True
+        return False
+
+    def _tell(self) -> None:
+        if not self.told and self.written - self.reported >= PROGRESS_STEP:
+            self.told = True
+            with contextlib.suppress(RuntimeError):  # the loop is closing: nobody to tell
+                self.loop.call_soon_threadsafe(self.flush)
+
+    def flush(self) -> None:
+        """On the loop: report what was written since the last report."""
+        self.told = False
+        written = self.written
+        if not self.closed and written > self.reported:
+            self.body.advance(written - self.reported, self.call)
+            self.reported = written
+
+    def close(self) -> None:
+        """On the loop, once no thread runs: the last report; later flushes find nothing to say."""
+        self.flush()
+        self.closed = True
+
+
+PROGRESS_STEP = 1024 * 1024
+"""A sender thread writing a whole part wakes the loop with its progress once per this many bytes at most (and at the
+end): the self-tuning judges 0.1 s windows of the bytes sent by every connection, which coarser steps would blur."""
+PART_SENDERS = 64
+"""Whole parts written at once by threads of their own; a TLS body beyond that goes slice by slice through the
+shared sender threads, so no request waits, head sent, for a thread to start its body."""
+_PART_SENDERS = threading.BoundedSemaphore(PART_SENDERS)
+_SENDERS: dict[bool, concurrent.futures.ThreadPoolExecutor] = {}
 _SENDERS_LOCK = threading.Lock()
 
 
-def _senders() -> concurrent.futures.ThreadPoolExecutor:
-    """The process's threads that write TLS bodies, made on first use (as many as requests may be in flight)."""
+def _senders(*, whole: bool = False) -> concurrent.futures.ThreadPoolExecutor:
+    """The process's threads that write TLS bodies, made on first use: those that write whole parts (one each, as
+    many as ``PART_SENDERS``), or those shared by slices."""
     with _SENDERS_LOCK:
-        if not _SENDERS:
-            _SENDERS.append(
-                concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="async-uploader-send")
-            )
-        return _SENDERS[0]
+        if whole not in _SENDERS:
+            name = "async-uploader-send-part" if whole else "async-uploader-send"
+            size = PART_SENDERS if whole else 64
+            _SENDERS[whole] = concurrent.futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix=name)
+        return _SENDERS[whole]
 
 
 def _check_announced(headers: Iterable[tuple[bytes, bytes]], cap: int) -> None:

@@ -6,7 +6,7 @@ an untrusted certificate, a proxy's refusal, a proxy that cannot be reached, any
 A ``BodySource`` is a part body of known ``length`` offered as fresh slices (``slices()``), which a transport
 may keep until it has written them. A ``ScratchBody`` can also fill a caller's reusable buffer (``views()``): the
 sockets of ``edge.pool`` send each view before asking for the next, so one page-aligned buffer per request
-carries the whole part.
+carries the whole part. A ``ThreadBody`` can also be read by the sender thread that writes it (``piece()``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ __all__ = [
     "ProgressCall",
     "Response",
     "ScratchBody",
+    "ThreadBody",
     "Transport",
     "answer_too_large",
     "cap_for",
@@ -87,6 +88,28 @@ class ScratchBody(BodySource, Protocol):
     """
 
     def views(self, scratch: memoryview, call: ProgressCall | None = None) -> AsyncGenerator[memoryview, None]: ...
+
+
+@runtime_checkable
+class ThreadBody(ScratchBody, Protocol):
+    """A ``ScratchBody`` a sender thread can read itself, one attempt at a time, when ``threaded``.
+
+    On the event loop: ``start(call)`` begins an attempt (rewinding an earlier one), ``advance(n, call)`` reports
+    progress, ``finish()`` ends a complete attempt (the digest). In the one thread writing the attempt:
+    ``piece(position, scratch)`` gives the bytes from ``position`` on (in ``scratch`` or memory the body owns), in
+    order, each valid until the next is asked for.
+    """
+
+    @property
+    def threaded(self) -> bool: ...
+
+    def start(self, call: ProgressCall | None = None) -> None: ...
+
+    def piece(self, position: int, scratch: memoryview) -> memoryview: ...
+
+    def advance(self, nbytes: int, call: ProgressCall | None = None) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 class Transport(Protocol):

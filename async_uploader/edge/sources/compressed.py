@@ -36,7 +36,7 @@ from ...core.errors import SourceError
 from ...core.fastq import GZIP_MAGIC, FastqSummer, check_file_type
 from ...core.plan import Part, Plan, minimum_part_size
 from ..messages import ProgressCall
-from .body import PartBody, Slices, Views
+from .body import PartBody, Pieces, Slices, Views
 from .identity import VERIFY_CHUNK, check_source_path, fingerprint_source, read_head
 from .item import PartItem
 
@@ -363,8 +363,11 @@ class CompressedSource:
             for start in range(0, length, step):
                 yield view[start : min(length, start + step)]
 
+        def pieces(position: int, scratch: memoryview) -> memoryview:
+            return view[position : min(part.length, position + max(len(scratch), 1))]
+
         plain = self._digests.get(part.number, "") if digest else ""
-        return _PlainDigestBody(part, slices, views, on_sent, plain)
+        return _PlainDigestBody(part, slices, views, on_sent, plain, pieces)
 
     def plain_span(self, number: int) -> tuple[int, int]:
         """Where the plain bytes of part ``number`` lie in the file: (offset, length)."""
@@ -393,9 +396,15 @@ class _PlainDigestBody(PartBody):
     """A part body whose digest, once sent, is ``plain`` (that of the plain bytes it was compressed from)."""
 
     def __init__(
-        self, part: Part, slices: Slices, views: Views, on_sent: Callable[[int], None] | None, plain: str
+        self,
+        part: Part,
+        slices: Slices,
+        views: Views,
+        on_sent: Callable[[int], None] | None,
+        plain: str,
+        pieces: Pieces | None = None,
     ) -> None:
-        super().__init__(part, slices, views, on_sent, digest=False)
+        super().__init__(part, slices, views, on_sent, digest=False, pieces=pieces)
         self._plain = plain
 
     async def slices(self) -> AsyncIterator[bytes | bytearray | memoryview]:
@@ -406,6 +415,9 @@ class _PlainDigestBody(PartBody):
     async def views(self, scratch: memoryview, call: ProgressCall | None = None) -> AsyncGenerator[memoryview, None]:
         async for view in super().views(scratch, call):
             yield view
+        self.digest = self._plain
+
+    def finish(self) -> None:
         self.digest = self._plain
 
 

@@ -172,7 +172,10 @@ class StreamSource:
             for start in range(0, length, step):
                 yield view[start : min(length, start + step)]
 
-        return PartBody(part, slices, views, on_sent, digest=digest)
+        def pieces(position: int, scratch: memoryview) -> memoryview:
+            return memoryview(buffer)[position : min(part.length, position + max(len(scratch), 1))]
+
+        return PartBody(part, slices, views, on_sent, digest=digest, pieces=pieces)
 
     def close(self) -> None:
         """Streams belong to the caller; nothing to close here."""
