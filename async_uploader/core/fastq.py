@@ -187,6 +187,7 @@ class Lines:
     piece when it holds no newline: ``closed`` is then False). Then ``count`` whole lines, described by their
     position in fours (``[r]`` is about the lines at positions r, r + 4, ...): whether they all start with '@',
     with '+', and their summed length without the line ending. ``tail`` is what follows the last newline.
+    ``piece`` is the piece itself, looked at again only to say which line is wrong.
     """
 
     head: bytes
@@ -196,6 +197,12 @@ class Lines:
     pluses: tuple[bool, ...] = (True,) * 4
     lengths: tuple[int, ...] = (0,) * 4
     tail: bytes = b""
+    piece: bytes = b""
+
+    def first_not(self, start: bytes, position: int) -> int:
+        """The index, among the whole lines, of the first at ``position`` in fours not starting with ``start``."""
+        lines = self.piece[len(self.head) : len(self.piece) - len(self.tail)].split(b"\n")[:-1]
+        return next(n for n in range(position, len(lines), 4) if lines[n].removesuffix(b"\r")[:1] != start)
 
 
 class RecordCounter:
@@ -237,6 +244,7 @@ class RecordCounter:
             tuple(all(line[:1] == b"+" for line in lines[r::4]) for r in range(4)),
             tuple(sum(map(len, lines[r::4])) for r in range(4)),
             tail,
+            data,
         )
 
     @staticmethod
@@ -263,7 +271,7 @@ class RecordCounter:
             sums[r] += length
             ats[r] = ats[r] and byte == 64
             pluses[r] = pluses[r] and byte == 43
-        return Lines(head, True, len(ends), tuple(ats), tuple(pluses), tuple(sums), tail)
+        return Lines(head, True, len(ends), tuple(ats), tuple(pluses), tuple(sums), tail, data)
 
     def add(self, lines: Lines) -> None:
         """Count a piece's lines, scanned by ``scan``, after those of the pieces before it."""
@@ -275,10 +283,16 @@ class RecordCounter:
         if not lines.count:
             return
         at = self.lines % 4  # which line of a record the whole lines start with
-        if not lines.ats[-at % 4]:
-            raise NotFastqError(f"a record after line {self.lines} does not start with '@'")
-        if not lines.pluses[(2 - at) % 4]:
-            raise NotFastqError(f"a record after line {self.lines} has no '+' separator line")
+        if not lines.ats[-at % 4] or not lines.pluses[(2 - at) % 4]:
+            # the first wrong line: the one whose record starts first
+            wrong = [
+                (lines.first_not(b"@", -at % 4), "does not start with '@'") if not lines.ats[-at % 4] else None,
+                (lines.first_not(b"+", (2 - at) % 4) - 2, "has no '+' separator line")
+                if not lines.pluses[(2 - at) % 4]
+                else None,
+            ]
+            record, why = min(w for w in wrong if w is not None)
+            raise NotFastqError(f"a record after line {self.lines + record} {why}")
         self.bases += lines.lengths[(1 - at) % 4]
         self.qualities += lines.lengths[(3 - at) % 4]
         self.lines += lines.count
@@ -289,7 +303,7 @@ class RecordCounter:
         if at == 0 and line[:1] != b"@":
             raise NotFastqError(f"a record after line {self.lines} does not start with '@'")
         if at == 2 and line[:1] != b"+":
-            raise NotFastqError(f"a record after line {self.lines} has no '+' separator line")
+            raise NotFastqError(f"a record after line {self.lines - 2} has no '+' separator line")
         if at % 2:
             length = len(line.removesuffix(b"\n").removesuffix(b"\r"))
             if at == 1:
