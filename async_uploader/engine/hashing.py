@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -73,17 +74,20 @@ class _Hasher:
         self._digest = digest
         self._tally = tally
         self.queue: queue.Queue[tuple[int, bytes, bool] | None] = queue.Queue(DEPTH)
+        self.cpu = 0.0  # the CPU seconds this thread used, once it has ended
         # a daemon: a stream whose reading thread is abandoned on a stop leaves this waiting, harmlessly
         self._thread = threading.Thread(target=self._run, name="etag-hash", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        started = time.thread_time()
         update, scan, add = self._digest.update, self._tally.counter.scan, self._tally.add
         while (item := self.queue.get()) is not None:
             index, piece, scanning = item
             update(piece)
             if scanning and self._tally.error is None:
                 add(index, scan(piece))
+        self.cpu = time.thread_time() - started
 
     def join(self) -> None:
         self.queue.put(None)
@@ -117,6 +121,11 @@ class ThreadedSummer(FastqSummer):
     @property
     def failed(self) -> bool:
         return self._error is not None or self._tally.error is not None
+
+    @property
+    def hasher_cpu(self) -> float:
+        """The CPU seconds the hashing thread used, once ended by ``finish`` or ``close`` (0 without one)."""
+        return self._hasher.cpu if self._hasher is not None else 0.0
 
     def _started(self) -> _Hasher:
         if self._hasher is None:
