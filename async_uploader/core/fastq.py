@@ -202,7 +202,8 @@ class Lines:
     def first_not(self, start: bytes, position: int) -> int:
         """The index, among the whole lines, of the first at ``position`` in fours not starting with ``start``."""
         lines = self.piece[len(self.head) : len(self.piece) - len(self.tail)].split(b"\n")[:-1]
-        return next(n for n in range(position, len(lines), 4) if lines[n].removesuffix(b"\r")[:1] != start)
+        wrong = (n for n in range(position, len(lines), 4) if lines[n].removesuffix(b"\r")[:1] != start)
+        return next(wrong, position)
 
 
 class RecordCounter:
