@@ -6,10 +6,13 @@ Two data sets of about ``--mib`` MB of gzip under benchmarks/.data, page-cached:
 ``make demo``: random qualities over 40 values, Huffman-only deflate, about 1.8x) and ``four-bin`` (qualities binned
 to four values as current instruments write them, gzip level 6, 4x and more). For each: reading and inflating
 alone, MD5 and SHA-256 alone over the inflated text, counting records alone, ``core.fastq.FastqSummer`` (the three
-in series, one thread) and ``engine.hashing.summarize_path`` (overlapped), in MB/s of compressed input (the best of
-``--runs``: on a shared machine the best is the run least slowed by others), the verifier's ratio to its slowest
-stage alone, and the CPU seconds each summer used (the overlapped one can only beat the series one with a second
-core free).
+in series, one thread) and ``engine.hashing.summarize_path`` (overlapped), in MB/s of compressed input, the
+verifier's ratio to its slowest stage alone, and the CPU seconds each summer used (the overlapped one can only beat
+the series one with a second core free), with the CPU seconds of its busiest thread and, in brackets, the slowest
+stage's CPU seconds alone over them: the ratio the verifier would reach with a core free for each thread, which the
+load of a shared machine changes less than the wall times. Everything is timed once per round, in turn, and the
+best of ``--runs`` rounds kept: on a shared machine the best is the run least slowed by others, and a burst of load
+elsewhere falls on a round, not on one of the things compared. The load average is printed after each round.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from async_uploader.cli.demo import write_fastq_gz
 from async_uploader.core.fastq import Decoder, FastqSummer, RecordCounter
-from async_uploader.engine.hashing import READ_CHUNK, summarize_path
+from async_uploader.engine.hashing import READ_CHUNK, ThreadedSummer
 
 HERE = Path(__file__).resolve().parent
 FOUR_BINS = "#,:F"
@@ -61,14 +64,29 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(run: Callable[[], object], runs: int) -> tuple[float, float]:
-    """The best wall time of ``runs``, and the CPU seconds of that run."""
-    best = (float("inf"), 0.0)
-    for _ in range(runs):
-        started, before = time.perf_counter(), cpu()
-        run()
-        best = min(best, (time.perf_counter() - started, cpu() - before))
-    return best
+def load() -> str:
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+class Best:
+    """The best wall time of each thing timed, and the CPU seconds of that run; and the least CPU seconds its
+    busiest thread used (a stage alone runs in one thread). The things are timed in rounds, one after the other in
+    each, so a burst of load elsewhere falls on all of them alike, not on one."""
+
+    def __init__(self) -> None:
+        self.best: dict[str, tuple[float, float]] = {}
+        self.busiest: dict[str, float] = {}
+
+    def time(self, label: str, run: Callable[[], object]) -> None:
+        started, before, thread = time.perf_counter(), cpu(), time.thread_time()
+        other = run()  # the CPU seconds of the thread that ran beside this one, if any
+        took = (time.perf_counter() - started, cpu() - before)
+        self.best[label] = min(self.best.get(label, took), took)
+        busiest = max(time.thread_time() - thread, other if isinstance(other, float) else 0.0)
+        self.busiest[label] = min(self.busiest.get(label, busiest), busiest)
+
+    def rate(self, label: str, size: int) -> float:
+        return size / self.best[label][0] / 1e6
 
 
 def read_and_inflate(path: Path, keep: list[bytes] | None = None) -> None:
@@ -83,6 +101,18 @@ def read_and_inflate(path: Path, keep: list[bytes] | None = None) -> None:
     list(decoder.finish())
 
 
+def overlapped(path: Path, family: str) -> float:
+    """``engine.hashing.summarize_path``'s loop, with the CPU seconds of the hashing thread."""
+    summer = ThreadedSummer(family)
+    with open(path, "rb", buffering=0) as f:
+        offset = 0
+        while chunk := os.pread(f.fileno(), READ_CHUNK, offset):
+            offset += len(chunk)
+            summer.update(chunk)
+    summer.finish()
+    return summer.hasher_cpu
+
+
 def series(path: Path, family: str) -> object:
     summer = FastqSummer(family)
     with open(path, "rb", buffering=0) as f:
@@ -93,19 +123,15 @@ def series(path: Path, family: str) -> object:
     return summer.finish()
 
 
+FAMILIES = (("MD5up", "md5"), ("SHA256up", "sha256"))
+
+
 def bench(name: str, path: Path, runs: int) -> None:
     size = path.stat().st_size
     text: list[bytes] = []
     read_and_inflate(path, text)  # and page-caches the file
     ratio = sum(map(len, text)) / size
-    print(f"\n{name}: {path.name}, {size / 1e6:.0f} MB compressed, {ratio:.1f}x")
-
-    used: dict[str, float] = {}
-
-    def rate(run: Callable[[], object], label: str = "") -> float:
-        wall, seconds = timed(run, runs)
-        used[label] = seconds
-        return size / wall / 1e6
+    print(f"\n{name}: {path.name}, {size / 1e6:.0f} MB compressed, {ratio:.1f}x; {load()}")
 
     def count() -> None:
         counter = RecordCounter()
@@ -121,22 +147,34 @@ def bench(name: str, path: Path, runs: int) -> None:
 
         return run
 
-    inflate = rate(lambda: read_and_inflate(path))
-    counting = rate(count)
-    print(f"  {'read + inflate alone':34s} {inflate:6.0f} MB/s")
-    print(f"  {'count records alone':34s} {counting:6.0f} MB/s")
-    for family, algorithm in (("MD5up", "md5"), ("SHA256up", "sha256")):
-        hashing = rate(hashed(algorithm))
+    runs_of: dict[str, Callable[[], object]] = {"inflate": lambda: read_and_inflate(path), "count": count}
+    for family, algorithm in FAMILIES:
+        runs_of[algorithm] = hashed(algorithm)
+        runs_of[f"series {family}"] = lambda family=family: series(path, family)
+        runs_of[f"overlapped {family}"] = lambda family=family: overlapped(path, family)
+    best = Best()
+    loads = []
+    for _ in range(runs):  # in rounds: each thing once a round, the best of the rounds kept
+        for label, run in runs_of.items():
+            best.time(label, run)
+        loads.append(os.getloadavg()[0])
+    inflate, counting = best.rate("inflate", size), best.rate("count", size)
+    print(f"  {'read + inflate alone':34s} {inflate:6.0f} MB/s   CPU {best.busiest['inflate']:.2f} s")
+    print(f"  {'count records alone':34s} {counting:6.0f} MB/s   CPU {best.busiest['count']:.2f} s")
+    for family, algorithm in FAMILIES:
+        hashing = best.rate(algorithm, size)
         slowest = min(inflate, hashing, counting)
-        one = rate(lambda family=family: series(path, family), "series")
-        overlapped = rate(lambda family=family: summarize_path(path, family), "overlapped")
-        print(f"  {algorithm + ' alone':34s} {hashing:6.0f} MB/s")
-        for label, speed in (("series", one), ("overlapped", overlapped)):
+        heaviest = max(best.busiest[stage] for stage in ("inflate", "count", algorithm))
+        print(f"  {algorithm + ' alone':34s} {hashing:6.0f} MB/s   CPU {best.busiest[algorithm]:.2f} s")
+        for label in ("series", "overlapped"):
+            speed = best.rate(f"{label} {family}", size)
+            busiest = best.busiest[f"{label} {family}"]
             print(
                 f"  {'verifier ' + family + ' (' + label + ')':34s} {speed:6.0f} MB/s   {speed / slowest:.2f} of the "
-                f"slowest stage   CPU {used[label]:.2f} s"
+                f"slowest stage   CPU {best.best[f'{label} {family}'][1]:.2f} s, busiest thread {busiest:.2f} s "
+                f"({heaviest / busiest:.2f})"
             )
-    print(f"  load average {os.getloadavg()[0]:.1f}")
+    print(f"  load average after each round: {', '.join(f'{x:.1f}' for x in loads)}")
 
 
 def main() -> None:

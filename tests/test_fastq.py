@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
+import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from async_uploader import FileType
-from async_uploader.core.fastq import FastqSummary, FastqSummer, NotFastqError, check_file_type, inflater_name
+from async_uploader.core.fastq import (
+    FastqSummary,
+    FastqSummer,
+    NotFastqError,
+    RecordCounter,
+    check_file_type,
+    inflater_name,
+)
 from tests.helpers import fastq_text, gzip_members
 
 Backend = tuple[str, bool, int]
@@ -86,6 +95,62 @@ def test_any_chunking_gives_the_same_answer(chunk: int, reads: int, crlf: bool, 
 def test_what_is_not_fastq_says_so(backend: Backend, data: bytes, why: str) -> None:
     with pytest.raises(NotFastqError, match=why):
         summarize(data, backend=backend, chunk=9)
+
+
+def counted(raw: bytes, cuts: list[int], vectorized: bool, shuffle: random.Random | None = None) -> object:
+    """Reads and bases of ``raw`` cut at ``cuts``, or the error: each piece scanned (in any order) then added."""
+    counter = RecordCounter(vectorized=vectorized)
+    bounds = [0, *sorted(cuts), len(raw)]
+    pieces = [raw[a:b] for a, b in itertools.pairwise(bounds)]
+    order = list(range(len(pieces)))
+    if shuffle is not None:
+        shuffle.shuffle(order)
+    scans = {n: counter.scan(pieces[n]) for n in order}
+    try:
+        for n in range(len(pieces)):
+            counter.add(scans[n])
+        return counter.finish()
+    except NotFastqError as exc:
+        return str(exc)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 999),
+    reads=st.integers(1, 30),
+    crlf=st.booleans(),
+    flaw=st.sampled_from(["none", "head", "plus", "empty line", "short quality", "extra line"]),
+    cuts=st.lists(st.integers(0, 10_000), max_size=12),
+)
+def test_scans_in_any_order_count_as_the_whole_text(
+    seed: int, reads: int, crlf: bool, flaw: str, cuts: list[int]
+) -> None:
+    rng = random.Random(seed)
+    lines = fastq_text(reads, seed=seed, length=40, crlf=crlf).split(b"\n")[:-1]
+    at = rng.randrange(len(lines) // 4) * 4
+    which = rng.choice([0, 2])
+    if flaw == "head" or (flaw == "empty line" and which == 0):
+        lines[at] = b"x" + lines[at][1:] if flaw == "head" else b""
+        why = f"a record after line {at} does not start with '@'"
+    elif flaw == "plus" or flaw == "empty line":
+        lines[at + 2] = b"-" + lines[at + 2][1:] if flaw == "plus" else b""
+        why = f"a record after line {at} has no '+' separator line"
+    elif flaw == "short quality":
+        lines[at + 3] = lines[at + 3][1:]
+    elif flaw == "extra line":
+        lines.insert(at + 4, lines[at + 3])
+    raw = b"\n".join(lines) + b"\n"
+    cuts = [cut % (len(raw) + 1) for cut in cuts]
+    alone = counted(raw, [], vectorized=False)
+    if flaw == "none":
+        assert alone == truth(raw)
+    elif flaw in ("head", "plus", "empty line"):
+        assert alone == why  # the first wrong record, wherever the text is cut
+    else:
+        assert isinstance(alone, str)
+    # the same answer, errors word for word, with numpy or without, whatever the cuts and the order of the scans
+    assert counted(raw, cuts, vectorized=False) == counted(raw, cuts, vectorized=True, shuffle=rng) == alone
+    assert counted(raw, cuts, vectorized=True) == alone
 
 
 def test_the_faster_inflater_is_used_where_installed() -> None:

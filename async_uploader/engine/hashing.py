@@ -1,11 +1,17 @@
-"""A FASTQ source's ETag, reads and bases at the pace of the slowest of its three stages, not of their sum.
+"""A FASTQ source's ETag, reads and bases at the pace of the slowest of its stages, not of their sum.
 
-``core.fastq.FastqSummer`` inflates, hashes and counts one piece after the other in one thread. Here the calling
-thread reads and inflates while one thread hashes the text and another counts its records: each stage releases
-the GIL on large buffers, so the three overlap and a source is summed about as fast as the slowest of them (the
-inflater for highly compressed reads, the hash otherwise; ``benchmarks/verify_pipeline.py``). The queues between
-the stages are short, so memory stays a few slices of text per source whatever its size. The answer is the same as
-``FastqSummer``'s, errors included.
+``core.fastq.FastqSummer`` inflates, hashes and counts one piece after the other in one thread. Here two threads
+share the work: the calling thread reads and inflates, a thread of its own hashes, in order. Counting records, the
+cheapest stage, goes to whichever of the two has time to spare: a piece's lines are scanned by the inflating thread
+when the hashing thread is behind (its queue is half full or more), by the hashing thread otherwise, and the scans
+are added up in the text's order (``RecordCounter.scan`` needs nothing of the pieces before). Inflating, hashing
+and scanning release the GIL on large buffers, so the two threads run at once and a source is summed about as fast
+as its slowest stage alone: the inflater for some data, the hash for others, whatever the split of the counting
+(``benchmarks/verify_pipeline.py``). A thread for each of the three stages, as before, reached 0.47 to 0.76 of the
+slowest stage on two cores: three threads for two cores, every piece handed off twice (and copied twice by the
+counter). With one core to run on there is nothing to overlap: everything is done in the calling thread, as
+``FastqSummer`` does. The queue is short, so memory stays a few slices of text per source whatever its
+size. The answer is ``FastqSummer``'s, errors included.
 """
 
 from __future__ import annotations
@@ -13,65 +19,90 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..core.fastq import (
-    SLICE,
-    VECTOR_AFTER,
-    Decoder,
-    FastqSummary,
-    FastqSummer,
-    NotFastqError,
-    RecordCounter,
-    new_hash,
-    summary,
-)
+from ..core.fastq import SLICE, VECTOR_AFTER, FastqSummary, FastqSummer, Lines, NotFastqError, RecordCounter, summary
 
-__all__ = ["READ_CHUNK", "ThreadedSummer", "summarize_path"]
+__all__ = ["READ_CHUNK", "ThreadedSummer", "overlapping", "summarize_path"]
 
 READ_CHUNK = 1024 * 1024
 """What is read (and handed to the inflater) at a time."""
-DEPTH = 4
-"""Text slices waiting for each of the hashing and counting threads: memory is at most about 2 x DEPTH x SLICE."""
+DEPTH = 6
+"""Text slices waiting for the hashing thread: memory is at most about (DEPTH + 2) x SLICE per source."""
 
 
-class _Stage:
-    """A thread that applies ``work`` to every piece put to it, in order; after a NotFastqError it only drains."""
+def overlapping() -> bool:
+    """Whether this process may run on two cores or more: otherwise a second thread only adds hand-offs."""
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except AttributeError:  # where the platform cannot say
+        return (os.cpu_count() or 1) > 1
 
-    def __init__(self, name: str, work: Callable[[bytes], Any]) -> None:
-        self._work = work
-        self._queue: queue.Queue[bytes | None] = queue.Queue(DEPTH)
+
+class _Tally:
+    """The scans of a source's pieces, added to its RecordCounter in the text's order whichever thread made them;
+    after a NotFastqError it keeps the error and adds nothing more."""
+
+    def __init__(self, counter: RecordCounter) -> None:
+        self.counter = counter
         self.error: NotFastqError | None = None
-        # a daemon: a stream whose reading thread is abandoned on a stop leaves this waiting, harmlessly
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._waiting: dict[int, Lines] = {}
+        self._next = 0
 
-    def put(self, piece: bytes | None) -> None:
-        self._queue.put(piece)
-
-    def _run(self) -> None:
-        while (piece := self._queue.get()) is not None:
-            if self.error is None:
+    def add(self, index: int, lines: Lines) -> None:
+        with self._lock:
+            if self.error is not None:
+                return
+            self._waiting[index] = lines
+            while (ready := self._waiting.pop(self._next, None)) is not None:
+                self._next += 1
                 try:
-                    self._work(piece)
+                    self.counter.add(ready)
                 except NotFastqError as exc:
                     self.error = exc
+                    self._waiting.clear()
+                    return
+
+
+class _Hasher:
+    """The thread that hashes every piece put to it, in order, and scans the pieces it is asked to."""
+
+    def __init__(self, digest: Any, tally: _Tally) -> None:
+        self._digest = digest
+        self._tally = tally
+        self.queue: queue.Queue[tuple[int, bytes, bool] | None] = queue.Queue(DEPTH)
+        self.cpu = 0.0  # the CPU seconds this thread used, once it has ended
+        # a daemon: a stream whose reading thread is abandoned on a stop leaves this waiting, harmlessly
+        self._thread = threading.Thread(target=self._run, name="etag-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.thread_time()
+        update, scan, add = self._digest.update, self._tally.counter.scan, self._tally.add
+        while (item := self.queue.get()) is not None:
+            index, piece, scanning = item
+            update(piece)
+            if scanning and self._tally.error is None:
+                add(index, scan(piece))
+        self.cpu = time.thread_time() - started
 
     def join(self) -> None:
-        self._queue.put(None)
+        self.queue.put(None)
         self._thread.join()
 
 
-def _release(stages: tuple[_Stage, ...]) -> None:
-    for stage in stages:
-        stage.put(None)
+def _release(hasher: _Hasher) -> None:
+    hasher.queue.put(None)
 
 
 class ThreadedSummer(FastqSummer):
     """``FastqSummer`` with its stages overlapped: ``update`` inflates in the caller's thread, a thread of its own
-    hashes, another counts. ``finish`` (or ``close``, to give up) ends the threads; ``update`` never raises."""
+    hashes, and either counts. ``finish`` (or ``close``, to give up) ends the thread; ``update`` never raises.
+    ``overlap=False`` (the default where the process has a single core) does it all in the caller's thread."""
 
     def __init__(
         self,
@@ -80,64 +111,79 @@ class ThreadedSummer(FastqSummer):
         inflater: str | None = None,
         vectorized: bool = True,
         vector_after: int = VECTOR_AFTER,
+        overlap: bool | None = None,
     ) -> None:
         super().__init__(family, inflater=inflater, vectorized=vectorized, vector_after=vector_after)
-        self._digest = new_hash(family)
-        self._records = RecordCounter(vectorized=vectorized, vector_after=vector_after)
-        self._text = Decoder(inflater)
-        self._decode_error: NotFastqError | None = None
-        self._stages: tuple[_Stage, _Stage] | None = None  # started by the first update: creating one costs nothing
+        self._overlap = overlapping() if overlap is None else overlap
+        self._tally = _Tally(self._counter)
+        self._pieces = 0
+        self._hasher: _Hasher | None = None  # started by the first piece: creating a summer costs nothing
         self._closed = False
 
     @property
     def failed(self) -> bool:
-        stages = self._stages
-        return self._decode_error is not None or (stages is not None and stages[1].error is not None)
+        return self._error is not None or self._tally.error is not None
 
-    def _started(self) -> tuple[_Stage, _Stage]:
-        if self._stages is None:
-            self._stages = (_Stage("etag-hash", self._digest.update), _Stage("etag-count", self._records.update))
-            # a summer dropped unfinished (a stream whose upload stopped) still ends its threads
-            self._release = weakref.finalize(self, _release, self._stages)
-        return self._stages
+    @property
+    def hasher_cpu(self) -> float:
+        """The CPU seconds the hashing thread used, once ended by ``finish`` or ``close`` (0 without one)."""
+        return self._hasher.cpu if self._hasher is not None else 0.0
 
-    def _send(self, pieces: Any) -> None:
-        hashing, counting = self._started()
+    def _started(self) -> _Hasher:
+        if self._hasher is None:
+            self._hasher = _Hasher(self._hash, self._tally)
+            # a summer dropped unfinished (a stream whose upload stopped) still ends its thread
+            self._release = weakref.finalize(self, _release, self._hasher)
+        return self._hasher
+
+    @staticmethod
+    def _scan_here(hasher: _Hasher) -> bool:
+        """Whether the next piece's lines are scanned in this thread: when the hasher is behind (half a queue)."""
+        return hasher.queue.qsize() * 2 >= DEPTH
+
+    def _send(self, pieces: Iterable[bytes]) -> None:
+        """Each piece to the hasher; its lines scanned here when the hasher is behind, there otherwise."""
         try:
             for piece in pieces:
-                hashing.put(piece)
-                counting.put(piece)
+                index, self._pieces = self._pieces, self._pieces + 1
+                if not self._overlap:
+                    self._hash.update(piece)
+                    self._tally.add(index, self._counter.scan(piece))
+                    continue
+                hasher = self._started()
+                here = self._scan_here(hasher)
+                hasher.queue.put((index, piece, not here))
+                if here:
+                    self._tally.add(index, self._counter.scan(piece))
         except NotFastqError as exc:
-            self._decode_error = exc
+            self._error = exc
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         whole = isinstance(data, bytes)
-        view = memoryview(data)  # a caller's buffer is reused once this returns: the stages get copies of it
+        view = memoryview(data)  # a caller's buffer is reused once this returns: the thread gets copies of it
         for start in range(0, len(view), len(view) if whole else SLICE):
             if self._closed or self.failed:
                 return
-            self._send(self._text.feed(data if isinstance(data, bytes) else bytes(view[start : start + SLICE])))
+            self._send(self._decoder.feed(data if isinstance(data, bytes) else bytes(view[start : start + SLICE])))
 
     def close(self) -> None:
-        """End the threads (whatever was fed); ``finish`` does it too."""
+        """End the thread (whatever was fed); ``finish`` does it too."""
         if self._closed:
             return
         self._closed = True
-        if self._stages is not None:
+        if self._hasher is not None:
             self._release.detach()
-            for stage in self._stages:
-                stage.join()
+            self._hasher.join()
 
     def finish(self) -> FastqSummary:
         if not self.failed and not self._closed:
-            self._send(self._text.finish())
+            self._send(self._decoder.finish())
         self.close()
-        counted = self._stages[1].error if self._stages is not None else None
-        if counted is not None:  # it is about text before any decoding error: the first one in the source
-            raise counted
-        if self._decode_error is not None:
-            raise self._decode_error
-        return summary(self.family, self._digest.hexdigest(), self._records)
+        if self._tally.error is not None:  # it is about text before any decoding error: the first one in the source
+            raise self._tally.error
+        if self._error is not None:
+            raise self._error
+        return summary(self.family, self._hash.hexdigest(), self._counter)
 
 
 def summarize_path(
