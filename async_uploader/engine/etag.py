@@ -1,9 +1,10 @@
 """End-to-end verification: the read set's ETag and counts, as the service reports them, against the user's bytes.
 
-While an upload runs, each FASTQ source is read front to back in a worker thread of its own and hashed with the
-store's ETag family, its inflating, hashing and counting overlapped in threads (``engine.hashing``); a stream is
-hashed as it is read. A gzip source whose last member ends early is cut short: the upload stops with SourceError
-(bad input) as soon as that is known, before Complete for a file that is hashed before its last part is sent.
+While an upload runs, each FASTQ file source is read front to back and hashed with the store's ETag family, in the
+threads that hash behind the uploads (``engine.hashers``: a few files at a time, at a lower priority), its
+inflating, hashing and counting overlapped (``engine.hashing``); a stream is hashed as it is read. A gzip source
+whose last member ends early is cut short: the upload stops with SourceError (bad input) as soon as that is known,
+before Complete for a file that is hashed before its last part is sent.
 After the read set is ACTIVE its ETag (``algorithm``, ``source1``, ``source2``) and ``sequenceInformation`` are
 compared with what was computed here: equal means the service holds exactly these reads. The outcome is a
 ``Verification`` in the upload's result, whatever it is: verified, not verified (and why), or a mismatch, which the
@@ -17,7 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
-import anyio.from_thread
 from anyio.abc import TaskGroup
 
 from ..core.config import FileType, Source
@@ -26,6 +26,7 @@ from ..core.fastq import ALGORITHMS, FastqSummary, FastqSummer, NotFastqError, T
 from ..core.protocol import ReadSetMetadata
 from ..core.stats import Verification
 from .calls import Calls, RetryObserver
+from .hashers import hash_in_background
 from .hashing import ThreadedSummer, summarize_path
 
 __all__ = ["DEFAULT_FAMILY", "Verifier"]
@@ -34,10 +35,6 @@ log = logging.getLogger("async_uploader")
 
 DEFAULT_FAMILY = "MD5up"
 """A sequence store's ETag family unless it was created with another (and what is assumed when it cannot be asked)."""
-
-
-def _check_cancelled(_nbytes: int) -> None:
-    anyio.from_thread.check_cancelled()  # a stop reaches the hashing thread between two chunks
 
 
 class Verifier:
@@ -120,7 +117,7 @@ class Verifier:
     ) -> None:
         with scope:
             try:
-                summary = await anyio.to_thread.run_sync(summarize_path, path, family, _check_cancelled)
+                summary = await hash_in_background(lambda on_read: summarize_path(path, family, on_read))
             except TruncatedError as exc:
                 raise SourceError(f"{source} {path} is truncated: {exc}") from None
             except NotFastqError as exc:
