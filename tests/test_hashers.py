@@ -126,3 +126,24 @@ async def test_a_file_whose_wait_is_cancelled_before_a_slot_frees_is_never_hashe
                 await hash_in_background(late)
             release.set()
     assert not late_ran.is_set()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX's")
+async def test_a_forked_child_hashes_in_threads_of_its_own() -> None:
+    assert await hash_in_background(lambda _on_read: 1) == 1  # the parent's threads are started
+
+    async def child() -> int:
+        with anyio.fail_after(LIMIT):
+            return await hash_in_background(lambda _on_read: 7)
+
+    pid = os.fork()
+    if pid == 0:  # the child: hash once in a fresh event loop, within LIMIT, and say how through its exit code
+        code = 1
+        try:
+            code = 0 if anyio.run(child) == 7 else 1
+        finally:
+            os._exit(code)
+    with anyio.fail_after(LIMIT):
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            await anyio.sleep(0.01)
+    assert os.waitstatus_to_exitcode(done[1]) == 0

@@ -54,6 +54,16 @@ class _Hashers:
                 )
             return cls.pool
 
+    @classmethod
+    def forget(cls) -> None:
+        """In a forked child: the parent's threads are not there, so its own start with its first file."""
+        cls.lock = threading.Lock()
+        cls.pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_Hashers.forget)
+
 
 class HashingStopped(Exception):
     """Raised in a hashing thread, between two chunks, once the wait for its hash was cancelled."""
