@@ -14,7 +14,9 @@ upload raises as ``VerificationError``.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -37,6 +39,18 @@ DEFAULT_FAMILY = "MD5up"
 """A sequence store's ETag family unless it was created with another (and what is assumed when it cannot be asked)."""
 
 
+@dataclass
+class _Family:
+    """A store's ETag family as one Uploader asked for it: None until (or unless) the store said."""
+
+    answered: anyio.Event = field(default_factory=anyio.Event)
+    family: str | None = None
+
+
+_ASKED: weakref.WeakKeyDictionary[Calls, dict[str, _Family]] = weakref.WeakKeyDictionary()
+"""Per Uploader (its ``Calls``), per store id: the family asked for."""
+
+
 class Verifier:
     """The local side of one upload's verification: the store's family, and each source's summary."""
 
@@ -55,9 +69,32 @@ class Verifier:
         self._hashed: dict[Source, anyio.Event] = {}
 
     async def learn_family(self, on_retry: RetryObserver | None = None) -> None:
-        """Ask the store which ETag family it uses (GetSequenceStore); MD5up, the default, when it cannot say."""
+        """Ask the store which ETag family it uses (GetSequenceStore); MD5up, the default, when it cannot say.
+
+        A store's family is fixed when it is made: the uploads of one Uploader ask once per store (those that
+        start meanwhile wait for that answer), so a batch's rows do not each spend a request of the listing quota
+        before their Create. Only an answer is kept: after a failure the next upload asks again."""
         if not self.applies:
             return
+        asked = _ASKED.setdefault(self._calls, {})
+        pending = asked.get(self._store_id)
+        if pending is not None:  # another upload is asking, or has been answered
+            await pending.answered.wait()
+            if pending.family is not None:
+                self.family, self.family_known = pending.family, True
+                return
+        pending = asked[self._store_id] = _Family()
+        try:
+            pending.family = await self._ask_family(on_retry)
+        finally:
+            if pending.family is None:
+                if asked.get(self._store_id) is pending:
+                    del asked[self._store_id]
+            else:
+                self.family, self.family_known = pending.family, True
+            pending.answered.set()
+
+    async def _ask_family(self, on_retry: RetryObserver | None) -> str | None:
         client = self._calls.client
         try:
             family = await self._calls.call(
@@ -68,9 +105,8 @@ class Verifier:
         except (ServiceError, RetryExhaustedError, TransportError) as exc:
             # only a guess to hash once instead of twice: the read set's own ETag names its algorithm at the end
             log.info("the store's ETag family is not known (%s): hashing with %s", exc, DEFAULT_FAMILY)
-            return
-        if family in ("MD5up", "SHA256up", "SHA512up"):
-            self.family, self.family_known = family, True
+            return None
+        return family if family in ("MD5up", "SHA256up", "SHA512up") else None
 
     def stream_summer(self, source: Source) -> FastqSummer | None:
         """A summer a stream feeds as it is read (in its reading thread), or None when nothing is verified."""
