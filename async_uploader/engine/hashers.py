@@ -10,9 +10,8 @@ worker threads:
   threads busy, its inflater, hasher and counter), first come first served, so the rows that started first are
   verified first and a batch of many rows does not start dozens of hashing threads at once;
 - on Linux each of these threads runs ``NICENESS`` steps nicer than the process (the hashing stages it starts
-  inherit that): when the cores are busy the uploads and the event loop go first, and the hashing takes what is
-  left. Unprivileged, a thread can lower its priority but never raise it again, which is why the threads are
-  dedicated to hashing.
+  inherit that): when the cores are busy the uploads and the event loop go first. Unprivileged, a thread can
+  lower its priority but never raise it again, which is why the threads are dedicated to hashing.
 
 A wait for a hash that is cancelled stops its thread at the next chunk read and waits for it to end.
 """
@@ -35,8 +34,11 @@ __all__ = ["NICENESS", "HashingStopped", "hash_in_background", "hashing_slots"]
 
 T = TypeVar("T")
 
-NICENESS = 10
-"""How much nicer than the process the hashing threads run (Linux)."""
+NICENESS = 5
+"""How much nicer than the process the hashing threads run (Linux). At 5 a thread weighs a third of an ordinary
+one, so the three stages of a file together weigh about one: hashing cannot crowd out the event loop (or, against a
+local store, the store's own ingest) by its number of threads, and yet is never starved below one thread's share by
+other work of the same session, which would leave the batch waiting for its last verifications at the end."""
 
 
 class _Hashers:
