@@ -207,6 +207,8 @@ async def test_batch_command_uploads_rows_and_a_rerun_skips_them(
     assert summary["summary"] is True and summary["done"] == 2 and summary["failed"] == 0
     creates = [r for r in local_store.requests if r["operation"] == "CreateMultipartReadSetUpload"]
     assert len(creates) == 2
+    # the store's ETag family is asked once for the whole batch, not once per row
+    assert [r["operation"] for r in local_store.requests].count("GetSequenceStore") == 1
 
     second = await run_cli(*argv, "--checkpoint-dir", str(tmp_path / "ck"), "--json")
     assert second.returncode == 0, second.stderr

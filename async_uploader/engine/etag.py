@@ -1,9 +1,10 @@
 """End-to-end verification: the read set's ETag and counts, as the service reports them, against the user's bytes.
 
-While an upload runs, each FASTQ source is read front to back in a worker thread of its own and hashed with the
-store's ETag family, its inflating, hashing and counting overlapped in threads (``engine.hashing``); a stream is
-hashed as it is read. A gzip source whose last member ends early is cut short: the upload stops with SourceError
-(bad input) as soon as that is known, before Complete for a file that is hashed before its last part is sent.
+While an upload runs, each FASTQ file source is read front to back and hashed with the store's ETag family, in the
+threads that hash behind the uploads (``engine.hashers``: a few files at a time, at a lower priority), its
+inflating, hashing and counting overlapped (``engine.hashing``); a stream is hashed as it is read. A gzip source
+whose last member ends early is cut short: the upload stops with SourceError (bad input) as soon as that is known,
+before Complete for a file that is hashed before its last part is sent.
 After the read set is ACTIVE its ETag (``algorithm``, ``source1``, ``source2``) and ``sequenceInformation`` are
 compared with what was computed here: equal means the service holds exactly these reads. The outcome is a
 ``Verification`` in the upload's result, whatever it is: verified, not verified (and why), or a mismatch, which the
@@ -13,11 +14,12 @@ upload raises as ``VerificationError``.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-import anyio.from_thread
 from anyio.abc import TaskGroup
 
 from ..core.config import FileType, Source
@@ -26,6 +28,7 @@ from ..core.fastq import ALGORITHMS, FastqSummary, FastqSummer, NotFastqError, T
 from ..core.protocol import ReadSetMetadata
 from ..core.stats import Verification
 from .calls import Calls, RetryObserver
+from .hashers import hash_in_background
 from .hashing import ThreadedSummer, summarize_path
 
 __all__ = ["DEFAULT_FAMILY", "Verifier"]
@@ -36,8 +39,16 @@ DEFAULT_FAMILY = "MD5up"
 """A sequence store's ETag family unless it was created with another (and what is assumed when it cannot be asked)."""
 
 
-def _check_cancelled(_nbytes: int) -> None:
-    anyio.from_thread.check_cancelled()  # a stop reaches the hashing thread between two chunks
+@dataclass
+class _Family:
+    """A store's ETag family as one Uploader asked for it: None until (or unless) the store said."""
+
+    answered: anyio.Event = field(default_factory=anyio.Event)
+    family: str | None = None
+
+
+_ASKED: weakref.WeakKeyDictionary[Calls, dict[str, _Family]] = weakref.WeakKeyDictionary()
+"""Per Uploader (its ``Calls``), per store id: the family asked for."""
 
 
 class Verifier:
@@ -58,9 +69,32 @@ class Verifier:
         self._hashed: dict[Source, anyio.Event] = {}
 
     async def learn_family(self, on_retry: RetryObserver | None = None) -> None:
-        """Ask the store which ETag family it uses (GetSequenceStore); MD5up, the default, when it cannot say."""
+        """Ask the store which ETag family it uses (GetSequenceStore); MD5up, the default, when it cannot say.
+
+        A store's family is fixed when it is made: the uploads of one Uploader ask once per store (those that
+        start meanwhile wait for that answer), so a batch's rows do not each spend a request of the listing quota
+        before their Create. Only an answer is kept: after a failure the next upload asks again."""
         if not self.applies:
             return
+        asked = _ASKED.setdefault(self._calls, {})
+        pending = asked.get(self._store_id)
+        if pending is not None:  # another upload is asking, or has been answered
+            await pending.answered.wait()
+            if pending.family is not None:
+                self.family, self.family_known = pending.family, True
+                return
+        pending = asked[self._store_id] = _Family()
+        try:
+            pending.family = await self._ask_family(on_retry)
+        finally:
+            if pending.family is None:
+                if asked.get(self._store_id) is pending:
+                    del asked[self._store_id]
+            else:
+                self.family, self.family_known = pending.family, True
+            pending.answered.set()
+
+    async def _ask_family(self, on_retry: RetryObserver | None) -> str | None:
         client = self._calls.client
         try:
             family = await self._calls.call(
@@ -71,9 +105,8 @@ class Verifier:
         except (ServiceError, RetryExhaustedError, TransportError) as exc:
             # only a guess to hash once instead of twice: the read set's own ETag names its algorithm at the end
             log.info("the store's ETag family is not known (%s): hashing with %s", exc, DEFAULT_FAMILY)
-            return
-        if family in ("MD5up", "SHA256up", "SHA512up"):
-            self.family, self.family_known = family, True
+            return None
+        return family if family in ("MD5up", "SHA256up", "SHA512up") else None
 
     def stream_summer(self, source: Source) -> FastqSummer | None:
         """A summer a stream feeds as it is read (in its reading thread), or None when nothing is verified."""
@@ -120,7 +153,7 @@ class Verifier:
     ) -> None:
         with scope:
             try:
-                summary = await anyio.to_thread.run_sync(summarize_path, path, family, _check_cancelled)
+                summary = await hash_in_background(lambda on_read: summarize_path(path, family, on_read))
             except TruncatedError as exc:
                 raise SourceError(f"{source} {path} is truncated: {exc}") from None
             except NotFastqError as exc:
