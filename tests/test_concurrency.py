@@ -3,6 +3,7 @@ engine.slots' limit that moves while requests hold slots."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import anyio
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from async_uploader.core.concurrency import ConcurrencyTuner, Phase
+from async_uploader.engine.calls import first_level
 from async_uploader.engine.slots import Slots
 
 MB = 1_000_000
@@ -182,3 +184,9 @@ async def test_slots_waiting_for_the_quota_say_nothing_about_the_limit() -> None
         assert slots.limit == 8 and tuner.changes == 0
         slots.unhold(since)
         group.cancel_scope.cancel()
+
+
+def test_the_self_tuning_starts_at_two_requests_per_core_from_four_to_eight(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cores, level in ((1, 4), (2, 4), (3, 6), (4, 8), (64, 8)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert first_level() == level

@@ -171,7 +171,7 @@ async def test_parts_in_flight_finish_within_the_grace_and_no_new_part_starts(tm
 async def test_a_second_stop_cancels_hanging_parts_at_once(tmp_path: Path) -> None:
     store = ScriptedStore()
     store.script("UploadReadSetPart", *[HANG] * 8)
-    async with uploader(store, fast_config(64 * KIB, max_concurrency=8)) as up:
+    async with uploader(store, fast_config(64 * KIB, max_concurrency=8, adaptive_concurrency=False)) as up:
         handle = up.start(paired(tmp_path, 1024 * KIB), store_id=STORE_ID)
         await wait_for(lambda: store.counts["UploadReadSetPart"] == 8)
         handle.stop(60.0)
