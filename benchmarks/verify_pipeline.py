@@ -64,6 +64,16 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def timed(run: Callable[[], object], runs: int) -> tuple[float, float]:
+    """The best wall time of ``runs``, and the CPU seconds of that run (the bench's verify section uses it)."""
+    best = (float("inf"), 0.0)
+    for _ in range(runs):
+        started, before = time.perf_counter(), cpu()
+        run()
+        best = min(best, (time.perf_counter() - started, cpu() - before))
+    return best
+
+
 def load() -> str:
     return f"load {os.getloadavg()[0]:.1f}"
 
