@@ -115,6 +115,20 @@ class CliRun:
         return [line for line in self.stderr.splitlines() if line.strip()]
 
 
+async def start_cli(argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+    """``python -m async_uploader ARGV`` started, its output piped: for a test that acts while it runs."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "async_uploader",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+
+
 async def run_cli_process(
     argv: list[str],
     *,

@@ -23,24 +23,13 @@ pytest.importorskip("matplotlib", reason="bench extra not installed (matplotlib)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(240)
-def test_quick_bulk_writes_results(tmp_path: Path) -> None:
+def quick_bench(tmp_path: Path, scenario: str) -> Path:
+    """``benchmarks/run.py --quick --only SCENARIO`` as its own process, without AWS settings: the results folder."""
     out = tmp_path / "results"
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    argv = ["--quick", "--only", scenario, "--out", str(out), "--data-dir", str(tmp_path / "data"), "--timeout", "120"]
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "run.py"),
-            "--quick",
-            "--only",
-            "bulk",
-            "--out",
-            str(out),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--timeout",
-            "120",
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), *argv],
         capture_output=True,
         text=True,
         timeout=220,
@@ -48,6 +37,12 @@ def test_quick_bulk_writes_results(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.timeout(240)
+def test_quick_bulk_writes_results(tmp_path: Path) -> None:
+    out = quick_bench(tmp_path, "bulk")
     text = (out / "RESULTS.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| async_uploader (defaults) |")]
     assert len(rows) == 1  # its row in the plain-HTTP table
@@ -81,29 +76,7 @@ def test_quick_bulk_writes_results(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(240)
 def test_quick_batch_runs_every_client(tmp_path: Path) -> None:
-    out = tmp_path / "results"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "run.py"),
-            "--quick",
-            "--only",
-            "batch",
-            "--out",
-            str(out),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--timeout",
-            "120",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=220,
-        env=env,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = quick_bench(tmp_path, "batch")
     (batch,) = json.loads((out / "results.json").read_text())["sections"]
     assert batch["key"] == "batch"
     runs = {run["label"]: run for run in batch["runs"]}
@@ -119,29 +92,7 @@ def test_quick_batch_runs_every_client(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(240)
 def test_quick_verify_writes_the_stage_store_and_compression_tables(tmp_path: Path) -> None:
-    out = tmp_path / "results"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "run.py"),
-            "--quick",
-            "--only",
-            "verify",
-            "--out",
-            str(out),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--timeout",
-            "120",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=220,
-        env=env,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = quick_bench(tmp_path, "verify")
     (verify,) = json.loads((out / "results.json").read_text())["sections"]
     tables = {table["title"].split(",")[0].split(" (")[0]: table for table in verify["tables"]}
     stages = tables["The verifier against its stages"]

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from aiohttp import web
 
 from async_uploader.core.events import EVENT_SCHEMA
 from async_uploader.emulator import LocalStore, StoreOptions
-from tests.conftest import REPO_ROOT, run_cli_process
+from tests.conftest import run_cli_process, start_cli
 from tests.helpers import gzip_like, upload_argv
 
 
@@ -106,19 +105,6 @@ async def test_a_create_that_never_answers_ends_at_the_operation_deadline(
     [line] = run.stderr_lines
     assert line.startswith("async-uploader: error: CreateMultipartReadSetUpload: no answer within 3 s"), line
     assert "no bytes of the answer arrived for 1 s" in line
-
-
-async def start_cli(argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "async_uploader",
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=REPO_ROOT,
-    )
 
 
 async def wait_exit(process: asyncio.subprocess.Process, limit: float, err_before: str = "") -> tuple[int, str, float]:

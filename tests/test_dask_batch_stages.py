@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ pytest.importorskip("distributed")
 from async_uploader.cli.demo import write_fastq_gz
 from async_uploader.core.events import EVENT_SCHEMA
 from async_uploader.emulator import LocalStore, StoreOptions
-from tests.conftest import REPO_ROOT, run_cli_process
+from tests.conftest import run_cli_process, start_cli
 from tests.store_helpers import STORE_ID, omics
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -98,19 +97,6 @@ def batch_argv(store: LocalStore, tmp_path: Path, *extra: str) -> list[str]:
     ]
 
 
-async def start(argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "async_uploader",
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=REPO_ROOT,
-    )
-
-
 async def all_processing_and_swept(store: LocalStore, process: asyncio.subprocess.Process) -> None:
     """Every row's read set PROCESSING at once (two slots held to ACTIVE could never make more than two), then a
     ListReadSets sweep after the last Complete: the rows are waited for together."""
@@ -149,7 +135,7 @@ async def test_rows_free_their_slots_at_complete_and_are_waited_for_together(
     tmp_path: Path, cli_env: dict[str, str], held_store: LocalStore
 ) -> None:
     store = held_store
-    process = await start(batch_argv(store, tmp_path, "--events"), cli_env)
+    process = await start_cli(batch_argv(store, tmp_path, "--events"), cli_env)
     try:
         await all_processing_and_swept(store, process)
     finally:
@@ -176,7 +162,7 @@ async def test_ctrl_c_while_rows_wait_exits_75_and_the_rerun_only_waits_and_veri
 ) -> None:
     store = held_store
     argv = batch_argv(store, tmp_path)
-    process = await start(argv, cli_env)
+    process = await start_cli(argv, cli_env)
     try:
         await all_processing_and_swept(store, process)
         process.send_signal(signal.SIGINT)

@@ -172,19 +172,30 @@ async def test_a_refusal_before_the_end_of_the_body_is_the_answer(
             assert response.status == 403
 
 
-async def test_a_server_that_stops_reading_fails_at_the_progress_deadline(tmp_path: Path) -> None:
-    headers_read, done = asyncio.Event(), asyncio.Event()
+def stalling(headers_read: asyncio.Event, done: asyncio.Event) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler that reads a request's headers and no byte of its body, until ``done`` (or 30 s)."""
 
     async def stalls(request: web.Request) -> web.Response:
         headers_read.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), 30)  # reads no byte of the body
+            await asyncio.wait_for(done.wait(), 30)
         return web.json_response({})
 
-    data = bytes(64 * MIB)
+    return stalls
+
+
+def zeros(tmp_path: Path, size: int) -> tuple[bytes, FileSource]:
+    """A file of ``size`` zero bytes, and its reader in 1 MiB slices."""
+    data = bytes(size)
     path = tmp_path / "zeros"
     path.write_bytes(data)
-    reader = FileSource(Source.SOURCE1, path, MIB)
+    return data, FileSource(Source.SOURCE1, path, MIB)
+
+
+async def test_a_server_that_stops_reading_fails_at_the_progress_deadline(tmp_path: Path) -> None:
+    headers_read, done = asyncio.Event(), asyncio.Event()
+    stalls = stalling(headers_read, done)
+    data, reader = zeros(tmp_path, 64 * MIB)
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
@@ -216,17 +227,8 @@ async def test_a_part_that_cannot_be_read_fails_with_the_sources_error(
 
 async def test_cancelling_ends_a_send_blocked_in_its_thread_at_once(tmp_path: Path) -> None:
     headers_read, done = asyncio.Event(), asyncio.Event()
-
-    async def stalls(request: web.Request) -> web.Response:
-        headers_read.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), 30)  # reads no byte of the body
-        return web.json_response({})
-
-    data = bytes(64 * MIB)
-    path = tmp_path / "zeros"
-    path.write_bytes(data)
-    reader = FileSource(Source.SOURCE1, path, MIB)
+    stalls = stalling(headers_read, done)
+    data, reader = zeros(tmp_path, 64 * MIB)
     sent: list[int] = []
     loop = asyncio.get_running_loop()
     try:
