@@ -23,7 +23,16 @@ from botocore.credentials import Credentials
 
 from async_uploader.emulator import FaultOptions, LocalStore, StoreOptions
 from async_uploader.emulator.app import ROUTES
-from async_uploader.emulator.faults import OPERATIONS, Fault, Pacer, QuotaBucket, RequestKey, decide, reset_offset
+from async_uploader.emulator.faults import (
+    OPERATIONS,
+    PACER_SLACK,
+    Fault,
+    Pacer,
+    QuotaBucket,
+    RequestKey,
+    decide,
+    reset_offset,
+)
 from async_uploader.emulator.store import State, create_identity, upload_identity
 from tests.store_helpers import create, put
 from tests.store_serve import serve
@@ -75,8 +84,11 @@ def test_quota_bucket_and_pacer_with_a_fake_clock() -> None:
     pacer = Pacer(1_000_000, clock=lambda: now[0])
     assert pacer.delay_after(500_000) == pytest.approx(0.5)
     assert pacer.delay_after(500_000) == pytest.approx(1.0)
-    now[0] = 10.0  # idle time earns no burst credit
+    now[0] = 1.52  # woken 20 ms after the 1.5 s the schedule said: the 20 ms are made up at once
+    assert pacer.delay_after(20_000) == pytest.approx(0.0)
     assert pacer.delay_after(100_000) == pytest.approx(0.1)
+    now[0] = 10.0  # idle time earns no more credit than the slack
+    assert pacer.delay_after(100_000) == pytest.approx(0.1 - PACER_SLACK)
 
 
 def signed_headers(method: str, url: str, body: bytes) -> dict[str, str]:

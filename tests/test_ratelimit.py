@@ -128,7 +128,8 @@ def test_local_limiter_default_quotas_and_margin() -> None:
     assert limiter.current_rate(RequestKind.CONTROL) == pytest.approx(0.8)
     assert limiter.current_rate(RequestKind.LISTING) == pytest.approx(4.0)
     assert limiter.current_rate(RequestKind.UNLIMITED) is None
-    assert [limiter.reserve(RequestKind.PART) for _ in range(3)] == pytest.approx([0.0, 0.125, 0.25])
+    # a bucket holds one second of its rate: eight parts at once, then one each 1/8 s
+    assert [limiter.reserve(RequestKind.PART) for _ in range(10)] == pytest.approx([0.0] * 8 + [0.125, 0.25])
     # kinds do not share tokens
     assert limiter.reserve(RequestKind.CONTROL) == 0.0
     assert limiter.reserve(RequestKind.CONTROL) == pytest.approx(1.25)
@@ -166,6 +167,9 @@ def test_local_limiter_throttle_then_recovery() -> None:
         rates.append(limiter.current_rate(RequestKind.PART))
     assert rates[0] is not None and rates[0] > 7.0
     assert rates[-1] == pytest.approx(10.0)
+    # back at the top, the bucket holds a second of the rate again
+    clock.advance(5.0)
+    assert [limiter.reserve(RequestKind.PART) for _ in range(11)] == pytest.approx([0.0] * 10 + [0.1])
 
 
 def test_local_limiter_not_adaptive() -> None:
@@ -181,7 +185,7 @@ async def test_acquire_sleeps_for_the_reservation() -> None:
     async def fake_sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    limiter = LocalLimiter(RateLimits(parts=4.0), clock=FakeClock(), sleep=fake_sleep)
+    limiter = LocalLimiter(RateLimits(parts=4.0), clock=FakeClock(), sleep=fake_sleep, burst=1.0)
     for _ in range(3):
         await limiter.acquire(RequestKind.PART)
     await limiter.acquire(RequestKind.UNLIMITED)

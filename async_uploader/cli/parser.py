@@ -312,8 +312,8 @@ def _add_concurrency_options(group: argparse._ArgumentGroup) -> None:
         type=_positive_int,
         default=64,
         metavar="N",
-        help="most part requests in flight (default 64); the engine starts at 8 and keeps the number the "
-        "throughput shows is best, never above N",
+        help="most part requests in flight (default 64); the engine starts at two per core (4 to 8) and keeps "
+        "the number the throughput shows is best, never above N",
     )
     group.add_argument(
         "--fixed-concurrency",

@@ -6,12 +6,16 @@ anything else) also needs, requests added past a handful only add contention, an
 finds the knee the way TCP's slow start does, with bytes per second as the signal:
 
 - it starts at ``start`` and measures each level's throughput over ``span`` consecutive windows of ``window``
-  seconds (one window alone is noise: a new connection first fills its socket buffers), comparing it with the
-  level before. A doubling that brought at least ``grow`` times the throughput is doubled again;
-  one that brought ``leap`` times (each request adding about its own share: capped connections) is multiplied by
-  four; one that brought less is undone, and the tuner holds the lower level. When already the first doubling
-  brings nothing (the machine, not the distance, is the limit), it halves instead, while throughput stays
-  within ``keep`` of the level above: fewer requests for the same bytes leave more CPU to everything else;
+  seconds (one window alone is noise), comparing it with the level before. The first ``warmup`` windows after
+  the start and after every change are not counted: a new connection first fills the buffers on its way (the
+  kernel's socket buffers, a proxy's or terminator's), tens of MB each taken at once, which would count as
+  throughput of the level that opened it. Counted, they made a capped link's first doubling look worthless
+  against its inflated start, and the tuner halved where every request added its share. A doubling that
+  brought at least ``grow`` times the throughput is doubled again; one that brought ``leap`` times (each request
+  adding about its own share: capped connections) is multiplied by four; one that brought less is undone, and
+  the tuner holds the lower level. When already the first doubling brings nothing (the machine, not the
+  distance, is the limit), it halves instead, while throughput stays within ``keep`` of the level above: fewer
+  requests for the same bytes leave more CPU to everything else;
 - a window is judged only when the limit held the requests back (a part waited for a slot): when fewer parts
   are ready than slots (the last parts, a slow pipe), throughput says nothing about the limit, and the limit
   stays where it is;
@@ -65,6 +69,7 @@ class ConcurrencyTuner:
     minimum: int = 1
     window: float = 0.1
     span: int = 3
+    warmup: int = 2
     grow: float = 1.25
     leap: float = 1.8
     keep: float = 0.97
@@ -83,12 +88,15 @@ class ConcurrencyTuner:
     _first: int = field(init=False, default=0)
     """The level it started at."""
     _held_since: float = field(init=False, default=0.0)
+    _settling: int = field(init=False, default=0)
+    """Windows still to pass uncounted since the start or the last change."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.minimum <= self.maximum:
             raise ValueError("need 1 <= minimum <= maximum")
         self.limit = max(self.minimum, min(self.start, self.maximum))
         self._held = self._first = self.limit
+        self._settling = self.warmup
 
     def observe(self, now: float, sent: int, limited: bool) -> int:
         """Told the time, the bytes sent so far and whether the limit held requests back in the window that ends
@@ -101,6 +109,10 @@ class ConcurrencyTuner:
         if now - window.began < self.window:
             return self.limit
         self._current = _Window(now, sent)
+        if self._settling > 0:  # the buffers of the level's new connections are filling
+            self._settling -= 1
+            self._span = None
+            return self.limit
         if not limited:
             self._span = None  # consecutive windows only
             if self.phase is Phase.PROBING:  # the probe ran out of parts to show anything: back to what was held
@@ -181,3 +193,4 @@ class ConcurrencyTuner:
         if limit != self.limit:
             self.limit = limit
             self.changes += 1
+            self._settling = self.warmup

@@ -67,6 +67,12 @@ class TokenBucket:
     def burst(self) -> float:
         return self._burst
 
+    def set_burst(self, burst: float) -> None:
+        """Hold up to ``burst`` tokens from now on."""
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._burst = burst
+
     def set_rate(self, rate: float) -> None:
         """Use ``rate`` for reservations made from now on; earlier ones keep their start times."""
         if not rate > 0 or math.isinf(rate):

@@ -20,7 +20,11 @@ __all__ = ["LocalLimiter"]
 class LocalLimiter:
     """The default ``Limiter``: one TokenBucket (and AdaptiveRate) per limited kind, at ``rate × margin``.
 
-    ``clock`` and ``sleep`` are injected so tests run on a fake clock, instantly.
+    Each bucket holds ``burst`` tokens, by default one second of its kind's rate (10 parts, 5 listings, 1 control
+    request at the service's quotas), as a quota of N requests per second holds them: an upload's first ten parts
+    start at once instead of a tenth of a second apart. A throttle (429) empties that allowance: the kind then
+    starts one request at a time, at the rate the throttles cut, until the rate is back at the top. ``clock`` and
+    ``sleep`` are injected so tests run on a fake clock, instantly.
     """
 
     def __init__(
@@ -30,7 +34,7 @@ class LocalLimiter:
         adaptive: bool = True,
         clock: Clock = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        burst: float = 1.0,
+        burst: float | None = None,
         min_rate: float = 0.5,
         recover_seconds: float = 10.0,
     ) -> None:
@@ -39,8 +43,10 @@ class LocalLimiter:
         self._sleep = sleep
         self._buckets: dict[RequestKind, TokenBucket] = {}
         self._adaptive: dict[RequestKind, AdaptiveRate] = {}
+        self._bursts: dict[RequestKind, tuple[float, float]] = {}  # (the top rate, the burst held there)
         for kind, top in kind_rates(rates, rates.margin).items():
-            self._buckets[kind] = TokenBucket(top, burst, clock)
+            self._bursts[kind] = (top, max(1.0, top) if burst is None else burst)
+            self._buckets[kind] = TokenBucket(top, self._bursts[kind][1], clock)
             if adaptive:
                 self._adaptive[kind] = AdaptiveRate(top, min_rate=min_rate, recover_seconds=recover_seconds)
 
@@ -56,12 +62,17 @@ class LocalLimiter:
     def on_throttle(self, kind: RequestKind) -> None:
         adaptive = self._adaptive.get(kind)
         if adaptive is not None:
-            self._buckets[kind].set_rate(adaptive.on_throttle(self._clock()))
+            bucket = self._buckets[kind]
+            bucket.set_rate(adaptive.on_throttle(self._clock()))
+            bucket.set_burst(1.0)
 
     def on_success(self, kind: RequestKind) -> None:
         adaptive = self._adaptive.get(kind)
         if adaptive is not None:
-            self._buckets[kind].set_rate(adaptive.on_success(self._clock()))
+            bucket, (top, burst) = self._buckets[kind], self._bursts[kind]
+            bucket.set_rate(adaptive.on_success(self._clock()))
+            if bucket.rate >= top and bucket.burst != burst:
+                bucket.set_burst(burst)
 
     def current_rate(self, kind: RequestKind) -> float | None:
         bucket = self._buckets.get(kind)

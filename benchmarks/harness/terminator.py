@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -97,13 +98,13 @@ def _cpu(pid: int) -> float:
 class Terminated:
     """The store over plain HTTP with stunnel in front: ``url`` is stunnel's https URL, ``cpu()`` both servers'."""
 
-    def __init__(self, stunnel: str, *, start_timeout: float = 30.0) -> None:
+    def __init__(self, stunnel: str, flags: Sequence[str] = (), *, start_timeout: float = 30.0) -> None:
         self.stunnel = stunnel
         self.start_timeout = start_timeout
         self.url = ""
         self.ca_file = ""
         self.tls = True
-        self._store = Store(tls=False)
+        self._store = Store(flags, tls=False)
         self._tmp = tempfile.TemporaryDirectory(prefix="bench-stunnel-")
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = Path(self._tmp.name) / "stunnel.log"
