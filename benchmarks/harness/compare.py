@@ -8,6 +8,7 @@ client CPU s/GiB and CPU × the reference, peak RSS, whatever columns a scenario
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from .proc import GIB, Measured, number
 from .report import Headline, Section, Summary, Table, ok_text, ratio, summarize
 from .runner import TM, Client, Context, alternate
 from .store import Store
+from .stunnel import Terminated
 
 Metric = Callable[[Measured], float]
 
@@ -57,6 +59,9 @@ class Setting:
     tls: bool = True
     discard: bool = True
     settle: float = 0.0
+    stunnel: str = ""
+    """With TLS, the path of a stunnel that terminates it in front of the store (plain HTTP behind it); empty: the
+    store's own TLS."""
 
     @property
     def transport(self) -> str:
@@ -65,10 +70,14 @@ class Setting:
     @property
     def command(self) -> str:
         """The store's flags as they would be typed, for titles and notes."""
-        flags = [*self.flags, *(["--discard"] if self.discard else []), *(["--tls"] if self.tls else [])]
-        return "`" + " ".join(flags) + "`" if flags else "no flags"
+        tls = ["--tls"] if self.tls and not self.stunnel else []
+        flags = [*self.flags, *(["--discard"] if self.discard else []), *tls]
+        typed = "`" + " ".join(flags) + "`" if flags else "no flags"
+        return f"{typed} behind stunnel" if self.tls and self.stunnel else typed
 
-    def store(self) -> Store:
+    def store(self) -> Store | Terminated:
+        if self.tls and self.stunnel:
+            return Terminated(self.stunnel, self.flags, discard=self.discard)
         return Store(self.flags, discard=self.discard, tls=self.tls)
 
     def label(self, client: Client) -> Client:
@@ -76,7 +85,11 @@ class Setting:
         return Client(f"{client.label} over TLS", client.script, client.args) if self.tls else client
 
     def over(self, *, tls: bool) -> Setting:
-        return Setting(self.name, self.flags, tls, self.discard, self.settle)
+        return dataclasses.replace(self, tls=tls)
+
+    def behind(self, stunnel: str) -> Setting:
+        """This setting over TLS terminated by ``stunnel`` (the store's own TLS when it is empty)."""
+        return dataclasses.replace(self, tls=True, stunnel=stunnel)
 
 
 @dataclass

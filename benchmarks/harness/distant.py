@@ -17,6 +17,7 @@ from .proc import GIB, MIB, Measured
 from .quota import quota_tables
 from .report import Section, Table, line_plot
 from .runner import OURS, TM, TM_TUNED_DISTANT, TUNED_DISTANT, Client, Context, measure
+from .stunnel import find_stunnel
 
 CONNECTION_MBPS = 50
 LATENCY_MS = 20
@@ -45,8 +46,10 @@ def run(ctx: Context) -> Section:
     )
     quota_tables(ctx, section)
     ctx.log(f"distant: no quota, 2 × {describe(size)}")
+    stunnel, _ = find_stunnel(install=not ctx.quick)
     for tls in (False, True):
-        result = head_to_head(ctx, NO_QUOTA.over(tls=tls), [OURS, OURS_TUNED, TM, TM_TUNED], sources, runs)
+        setting = NO_QUOTA.behind(stunnel) if tls else NO_QUOTA.over(tls=False)
+        result = head_to_head(ctx, setting, [OURS, OURS_TUNED, TM, TM_TUNED], sources, runs)
         section.tables.append(comparison(f"No quota, over {result.setting.transport}, {runs} run(s) each", result))
         result.record(section, "no quota")
         if tls:

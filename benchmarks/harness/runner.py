@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .proc import MIB, Measured, client_argv, run_measured
-from .store import STORE_ID, Store
+from .store import STORE_ID, Server
 
 # The knobs of the "tuned" rows, in one place. On a fast local store large parts and a handful of connections
 # win; a distant store wants many connections and smaller parts.
@@ -76,7 +76,7 @@ class Context:
 
 def measure(
     ctx: Context,
-    store: Store,
+    store: Server,
     client: Client,
     sources: Sequence[Path | str],
     *extra: str,
@@ -101,7 +101,7 @@ def measure(
 
 def alternate(
     ctx: Context,
-    store: Store,
+    store: Server,
     clients: Sequence[Client],
     sources: Sequence[Path | str],
     runs: int,

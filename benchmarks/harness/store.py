@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import IO
+from typing import IO, Protocol
 
 STORE_ID = "1234567890"
 CA_PREFIX = "ca-file: "
@@ -29,6 +29,16 @@ _COMMANDS = (
     ("-m", "async_uploader.emulator"),
     ("-m", "async_uploader", "serve"),
 )
+
+
+class Server(Protocol):
+    """What a client run needs of the store it uploads into: its URL, the environment to trust it, its CPU."""
+
+    url: str
+
+    def client_env(self) -> dict[str, str]: ...
+
+    def cpu(self) -> float: ...
 
 
 class StoreError(RuntimeError):

@@ -1,183 +1,28 @@
-"""Scenario: an efficient TLS terminator (stunnel, a C program on OpenSSL) in front of the local store.
+"""Scenario: bulk over TLS through an efficient terminator (stunnel, ``stunnel.py``) in front of the local store.
 
-The store serves plain HTTP on 127.0.0.1 in ``--discard`` mode; stunnel accepts TLS on another port and forwards
-the decrypted bytes to it. The server side of TLS then costs what a real service's terminators cost, not a Python
-store's, so the clients' own costs decide. The certificate comes from a CA made here with trustme, for 127.0.0.1
-and localhost; clients trust that CA through ``AWS_CA_BUNDLE``, as against the store's own TLS. When stunnel is not
-on the PATH it is installed with ``apt-get install -y stunnel4`` where that works; otherwise the scenario is
-skipped, saying why.
+The store serves plain HTTP on 127.0.0.1 in ``--discard`` mode behind stunnel, so the server side of TLS costs
+what a real service's terminators cost, not a Python store's, and the clients' own costs decide. Skipped, saying
+why, where stunnel cannot be had.
 
 Wall here is the whole process, interpreter start-up and imports included, as a user timing the command sees it.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import Sequence
-from pathlib import Path
-from types import TracebackType
-
-import trustme
-
 from .compare import HeadToHead, Setting, comparison, cpu_per_gib, rss_mib, store_cpu_per_gib, summary_column
 from .data import describe, ensure_pair
 from .proc import GIB, MIB, Measured
 from .report import Headline, Section, Table, summarize
 from .runner import OURS, TM, Context, alternate
-from .store import Store, StoreError
+from .stunnel import Terminated, find_stunnel
 from .targets import Target, targets_table
 
-STUNNEL_NAMES = ("stunnel4", "stunnel")
 SETTING = Setting("behind stunnel", tls=True)
 
 
 def wall_mb_per_s(run: Measured) -> float:
     """Bytes over the whole process's wall time, start-up included."""
     return run.bytes / run.wall / 1e6 if run.ok and run.wall > 0 else 0.0
-
-
-def find_stunnel(install: bool = True) -> tuple[str, str]:
-    """(path to stunnel, "") or ("", why not); installs Debian's stunnel4 with apt-get when missing and possible."""
-    for name in STUNNEL_NAMES:
-        if found := shutil.which(name):
-            return found, ""
-    if not install:
-        return "", "stunnel is not installed"
-    if not shutil.which("apt-get"):
-        return "", "stunnel is not installed and there is no apt-get to install it"
-    try:
-        done = subprocess.run(
-            ["apt-get", "install", "-y", "stunnel4"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return "", f"apt-get install -y stunnel4 failed: {exc}"
-    for name in STUNNEL_NAMES:
-        if found := shutil.which(name):
-            return found, ""
-    tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
-    return "", f"apt-get install -y stunnel4 failed: {tail[0]}"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) -> bool:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def _cpu(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Terminated:
-    """The store over plain HTTP with stunnel in front: ``url`` is stunnel's https URL, ``cpu()`` both servers'."""
-
-    def __init__(self, stunnel: str, flags: Sequence[str] = (), *, start_timeout: float = 30.0) -> None:
-        self.stunnel = stunnel
-        self.start_timeout = start_timeout
-        self.url = ""
-        self.ca_file = ""
-        self.tls = True
-        self._store = Store(flags, tls=False)
-        self._tmp = tempfile.TemporaryDirectory(prefix="bench-stunnel-")
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log = Path(self._tmp.name) / "stunnel.log"
-
-    @property
-    def transport(self) -> str:
-        return "TLS"
-
-    def __enter__(self) -> Terminated:
-        self._store.__enter__()
-        try:
-            self._start()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def _start(self) -> None:
-        tmp = Path(self._tmp.name)
-        ca = trustme.CA()
-        ca_file = tmp / "ca.pem"
-        ca.cert_pem.write_to_path(str(ca_file))
-        server_pem = tmp / "server.pem"
-        ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
-        backend = self._store.url.removeprefix("http://").rstrip("/")
-        port = _free_port()
-        config = tmp / "stunnel.conf"
-        config.write_text(
-            "foreground = yes\n"
-            "pid =\n"
-            f"output = {self._log}\n"
-            "debug = 4\n"
-            "[store]\n"
-            f"accept = 127.0.0.1:{port}\n"
-            f"connect = {backend}\n"
-            f"cert = {server_pem}\n"
-        )
-        self._proc = subprocess.Popen(
-            [self.stunnel, str(config)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
-        if not _wait_listening(port, self._proc, time.monotonic() + self.start_timeout):
-            log = self._log.read_text(errors="replace").strip().splitlines()[-2:] if self._log.exists() else []
-            raise StoreError("stunnel did not start: " + (" | ".join(log) or "no log"))
-        self.url = f"https://127.0.0.1:{port}"
-        self.ca_file = str(ca_file)
-
-    def client_env(self) -> dict[str, str]:
-        return {"AWS_CA_BUNDLE": self.ca_file}
-
-    def cpu(self) -> float:
-        """CPU seconds of the store and of stunnel so far."""
-        return self._store.cpu() + (_cpu(self._proc.pid) if self._proc is not None else 0.0)
-
-    def stunnel_cpu(self) -> float:
-        return _cpu(self._proc.pid) if self._proc is not None else 0.0
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
-            self._proc = None
-        self._store.__exit__(exc_type, exc, tb)
-        self._tmp.cleanup()
 
 
 OURS_NO_VERIFY = OURS.with_args("async_uploader (defaults, --no-verify)")
@@ -218,7 +63,7 @@ def run(ctx: Context) -> Section:
     clients = ctx.usable([SETTING.label(OURS_NO_VERIFY), SETTING.label(TM), SETTING.label(OURS_FIXED)])
     ctx.log(f"terminator: 2 × {describe(size)} through {stunnel}, {runs} run(s)")
     with Terminated(stunnel) as store:
-        grouped = alternate(ctx, store, clients, sources, runs)  # type: ignore[arg-type]
+        grouped = alternate(ctx, store, clients, sources, runs)
     result = HeadToHead(SETTING, grouped, SETTING.label(TM).label, clients)
     section.tables.append(_table(f"Through stunnel, 2 × {describe(size)}, {runs} run(s) each", result))
     result.record(section, "stunnel")
