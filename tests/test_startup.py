@@ -3,7 +3,9 @@
 Each case runs a real ``python -X importtime -m async_uploader ...`` process (from an empty folder, so the package
 comes from the path under test, not the working directory) and reads from its import log which modules it
 loaded: ``--version`` and every ``--help`` load neither the engine's libraries (aiohttp, botocore, anyio), nor
-rich, numpy, Dask, uvloop, nor the local store.
+rich, numpy, Dask, uvloop, nor the local store. A real upload into the local store, over HTTP or HTTPS, never
+loads aiohttp (its requests go over the client's own connections); only an ``https://`` proxy, which only aiohttp
+can speak TLS to, does.
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from async_uploader.emulator import LocalStore, StoreOptions
+from tests.conftest import REPO_ROOT, closed_port, run_cli_process
+from tests.helpers import TlsFront, gzip_like, upload_argv
+
+PROXY_VARIABLES = ("no_proxy", "http_proxy", "https_proxy", "all_proxy")
 
 HEAVY = (
     "aiohttp",
@@ -102,3 +109,63 @@ def test_each_command_help_imports_only_the_parser(command: str, tmp_path: Path)
         assert "async_uploader.emulator.server" not in names and "async_uploader.emulator.app" not in names
     if command == "upload":
         assert "ssl" not in names and "asyncio" not in names
+
+
+# --- a real upload into the local store: the client's requests never load aiohttp, unless only it can send them ---
+
+
+def _loaded(stderr: str) -> set[str]:
+    """The modules a process started with ``-X importtime`` (PYTHONPROFILEIMPORTTIME) imported."""
+    names = {line.rpartition("|")[2].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+    assert "async_uploader.edge.transport" in names, stderr[-2000:]  # the log is read, and the transport ran
+    return names
+
+
+def _aiohttp_in(names: set[str]) -> list[str]:
+    return sorted(name for name in names if name == "aiohttp" or name.startswith("aiohttp."))
+
+
+async def _upload_logging_imports(
+    url: str, tmp_path: Path, cli_env: dict[str, str], env: dict[str, str], *extra: str
+) -> Any:
+    """``async-uploader upload`` of a tiny pair into ``url``, logging its imports; no proxy unless ``env`` names one."""
+    first, second = gzip_like(tmp_path / "r1.fq.gz", 3000), gzip_like(tmp_path / "r2.fq.gz", 3000)
+    argv = upload_argv(url, first, second, name=f"startup-{len(extra)}", extra=("--no-checkpoint", *extra))
+    clean = {name: value for name, value in cli_env.items() if name.lower() not in PROXY_VARIABLES}
+    return await run_cli_process(argv, env={**clean, "PYTHONPROFILEIMPORTTIME": "1", **env}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_an_upload_into_the_local_store_never_imports_aiohttp(
+    scheme: str, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """Create, the parts, Complete, the status and the ETag: every request over the client's own connections,
+    plain or TLS, with and without waiting; an https:// proxy set for the scheme not used changes nothing."""
+    import trustme  # noqa: PLC0415 (only this case needs it)
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    unused = "HTTP_PROXY" if scheme == "https" else "HTTPS_PROXY"
+    env = {"AWS_CA_BUNDLE": str(ca_file), unused: f"https://127.0.0.1:{closed_port()}"}
+    async with LocalStore(StoreOptions()) as store, TlsFront(store.port, ca) as front:
+        url = front.url if scheme == "https" else store.url
+        for extra in ((), ("--no-wait",)):
+            run = await _upload_logging_imports(url, tmp_path, cli_env, env, *extra)
+            assert run.returncode == 0, run.stderr[-2000:]
+            assert _aiohttp_in(_loaded(run.stderr)) == []
+        assert front.connections >= (1 if scheme == "https" else 0)
+        assert len(store.requests) >= 8
+
+
+async def test_an_https_proxy_is_the_one_route_that_imports_aiohttp(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """Only aiohttp speaks TLS to a proxy: an upload through an https:// proxy loads it (and fails in one line
+    naming the proxy, which is not there)."""
+    dead = f"https://127.0.0.1:{closed_port()}"
+    async with LocalStore(StoreOptions()) as store:
+        run = await _upload_logging_imports(store.url, tmp_path, cli_env, {"HTTP_PROXY": dead})
+        assert store.requests == []
+    assert run.returncode == 75, run.stderr[-2000:]
+    assert "aiohttp" in _loaded(run.stderr)
+    [line] = [line for line in run.stderr.splitlines() if line.strip() and not line.startswith("import time:")]
+    assert f"proxy {dead}" in line, line
