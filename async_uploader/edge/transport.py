@@ -7,7 +7,8 @@ through an ``http://`` proxy. Every other request (through an ``https://`` proxy
 ``ScratchBody``, or all of them when ``direct_from`` is None) goes through one aiohttp ``ClientSession``
 (``edge.session``), which is imported on first use only: importing aiohttp costs about a tenth of a second of CPU,
 most of a small upload's start-up. Every failure becomes ``TransportError`` (``raise ... from exc``), naming the
-host and what happened; ``asyncio.CancelledError`` always propagates.
+host and what happened; ``asyncio.CancelledError`` always propagates. An answer's header names are as the server
+spelled them on both paths (a plain dict): its readers look them up without regard to case.
 
 Every answer's body is read up to a cap (``edge.messages.cap_for``: by operation and status, from
 ``core.protocol.OPERATIONS``) on both paths: past it the attempt fails with ``AnswerTooLargeError`` (not retried),
