@@ -445,10 +445,30 @@ async def test_tls_bodies_arrive_whole_and_an_unknown_ca_is_refused(path: Make, 
                 assert response.status == 200
         assert received == [data] * 3
         async with path(connect_timeout=5) as transport:
-            with pytest.raises(errors.CertificateError, match=r"PUT localhost:\d+: .*AWS_CA_BUNDLE") as caught:
-                await transport.send("PUT", base + "/p", {}, SliceBody(data))
-        assert not caught.value.retryable
+            for method, body in (("PUT", SliceBody(data)), ("POST", b"{}")):
+                with pytest.raises(
+                    errors.CertificateError, match=rf"{method} localhost:\d+: .*AWS_CA_BUNDLE"
+                ) as caught:
+                    await transport.send(method, base + "/p", {}, body)
+                assert not caught.value.retryable
     assert len(received) == 3
+
+
+async def test_a_tls_handshake_never_answered_fails_at_the_connect_timeout(path: Make) -> None:
+    """``connect_timeout`` bounds the TLS handshake too: a server that takes the connection and never answers."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.read()
+        writer.close()
+
+    async with raw_server(silent) as base, path(connect_timeout=0.3) as transport:
+        url = base.replace("http://", "https://") + "/x"
+        for method, body in (("GET", b""), ("PUT", SliceBody(b"x" * 1000))):
+            with pytest.raises(
+                errors.TransportError, match=rf"^{method} 127\.0\.0\.1:\d+: no connection within 0\.3 s$"
+            ):
+                await asyncio.wait_for(transport.send(method, url, {}, body), 30)
 
 
 class _Watched(HttpTransport):
