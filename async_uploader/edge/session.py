@@ -6,17 +6,17 @@ Importing aiohttp costs about a tenth of a second of CPU (its connector builds T
 ``edge.transport`` imports this module only when a request first needs it: an upload to an endpoint it reaches
 directly, or through an ``http://`` proxy, never loads aiohttp.
 
-A body aiohttp sends (a ``BodySource``) is a custom payload with an explicit Content-Length (never chunked): its
-slices are written to the connection as they are read, each followed by a drain, so at most about one slice per
-request is buffered, and each must be accepted within the progress deadline (``read_timeout``). An answer's body is
-read up to its cap (``edge.messages.cap_for``). Every aiohttp, timeout or OS error becomes the transport's error in
-the words of ``edge.messages`` (``raise ... from exc``); ``asyncio.CancelledError`` always propagates.
+A body aiohttp sends (a ``BodySource``, or ``bytes`` past 512 KiB) is a custom payload with an explicit
+Content-Length (never chunked): its slices are written to the connection as they are read, each followed by a
+drain, so at most about one slice per request is buffered, and each must be accepted within the progress deadline
+(``read_timeout``). An answer's body is read up to its cap (``edge.messages.cap_for``). Every aiohttp, timeout or
+OS error becomes the transport's error in the words of ``edge.messages`` (``raise ... from exc``);
+``asyncio.CancelledError`` always propagates.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from ..core.errors import UploaderError
 from ..core.proxy import Proxy
 from .messages import (
     BodySource,
+    BytesBody,
     Response,
     answer_too_large,
     cap_for,
@@ -226,9 +227,12 @@ class Session:
 
     def _payload(self, body: bytes | BodySource) -> Any:
         """What aiohttp is handed as the request body."""
+        if isinstance(body, bytes | bytearray | memoryview) and len(body) <= _LARGE_BODY:
+            return bytes(body) if body else None
         if isinstance(body, bytes | bytearray | memoryview):
-            # aiohttp warns that a large bytes body may stall the loop; a file-like payload is written in pieces.
-            return (io.BytesIO(body) if len(body) > _LARGE_BODY else bytes(body)) if body else None
+            # written in slices, each within the progress deadline (aiohttp would write a bytes body whole, and
+            # wait on a peer that stopped reading for ever)
+            body = BytesBody(body)
         return _SourcePayload(body, self.timeouts.read)
 
     async def _send(
