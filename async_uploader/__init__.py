@@ -62,7 +62,7 @@ if typing.TYPE_CHECKING:
     from .engine.limiter import LocalLimiter
     from .engine.uploader import Uploader, UploadHandle, upload_read_set
 
-# The engine (aiohttp, botocore, the transfer code) is imported on first use of one of its names, so a command
+# The engine (botocore, anyio, the transfer code) is imported on first use of one of its names, so a command
 # that needs none of it (``--version``, ``--help``, ``serve``) does not pay for it; ``__version__`` likewise.
 _LAZY = {
     "LocalLimiter": ".engine.limiter",

@@ -227,7 +227,7 @@ def test_region_resolution(aws_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert resolve_region(ServiceConfig(region="ca-central-1")) == "ca-central-1"
 
 
-async def test_from_config_builds_an_aiohttp_transport(aws_env: pytest.MonkeyPatch) -> None:
+async def test_from_config_builds_an_http_transport(aws_env: pytest.MonkeyPatch) -> None:
     service = ServiceConfig(region="us-west-2", connect_timeout=3, read_timeout=7, verify_tls=False)
     client = OmicsClient.from_config(service, limit=12)
     assert isinstance(client.transport, HttpTransport)

@@ -266,7 +266,9 @@ async def test_cancel_leaves_no_task_behind(store: LocalStore, tmp_path: Path) -
         with pytest.raises(asyncio.CancelledError):
             await handle
     await asyncio.sleep(0)
-    assert asyncio.all_tasks() - before <= {t for t in asyncio.all_tasks() if "LocalStore" in repr(t)}
+    # the store's own tasks may remain a moment: its server's, and its handlers of the connections just closed
+    stores = {t for t in asyncio.all_tasks() if "LocalStore" in repr(t) or "RequestHandler.start" in repr(t)}
+    assert asyncio.all_tasks() - before <= stores
     # Without a checkpoint the open upload is aborted, so nothing is left on the store.
     assert len(operations(store, "AbortMultipartReadSetUpload")) == 1
 

@@ -105,7 +105,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpProxy]:
     ("operation", "route"),
     [
         ("UploadReadSetPart", "direct"),  # a part's answer: over the client's own sockets
-        ("CreateMultipartReadSetUpload", "direct"),  # a control call's: through aiohttp
+        ("CreateMultipartReadSetUpload", "direct"),  # a control call's: over the same sockets
         ("UploadReadSetPart", "proxy"),  # http:// endpoint, forwarded by the proxy
         ("CreateMultipartReadSetUpload", "proxy over TLS"),  # https:// endpoint, CONNECT through the proxy
     ],

@@ -1,7 +1,8 @@
 """transport.py against a real aiohttp server on 127.0.0.1 (port 0), over plain HTTP and TLS, and the mock transport.
 
-Every case that sends a part body runs twice (the ``path`` fixture): through aiohttp (``direct_from=None``) and
-over the sockets of ``edge.http11`` (``direct_from=0``): both must frame, fail and time out alike."""
+Every case runs twice (the ``path`` fixture): through aiohttp (``direct_from=None``) and over the sockets of
+``edge.http11`` (``direct_from=0``), part bodies and control requests (``bytes`` bodies) alike: both must frame,
+fail and time out alike."""
 
 from __future__ import annotations
 
@@ -133,7 +134,7 @@ async def test_body_source_sent_with_content_length_not_chunked(path: Make) -> N
     assert seen["raw_path"] == "/sequencestore/1/upload/2/part?partSource=SOURCE1&partNumber=3"
 
 
-async def test_encoded_url_and_headers_arrive_unchanged() -> None:
+async def test_encoded_url_and_headers_arrive_unchanged(path: Make) -> None:
     seen: dict[str, Any] = {}
 
     async def handler(request: web.Request) -> web.Response:
@@ -143,21 +144,70 @@ async def test_encoded_url_and_headers_arrive_unchanged() -> None:
         seen["method"] = request.method
         return web.Response(status=200, body=b"{}", headers={"x-amzn-RequestId": "r1"})
 
-    path = "/sequencestore/1/uploads?maxResults=5&nextToken=a%2Fb%2Bc%3Dd%20e%26f"
-    async with serve(handler) as base, HttpTransport() as transport:
+    target = "/sequencestore/1/uploads?maxResults=5&nextToken=a%2Fb%2Bc%3Dd%20e%26f"
+    async with serve(handler) as base, path() as transport:
         response = await transport.send(
-            "POST", base + path, {"Content-Type": "application/json", "X-Amz-Date": "20240101T000000Z"}, b'{"a":1}'
+            "POST", base + target, {"Content-Type": "application/json", "X-Amz-Date": "20240101T000000Z"}, b'{"a":1}'
         )
         assert response.headers["x-amzn-RequestId"] == "r1"
-        assert seen["raw_path"] == path
+        assert seen["raw_path"] == target
         assert seen["headers"]["Content-Type"] == "application/json"
         assert seen["headers"]["X-Amz-Date"] == "20240101T000000Z"
         assert seen["headers"]["Host"] == base.removeprefix("http://")
+        assert seen["headers"]["Content-Length"] == "7" and seen["headers"]["User-Agent"] == "async-uploader"
         assert seen["body"] == b'{"a":1}'
 
         response = await transport.send("DELETE", base + "/x/abort", {}, b"")
         assert seen["method"] == "DELETE" and seen["body"] == b""
+        assert "Transfer-Encoding" not in seen["headers"] and seen["headers"]["Content-Length"] == "0"
+
+        response = await transport.send("GET", base + "/x", {}, b"")  # an empty GET announces no body at all
+        assert seen["method"] == "GET" and "Content-Length" not in seen["headers"]
         assert "Transfer-Encoding" not in seen["headers"]
+
+
+async def test_bytes_bodies_of_every_size_arrive_whole_over_http_and_tls(path: Make, tmp_path: Path) -> None:
+    """Control requests are bytes: small ones (head and body in one write), and large ones in pieces."""
+    received: list[bytes] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(status=200, body=received[-1][:100])
+
+    sizes = (1, 64 * 1024, 64 * 1024 + 1, 3 * MIB + 5)
+    bodies = [bytes(range(256)) * (size // 256) + b"e" * (size % 256) for size in sizes]
+    for scheme in ("http", "https"):
+        async with serve_over(scheme, handler, tmp_path) as (base, options), path(**options) as transport:
+            for body in bodies:
+                response = await asyncio.wait_for(transport.send("POST", base + "/p", {}, body), 30)
+                assert response.status == 200 and response.body == body[:100]
+    assert received == bodies * 2
+
+
+async def test_answer_headers_are_found_whatever_their_case(path: Make) -> None:
+    """The direct path keeps the server's spelling of each header name (aiohttp's gave its own): the readers of
+    an answer's headers look them up without regard to case, so an error and the server's clock read alike."""
+    from async_uploader.core.clock import server_offset  # noqa: PLC0415
+    from async_uploader.core.protocol import error_from_response  # noqa: PLC0415
+
+    answer = (
+        b"HTTP/1.1 400 Bad Request\r\nx-amzn-errortype: ValidationException:http://internal/\r\n"
+        b"DATE: Tue, 01 Dec 2026 10:00:00 GMT\r\ncontent-type: application/json\r\ncontent-length: 17\r\n\r\n"
+        b'{"message":"bad"}'
+    )
+
+    async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        writer.write(answer)
+        await writer.drain()
+
+    async with raw_server(answers) as base, path() as transport:
+        response = await transport.send("POST", base + "/x", {}, b"{}")
+    error = error_from_response("CreateMultipartReadSetUpload", response.status, response.headers, response.body)
+    assert (error.code, error.message) == ("ValidationException", "bad")
+    offset = server_offset(response.headers, 0.0)
+    assert offset is not None and offset > 1.7e9
 
 
 async def test_slices_are_written_as_they_are_read(path: Make) -> None:
@@ -270,13 +320,14 @@ async def test_a_body_the_peer_stops_reading_fails_at_the_progress_deadline(path
         headers_read.set()
         await asyncio.sleep(30)  # reads no byte of the body
 
-    body = SliceBody(bytes(64 * MIB), size=MIB)
     started = asyncio.get_running_loop().time()
     async with raw_server(stalls) as base, path(read_timeout=0.3) as transport:
-        with pytest.raises(errors.TransportError, match=r"no bytes of the body were accepted for 0\.3 s"):
-            await transport.send("PUT", base + "/x", {}, body)
-    assert headers_read.is_set()
-    assert asyncio.get_running_loop().time() - started < 10
+        for body in (SliceBody(bytes(64 * MIB), size=MIB), bytes(64 * MIB)):
+            headers_read.clear()
+            with pytest.raises(errors.TransportError, match=r"no bytes of the body were accepted for 0\.3 s"):
+                await asyncio.wait_for(transport.send("PUT", base + "/x", {}, body), 20)
+            assert headers_read.is_set()
+    assert asyncio.get_running_loop().time() - started < 20
 
 
 async def test_cancellation_propagates(path: Make) -> None:
@@ -289,11 +340,13 @@ async def test_cancellation_propagates(path: Make) -> None:
         writer.close()
 
     async with raw_server(silent) as base, path() as transport:
-        task = asyncio.create_task(transport.send("PUT", base + "/x", {}, SliceBody(b"q" * 1000)))
-        await asyncio.wait_for(connected.wait(), 10)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        for body in (SliceBody(b"q" * 1000), b"{}"):
+            connected.clear()
+            task = asyncio.create_task(transport.send("PUT", base + "/x", {}, body))
+            await asyncio.wait_for(connected.wait(), 10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
 
 
 async def test_body_shorter_than_announced_is_transport_error(path: Make) -> None:
@@ -393,10 +446,30 @@ async def test_tls_bodies_arrive_whole_and_an_unknown_ca_is_refused(path: Make, 
                 assert response.status == 200
         assert received == [data] * 3
         async with path(connect_timeout=5) as transport:
-            with pytest.raises(errors.CertificateError, match=r"PUT localhost:\d+: .*AWS_CA_BUNDLE") as caught:
-                await transport.send("PUT", base + "/p", {}, SliceBody(data))
-        assert not caught.value.retryable
+            for method, body in (("PUT", SliceBody(data)), ("POST", b"{}")):
+                with pytest.raises(
+                    errors.CertificateError, match=rf"{method} localhost:\d+: .*AWS_CA_BUNDLE"
+                ) as caught:
+                    await transport.send(method, base + "/p", {}, body)
+                assert not caught.value.retryable
     assert len(received) == 3
+
+
+async def test_a_tls_handshake_never_answered_fails_at_the_connect_timeout(path: Make) -> None:
+    """``connect_timeout`` bounds the TLS handshake too: a server that takes the connection and never answers."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.read()
+        writer.close()
+
+    async with raw_server(silent) as base, path(connect_timeout=0.3) as transport:
+        url = base.replace("http://", "https://") + "/x"
+        for method, body in (("GET", b""), ("PUT", SliceBody(b"x" * 1000))):
+            with pytest.raises(
+                errors.TransportError, match=rf"^{method} 127\.0\.0\.1:\d+: no connection within 0\.3 s$"
+            ):
+                await asyncio.wait_for(transport.send(method, url, {}, body), 30)
 
 
 class _Watched(HttpTransport):
@@ -450,10 +523,7 @@ async def test_kept_alive_connections_are_reused_and_one_the_server_closed_is_re
                 head = await reader.readuntil(b"\r\n\r\n")
             except asyncio.IncompleteReadError:
                 break
-            length = next(
-                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
-            )
-            await reader.readexactly(length)
+            await reader.readexactly(_length(head))
             writer.write(answer)
             await writer.drain()
             served += 1
@@ -465,7 +535,69 @@ async def test_kept_alive_connections_are_reused_and_one_the_server_closed_is_re
         await asyncio.sleep(0.2)  # the server has closed the kept-alive connection by now
         for _ in range(2):
             assert (await transport.send("PUT", base + "/p", {}, SliceBody(b"y" * 300_000))).status == 200
-    assert connections == 2
+        await asyncio.sleep(0.2)
+        for method, body in (("POST", b"{}"), ("GET", b"")):  # control requests alike
+            assert (await transport.send(method, base + "/c", {}, body)).status == 200
+    assert connections == 3
+
+
+async def test_a_kept_alive_connection_closed_under_a_request_is_retried_only_when_idempotent(path: Make) -> None:
+    """The server takes a second request on a connection and closes it unanswered: a GET or a PUT is sent again
+    on a fresh connection, as aiohttp does; a POST fails (it may have been acted on), in the same words."""
+    connections = 0
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+    async def answers_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        for served in range(2):
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            await reader.readexactly(_length(head))
+            if served:
+                break  # the second request is taken, and the connection closed without an answer
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    async with raw_server(answers_once) as base, path() as transport:
+        # each request after the first finds the connection of the one before, which the server closes under it
+        for method, body in (("GET", b""), ("GET", b""), ("PUT", b"{}"), ("PUT", SliceBody(b"x" * 1000))):
+            before = connections
+            assert (await transport.send(method, base + "/b", {}, body)).status == 200
+            assert connections == before + 1
+        with pytest.raises(errors.TransportError, match=r"^POST 127\.0\.0\.1:\d+: the server closed the connection$"):
+            await transport.send("POST", base + "/b", {}, b"{}")
+
+
+def _length(head: bytes) -> int:
+    """The Content-Length of a request's head, 0 when it announces none."""
+    lines = head.split(b"\r\n")
+    return next((int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length")), 0)
+
+
+async def test_a_forwarding_proxys_407_is_a_refusal_not_retried(path: Make) -> None:
+    """An http:// target through an http:// proxy that wants credentials: ProxyRefusedError naming the proxy."""
+    refusal = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+    async def refuses(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(refusal)
+        await writer.drain()
+        writer.close()
+
+    async with raw_server(refuses) as proxy_url:
+        environ = {"HTTP_PROXY": proxy_url.replace("http://", "http://u:secret@")}
+        async with path(environ=environ) as transport:
+            for method, body in (("GET", b""), ("POST", b"{}"), ("PUT", SliceBody(b"x" * 1000))):
+                with pytest.raises(errors.ProxyRefusedError) as caught:
+                    await transport.send(method, "http://store.invalid:8080/x", {}, body)
+                message = str(caught.value)
+                assert message.startswith(f"{method} store.invalid:8080: the proxy http://u:***@127.0.0.1:"), message
+                assert "answered 407 Proxy Authentication Required" in message and "secret" not in message
+                assert not caught.value.retryable
 
 
 async def test_progress_runs_through_the_call_given(path: Make) -> None:

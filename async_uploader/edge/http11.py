@@ -38,7 +38,7 @@ import anyio
 import h11
 from yarl import URL
 
-from .messages import ProgressCall, Response, ScratchBody, ThreadBody, cap_for, unnamed
+from .messages import BytesBody, ProgressCall, Response, ScratchBody, ThreadBody, cap_for, unnamed
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 RECEIVE = 65536
+SMALL_BODY = 64 * 1024
+"""A ``bytes`` body up to this size is written with its head in one write, on the loop."""
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -138,6 +140,7 @@ class Connection:
         self.read_timeout = read_timeout
         self.http = h11.Connection(h11.CLIENT)
         self.answered = False
+        self.reason = ""  # the reason phrase of the last answer
         self.idle_since = time.monotonic()
 
     def close(self) -> None:
@@ -178,14 +181,19 @@ class Connection:
     ) -> Response:
         self.answered = False
         try:
-            await self.write(self.http.send(h11.Request(method=method, target=target, headers=headers)) or b"")
+            head = self.http.send(h11.Request(method=method, target=target, headers=headers)) or b""
             tls = isinstance(self.sock, ssl.SSLSocket)
-            if tls and isinstance(body, ThreadBody) and body.threaded and _PART_SENDERS.acquire(blocking=False):
+            if isinstance(body, BytesBody) and body.length <= SMALL_BODY:
+                # a control request: head and body in one write, on the loop (one TLS record, no hand-off)
+                await self.write(head + ((self.http.send(h11.Data(data=body.data)) or b"") if body.length else b""))
+            elif tls and isinstance(body, ThreadBody) and body.threaded and _PART_SENDERS.acquire(blocking=False):
                 try:
+                    await self.write(head)
                     await self.send_in_thread(body, scratch, call)
                 finally:
                     _PART_SENDERS.release()
             else:
+                await self.write(head)
                 # the views themselves go out (no copy); h11 only counts their length against Content-Length
                 write = self.write_in_thread if tls else self.write
                 async with contextlib.aclosing(body.views(scratch, call)) as views:
@@ -336,6 +344,7 @@ class Connection:
                 self.http.receive_data(data)
             elif isinstance(event, h11.Response):
                 status, cap = event.status_code, cap_for(event.status_code)
+                self.reason = event.reason.decode("latin-1")
                 # as the server spelled them, as the aiohttp path returns them
                 headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers.raw_items()}
                 _check_announced(event.headers, cap)

@@ -7,6 +7,8 @@ A ``BodySource`` is a part body of known ``length`` offered as fresh slices (``s
 may keep until it has written them. A ``ScratchBody`` can also fill a caller's reusable buffer (``views()``): the
 sockets of ``edge.pool`` send each view before asking for the next, so one page-aligned buffer per request
 carries the whole part. A ``ThreadBody`` can also be read by the sender thread that writes it (``piece()``).
+``BytesBody`` gives a request's ``bytes`` body (the control requests') the ``ScratchBody`` interface, so those go
+over the same sockets as the parts.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "CA_HINT",
     "OPERATION",
     "BodySource",
+    "BytesBody",
     "ProgressCall",
     "Response",
     "ScratchBody",
@@ -110,6 +113,26 @@ class ThreadBody(ScratchBody, Protocol):
     def advance(self, nbytes: int, call: ProgressCall | None = None) -> None: ...
 
     def finish(self) -> None: ...
+
+
+class BytesBody:
+    """A ``bytes`` body as a ``ScratchBody``: its views are of the bytes themselves (no copy into the scratch)."""
+
+    SLICE = 1024 * 1024
+    """The most bytes one view holds, so a large body is written in pieces as a part's is."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self.data = bytes(data)
+        self.length = len(self.data)
+
+    async def slices(self) -> AsyncIterator[bytes | bytearray | memoryview]:
+        view = memoryview(self.data)
+        for start in range(0, self.length, self.SLICE):
+            yield view[start : start + self.SLICE]
+
+    async def views(self, scratch: memoryview, call: ProgressCall | None = None) -> AsyncGenerator[memoryview, None]:
+        async for piece in self.slices():
+            yield memoryview(piece)
 
 
 class Transport(Protocol):

@@ -1,16 +1,17 @@
-"""Part bodies over HTTP/1.1 on sockets of our own: kept-alive connections (``edge.http11``) keyed by origin and
+"""Requests over HTTP/1.1 on sockets of our own: kept-alive connections (``edge.http11``) keyed by origin and
 proxy, opened directly or through a proxy's CONNECT tunnel (``edge.tunnel``), and their scratch buffers.
 
-Only part bodies come this way (``edge.transport`` sends the large ones here); control requests, and anything
-through an ``https://`` proxy, stay on aiohttp. The behaviour is the transport's own: the proxy of each URL from the
-environment (``core.proxy``: CONNECT for https targets, absolute-form requests for http ones, Proxy-Authorization
-from the proxy URL), certificates checked with the transport's SSL context, ``connect_timeout`` for the name
-lookup, the connect, the proxy's CONNECT and the TLS handshake together, and ``read_timeout`` as the progress
-deadline of every wait on the socket. A kept-alive connection found closed before any byte of its answer is
-replaced once, at once (parts are idempotent). An answer past its cap (``edge.http11``) is
-``AnswerTooLargeError``, not retried. Every failure becomes ``TransportError`` (or ``CertificateError``,
-``ProxyRefusedError``) naming the host, in ``DirectPool._error`` and nowhere else, in the words of
-``edge.messages``; ``asyncio.CancelledError`` always propagates, and any exception closes the socket.
+Part bodies and the control requests (a ``bytes`` body as ``edge.messages.BytesBody``) come this way; only what
+goes through an ``https://`` proxy stays on aiohttp (``edge.transport``). The behaviour is the transport's own:
+the proxy of each URL from the environment (``core.proxy``: CONNECT for https targets, absolute-form requests for
+http ones, Proxy-Authorization from the proxy URL), certificates checked with the transport's SSL context,
+``connect_timeout`` for the name lookup, the connect, the proxy's CONNECT and the TLS handshake together, and
+``read_timeout`` as the progress deadline of every wait on the socket. A kept-alive connection found closed before
+any byte of its answer is replaced once, at once, for an idempotent method (as aiohttp does: PUT, GET, DELETE;
+a POST's failure is the caller's to retry). A forwarding proxy's 407 is ``ProxyRefusedError``. An answer past its
+cap (``edge.http11``) is ``AnswerTooLargeError``, not retried. Every failure becomes ``TransportError`` (or
+``CertificateError``, ``ProxyRefusedError``) naming the host, in ``DirectPool._error`` and nowhere else, in the
+words of ``edge.messages``; ``asyncio.CancelledError`` always propagates, and any exception closes the socket.
 """
 
 from __future__ import annotations
@@ -63,11 +64,20 @@ times fewer hand-offs than 256 KiB, measured as a lower CPU per GiB through an e
 _FAILURES = (OSError, ssl.SSLError, h11.ProtocolError, Closed, Stalled, ProxyAnswer, TooLarge)
 
 
-def _header_list(url: URL, headers: Mapping[str, str], length: int, proxy: Proxy | None) -> list[tuple[str, str]]:
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""Methods whose request may be sent again on a fresh connection when a kept-alive one turns out closed."""
+
+_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+"""Methods whose empty body is announced by no Content-Length at all (as aiohttp sends them)."""
+
+
+def _header_list(
+    method: str, url: URL, headers: Mapping[str, str], length: int, proxy: Proxy | None
+) -> list[tuple[str, str]]:
     names = {name.lower() for name in headers}
     listed = [("Host", host_header(url))] if "host" not in names else []
     listed += list(headers.items())
-    if "content-length" not in names:
+    if "content-length" not in names and (length or method not in _NO_BODY):
         listed.append(("Content-Length", str(length)))
     if "user-agent" not in names:
         listed.append(("User-Agent", "async-uploader"))
@@ -77,7 +87,8 @@ def _header_list(url: URL, headers: Mapping[str, str], length: int, proxy: Proxy
 
 
 class DirectPool:
-    """Kept-alive HTTP/1.1 connections for part bodies, keyed by origin and proxy, and their scratch buffers.
+    """Kept-alive HTTP/1.1 connections for every request it supports, keyed by origin and proxy, and their
+    scratch buffers.
 
     ``context`` gives the transport's TLS settings when a connection first needs them."""
 
@@ -122,7 +133,7 @@ class DirectPool:
         key = Key(url.scheme, (url.host or "").lower(), url.port or 0, proxy.url if proxy else None)
         forward = proxy is not None and url.scheme == "http"
         target = str(url) if forward else url.raw_path_qs
-        listed = _header_list(url, headers, body.length, proxy)
+        listed = _header_list(method, url, headers, body.length, proxy)
         size = self.tls_scratch_size if url.scheme == "https" else self.scratch_size
         spare = self._scratch.setdefault(size, [])
         scratch = spare.pop() if spare else aligned_buffer(size)
@@ -154,7 +165,8 @@ class DirectPool:
                 response = await connection.request(method, target, headers, body, scratch, call)
             except _FAILURES as exc:
                 connection.close()
-                if reused and not connection.answered and isinstance(exc, Closed | ConnectionError):
+                stale = reused and not connection.answered and isinstance(exc, Closed | ConnectionError)
+                if stale and method in _IDEMPOTENT:
                     stale_retried = True  # a kept-alive connection the server had closed: once more, on a fresh one
                     continue
                 raise self._error(method, url, proxy, exc) from exc
@@ -166,6 +178,8 @@ class DirectPool:
                 self._idle.setdefault(key, []).append(connection)
             else:
                 connection.close()
+            if proxy is not None and url.scheme == "http" and response.status == 407:  # a forwarding proxy's refusal
+                raise proxy_answer_error(method, url, proxy, 407, connection.reason)
             return response
 
     def _idle_count(self) -> int:

@@ -7,7 +7,8 @@ record (``WRONG_VERSION_NUMBER``, or ``record layer failure`` in newer OpenSSL).
 TLS server closes the connection, or sends an alert, instead of answering. So a failure of that kind on an
 ``http://`` origin that has never answered is checked once, directly (not through a proxy): a TLS handshake with
 the origin that completes (certificate not checked: only the protocol is in question), or that ends in a TLS
-alert, proves it speaks TLS. Anything else keeps the failure as it was.
+alert, proves it speaks TLS. Anything else keeps the failure as it was. Both paths of ``edge.transport`` are read
+(the sockets of ``edge.pool``, and aiohttp's errors when that path has loaded it).
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import sys
 from collections.abc import Iterator
 
-import aiohttp
-import aiohttp.http_exceptions
 import h11
 from yarl import URL
 
@@ -31,15 +31,24 @@ _PLAIN_REASONS = frozenset(
 )
 """OpenSSL's reasons when a TLS client reads bytes that are no TLS record."""
 
-_NOT_HTTP = (
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientResponseError,
-    aiohttp.http_exceptions.HttpProcessingError,
-    ConnectionResetError,
-    Closed,
-    h11.RemoteProtocolError,
-)
+_NOT_HTTP: tuple[type[BaseException], ...] = (ConnectionResetError, Closed, h11.RemoteProtocolError)
 """How a plain client sees a TLS server: closed or reset before any answer, or bytes that are not HTTP."""
+
+
+def _not_http() -> tuple[type[BaseException], ...]:
+    """``_NOT_HTTP``, and aiohttp's words for the same when aiohttp is loaded (its errors exist only then: this
+    module never loads it)."""
+    if "aiohttp" not in sys.modules:
+        return _NOT_HTTP
+    import aiohttp  # noqa: PLC0415 (already loaded: the transport's aiohttp path has run)
+    import aiohttp.http_exceptions  # noqa: PLC0415
+
+    return (
+        *_NOT_HTTP,
+        aiohttp.ServerDisconnectedError,
+        aiohttp.ClientResponseError,
+        aiohttp.http_exceptions.HttpProcessingError,
+    )
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -61,7 +70,8 @@ def answered_in_plain(exc: BaseException) -> bool:
 
 def may_be_tls(exc: BaseException) -> bool:
     """Whether a plain client's failure ``exc`` is what a TLS server would cause (worth a look: ``speaks_tls``)."""
-    return any(isinstance(cause, _NOT_HTTP) for cause in _causes(exc))
+    not_http = _not_http()
+    return any(isinstance(cause, not_http) for cause in _causes(exc))
 
 
 async def speaks_tls(url: URL, within: float) -> bool:

@@ -1,12 +1,14 @@
 """HTTP transport: where requests leave the process, and where the network's errors become ours.
 
-``HttpTransport`` sends part bodies of ``direct_from`` bytes and more over sockets of its own (``edge.pool``:
-h11 framing, OpenSSL writing whole slices straight to the socket, one page-aligned buffer per request), and every
-other request through one aiohttp ``ClientSession`` with a bounded keep-alive pool. A body aiohttp sends (a
-``BodySource``) is a custom payload with an explicit Content-Length (never chunked): its slices are written to the
-connection as they are read, each followed by a drain, so at most about one slice per request is buffered. Every
-aiohttp, timeout or OS error becomes ``TransportError`` (``raise ... from exc``), naming the host and what
-happened; ``asyncio.CancelledError`` always propagates.
+``HttpTransport`` sends every request it can over sockets of its own (``edge.pool``: h11 framing, OpenSSL writing
+whole slices straight to the socket, one page-aligned buffer per request): part bodies of ``direct_from`` bytes and
+more, and the control requests (Create, Complete, List..., Get..., the probe: ``bytes`` bodies), directly or
+through an ``http://`` proxy. Every other request (through an ``https://`` proxy, a body that is no
+``ScratchBody``, or all of them when ``direct_from`` is None) goes through one aiohttp ``ClientSession``
+(``edge.session``), which is imported on first use only: importing aiohttp costs about a tenth of a second of CPU,
+most of a small upload's start-up. Every failure becomes ``TransportError`` (``raise ... from exc``), naming the
+host and what happened; ``asyncio.CancelledError`` always propagates. An answer's header names are as the server
+spelled them on both paths (a plain dict): its readers look them up without regard to case.
 
 Every answer's body is read up to a cap (``edge.messages.cap_for``: by operation and status, from
 ``core.protocol.OPERATIONS``) on both paths: past it the attempt fails with ``AnswerTooLargeError`` (not retried),
@@ -35,44 +37,33 @@ An endpoint whose scheme the server does not speak (``https://`` to plain HTTP, 
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import io
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-import aiohttp
-import aiohttp.abc
-import aiohttp.connector
-import aiohttp.payload
-import anyio
 from yarl import URL
 
-from ..core.errors import CertificateError, ConfigError, ProxyRefusedError, TransportError, UploaderError
+from ..core.errors import CertificateError, ConfigError, ProxyRefusedError, TransportError
 from ..core.proxy import Proxy, proxy_for
 from .messages import (
     CA_HINT,
     BodySource,
+    BytesBody,
     ProgressCall,
     Response,
     ScratchBody,
     Transport,
-    answer_too_large,
-    cap_for,
-    certificate_error,
     collect_body,
-    failure,
-    iterate,
-    proxy_answer_error,
-    proxy_unreachable,
-    unnamed,
     wrong_scheme,
 )
 from .pool import DirectPool
 from .schemes import answered_in_plain, may_be_tls, speaks_tls
+
+if TYPE_CHECKING:
+    from .session import Session
 
 __all__ = [
     "CA_HINT",
@@ -91,132 +82,9 @@ DIRECT_FROM = 0
 """Part bodies at least this large go over ``edge.pool``'s sockets: every one, since the direct path is as
 cheap per request as aiohttp's and cheaper per byte (``make bench``, the tiny-parts and bulk scenarios)."""
 
-_LARGE_BODY = 512 * 1024
-
 _TLS_CHECK = 2.0
 """Seconds a plain origin that failed before it ever answered has to show it speaks TLS (a TLS server answers a
 handshake in one round trip; a plain one that reads without answering costs this once per failed attempt)."""
-
-
-class _ShortBodyError(Exception):
-    """The body source produced a different number of bytes than it announced."""
-
-
-class _StalledError(Exception):
-    """The connection accepted no slice of the body within the progress deadline."""
-
-
-class _SourcePayload(aiohttp.payload.Payload):
-    """A BodySource as an aiohttp payload of known size, so aiohttp sends Content-Length, never chunked.
-
-    Each slice must be accepted by the connection within ``stall`` seconds (the progress deadline).
-    """
-
-    def __init__(self, body: BodySource, stall: float) -> None:
-        super().__init__(body, content_type="application/octet-stream")
-        self._body = body
-        self._size = body.length
-        self._stall = stall
-
-    async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
-        await self.write_with_length(writer, None)
-
-    async def write_with_length(self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None) -> None:
-        limit = self._body.length if content_length is None else min(content_length, self._body.length)
-        sent = 0
-        async for piece in iterate(self._body):
-            size = piece.nbytes if isinstance(piece, memoryview) else len(piece)
-            if sent + size > limit:
-                raise _ShortBodyError(f"the body produced more than the {limit} bytes announced")
-            if size:
-                try:
-                    with anyio.fail_after(self._stall):
-                        await writer.write(piece)
-                        await writer.drain()
-                except TimeoutError:
-                    raise _StalledError(f"no bytes of the body were accepted for {self._stall:g} s") from None
-                sent += size
-        if sent != limit:
-            raise _ShortBodyError(f"the body produced {sent} bytes, not the {limit} announced")
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        raise TypeError("a streamed part body cannot be decoded")
-
-    async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return await collect_body(self._body)
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain and len(chain) < 8:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _own_cause(exc: BaseException) -> UploaderError | None:
-    return next((cause for cause in _causes(exc) if isinstance(cause, UploaderError)), None)
-
-
-@dataclass(frozen=True)
-class _Timeouts:
-    connect: float
-    read: float
-
-
-def _describe(exc: BaseException, timeouts: _Timeouts) -> str:
-    short = next((cause for cause in _causes(exc) if isinstance(cause, _ShortBodyError | _StalledError)), None)
-    if short is not None:
-        return f"body not sent: {short}"
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        return f"no bytes of the answer arrived for {timeouts.read:g} s"
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return f"no connection within {timeouts.connect:g} s"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or type(exc.os_error).__name__
-        return f"cannot connect ({reason})"
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset by peer"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "the response body was cut short"
-    return unnamed(exc)
-
-
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
-    """The answer's body, or None when it announces more than ``cap`` bytes or goes on past them: only what has
-    arrived is held (aiohttp stops reading the socket while its buffer is full)."""
-    if response.content_length is not None and response.content_length > cap:
-        return None
-    body = bytearray()
-    async for chunk in response.content.iter_any():
-        if len(body) + len(chunk) > cap:
-            return None
-        body += chunk
-    return bytes(body)
-
-
-def _certificate_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:
-    cert_error = exc.certificate_error
-    return getattr(cert_error, "verify_message", None) or getattr(cert_error, "reason", None) or str(cert_error)
-
-
-def _translate(exc: BaseException, method: str, url: URL, proxy: Proxy | None, timeouts: _Timeouts) -> UploaderError:
-    """The one translation of an aiohttp, timeout or OS failure into the transport's errors."""
-    own = _own_cause(exc)
-    if own is not None:  # e.g. a SourceError raised while the body was read
-        return own
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return certificate_error(method, url, _certificate_reason(exc))
-    if proxy is not None and isinstance(exc, aiohttp.ClientHttpProxyError):
-        return proxy_answer_error(method, url, proxy, exc.status, exc.message)
-    if proxy is not None and isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return proxy_unreachable(method, url, proxy, _describe(exc, timeouts))
-    return failure(method, url, proxy, _describe(exc, timeouts))
 
 
 def tls_context(
@@ -240,10 +108,11 @@ def tls_context(
 
 
 class HttpTransport:
-    """Part bodies of ``direct_from`` bytes or more over ``edge.pool``; the rest over one aiohttp session.
+    """Every request ``edge.pool`` can carry over its sockets (bytes bodies, and part bodies of ``direct_from``
+    bytes or more); the rest over one aiohttp session (``edge.session``).
 
-    Each keeps at most ``limit`` connections alive between requests. The session is created on first use, inside
-    the running event loop. ``direct_from=None`` sends everything through aiohttp.
+    Each keeps at most ``limit`` connections alive between requests. The session, and aiohttp itself, are loaded
+    on first use, inside the running event loop. ``direct_from=None`` sends everything through aiohttp.
     """
 
     def __init__(
@@ -271,7 +140,7 @@ class HttpTransport:
         self.environ = dict(os.environ if environ is None else environ)
         """The environment proxies are chosen from (a copy taken when the transport is made)."""
         self.direct_from = direct_from
-        self._session: aiohttp.ClientSession | None = None
+        self._session: Session | None = None
         self._direct = DirectPool(
             self.tls,
             connect_timeout=connect_timeout,
@@ -289,25 +158,18 @@ class HttpTransport:
             self._tls = tls_context(*self._tls_settings)
         return self._tls
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _open(self) -> Session:
         if self._closed:
             raise RuntimeError("the transport is closed")
         if self._session is None:
-            extra: dict[str, Any] = {}
-            if getattr(aiohttp.connector, "NEEDS_CLEANUP_CLOSED", False):
-                extra["enable_cleanup_closed"] = True  # only where Python still leaks aborted TLS transports
-            connector = aiohttp.TCPConnector(
+            from .session import Session  # noqa: PLC0415 (aiohttp is loaded only when a request needs it)
+
+            self._session = Session(
+                self.tls,
                 limit=self.limit,
-                ttl_dns_cache=300,
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
                 keepalive_timeout=self.keepalive_timeout,
-                **extra,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
-                ),
-                headers={"User-Agent": "async-uploader"},
             )
         return self._session
 
@@ -315,13 +177,13 @@ class HttpTransport:
         """The proxy requests to ``url`` go through, None for a direct connection."""
         return proxy_for(url, self.environ)
 
-    def _goes_direct(self, body: bytes | BodySource, proxy: Proxy | None) -> bool:
-        return (
-            self.direct_from is not None
-            and isinstance(body, ScratchBody)
-            and body.length >= self.direct_from
-            and DirectPool.supports(proxy)
-        )
+    def _direct_body(self, body: bytes | BodySource, proxy: Proxy | None) -> ScratchBody | None:
+        """The body as ``edge.pool`` sends it, or None when the request goes through aiohttp."""
+        if self.direct_from is None or not DirectPool.supports(proxy):
+            return None
+        if isinstance(body, bytes | bytearray | memoryview):
+            return BytesBody(body)
+        return body if isinstance(body, ScratchBody) and body.length >= self.direct_from else None
 
     async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | BodySource) -> Response:
         return await self.send_with(method, url, headers, body)
@@ -358,21 +220,12 @@ class HttpTransport:
         proxy: Proxy | None,
         call: ProgressCall | None,
     ) -> Response:
-        if self._goes_direct(body, proxy):
-            assert isinstance(body, ScratchBody)
-            return await self._direct.send(method, target, headers, body, proxy, call)
+        direct = self._direct_body(body, proxy)
+        if direct is not None:
+            return await self._direct.send(method, target, headers, direct, proxy, call)
         if call is not None and not isinstance(body, bytes | bytearray | memoryview):
             raise ValueError("only a body sent directly reports its progress through a call")
-        try:
-            return await self._send_aiohttp(method, target, headers, body, proxy)
-        except asyncio.CancelledError:
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError, _ShortBodyError, _StalledError) as exc:
-            timeouts = _Timeouts(self.connect_timeout, self.read_timeout)
-            error = _translate(exc, method, target, proxy, timeouts)
-            if error is _own_cause(exc):
-                raise error from None
-            raise error from exc
+        return await self._open().send(method, target, headers, body, proxy)
 
     async def _wrong_scheme(
         self, method: str, target: URL, proxy: Proxy | None, exc: TransportError
@@ -388,44 +241,12 @@ class HttpTransport:
         within = min(self.connect_timeout, _TLS_CHECK)
         return wrong_scheme(method, target) if await speaks_tls(target, within) else None
 
-    def _payload(self, body: bytes | BodySource) -> Any:
-        """What aiohttp is handed as the request body."""
-        if isinstance(body, bytes | bytearray | memoryview):
-            # aiohttp warns that a large bytes body may stall the loop; a file-like payload is written in pieces.
-            return (io.BytesIO(body) if len(body) > _LARGE_BODY else bytes(body)) if body else None
-        return _SourcePayload(body, self.read_timeout)
-
-    async def _send_aiohttp(
-        self, method: str, target: URL, headers: Mapping[str, str], body: bytes | BodySource, proxy: Proxy | None
-    ) -> Response:
-        session = self._open()
-        via: dict[str, Any] = {}
-        if proxy is not None and target.scheme == "https":  # CONNECT: the proxy sees only the tunnel's request
-            via = {"proxy": proxy.url, "proxy_headers": proxy.headers()}
-        elif proxy is not None:  # forwarded: the proxy reads (and removes) Proxy-Authorization from the request
-            via = {"proxy": proxy.url}
-            headers = {**headers, **proxy.headers()}
-        if target.scheme == "https" or (proxy is not None and URL(proxy.url).scheme == "https"):
-            via["ssl"] = self.tls()  # each request that speaks TLS names the context: the session holds none
-        data = self._payload(body)
-        async with session.request(
-            method, target, headers=dict(headers), data=data, allow_redirects=False, **via
-        ) as response:
-            if proxy is not None and response.status == 407:  # a forwarding proxy's refusal
-                raise proxy_answer_error(method, target, proxy, 407, response.reason or "")
-            cap = cap_for(response.status)
-            content = await _read_capped(response, cap)
-            if content is None:
-                response.close()  # the rest of that answer is never read: the connection cannot carry another
-                raise answer_too_large(method, target, proxy, cap, response.content_length)
-            return Response(response.status, dict(response.headers), content)
-
     async def aclose(self) -> None:
         self._closed = True
         self._direct.close()
         if self._session is not None:
             session, self._session = self._session, None
-            await session.close()
+            await session.aclose()
 
     async def __aenter__(self) -> HttpTransport:
         return self
