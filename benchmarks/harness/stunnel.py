@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -82,18 +83,70 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+SINK = """
+import socket, sys, threading
+def drain(conn):
+    buffer = bytearray(1 << 20)
+    with conn:
+        while conn.recv_into(buffer):
+            pass
+listener = socket.create_server(("127.0.0.1", 0))
+print(f"http://127.0.0.1:{listener.getsockname()[1]}", flush=True)
+while True:
+    threading.Thread(target=drain, args=(listener.accept()[0],), daemon=True).start()
+"""
+
+
+class Sink:
+    """A process that takes TCP connections on 127.0.0.1 and throws away every byte: no HTTP, no answer."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Sink:
+        self._proc = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert self._proc.stdout is not None
+        self.url = self._proc.stdout.readline().decode().strip()
+        if not self.url.startswith("http://"):
+            self.__exit__(None, None, None)
+            raise StoreError("the sink did not start")
+        return self
+
+    def cpu(self) -> float:
+        return _cpu(self._proc.pid) if self._proc is not None else 0.0
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+
 class Terminated:
-    """The store over plain HTTP with stunnel in front: ``url`` is stunnel's https URL, ``cpu()`` both servers'."""
+    """The store (or a ``Sink``) over plain HTTP with stunnel in front: ``url`` is stunnel's https URL, ``cpu()``
+    both servers'."""
 
     def __init__(
-        self, stunnel: str, flags: Sequence[str] = (), *, discard: bool = True, start_timeout: float = 30.0
+        self,
+        stunnel: str,
+        flags: Sequence[str] = (),
+        *,
+        discard: bool = True,
+        start_timeout: float = 30.0,
+        sink: bool = False,
     ) -> None:
         self.stunnel = stunnel
         self.start_timeout = start_timeout
         self.url = ""
         self.ca_file = ""
         self.tls = True
-        self._store = Store(flags, discard=discard, tls=False)
+        self._store: Store | Sink = Sink() if sink else Store(flags, discard=discard, tls=False)
         self._tmp = tempfile.TemporaryDirectory(prefix="bench-stunnel-")
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = Path(self._tmp.name) / "stunnel.log"

@@ -13,7 +13,7 @@ from .compare import HeadToHead, Setting, comparison, cpu_per_gib, rss_mib, stor
 from .data import describe, ensure_pair
 from .proc import GIB, MIB, Measured
 from .report import Headline, Section, Table, summarize
-from .runner import OURS, TM, Context, alternate
+from .runner import OURS, TM, Client, Context, alternate
 from .stunnel import Terminated, find_stunnel
 from .targets import Target, targets_table
 
@@ -27,6 +27,7 @@ def wall_mb_per_s(run: Measured) -> float:
 
 OURS_NO_VERIFY = OURS.with_args("async_uploader (defaults, --no-verify)")
 OURS_FIXED = OURS.with_args("async_uploader (--concurrency 10 --fixed)", "--concurrency", "10", "--fixed")
+CLI = Client("async-uploader upload --no-verify (command line)", "cli", ("--no-verify",))
 SERVER_CPU = summary_column("server CPU s/GiB (store + stunnel)", store_cpu_per_gib, 2)
 WALL = summary_column("whole-process MB/s", wall_mb_per_s)
 
@@ -60,24 +61,32 @@ def run(ctx: Context) -> Section:
         section.notes.append(f"Skipped: {why}.")
         return section
     sources = ensure_pair(ctx.data_dir, size)
-    clients = ctx.usable([SETTING.label(OURS_NO_VERIFY), SETTING.label(TM), SETTING.label(OURS_FIXED)])
+    clients = ctx.usable([SETTING.label(c) for c in (OURS_NO_VERIFY, TM, CLI, OURS_FIXED)])
     ctx.log(f"terminator: 2 × {describe(size)} through {stunnel}, {runs} run(s)")
     with Terminated(stunnel) as store:
         grouped = alternate(ctx, store, clients, sources, runs)
     result = HeadToHead(SETTING, grouped, SETTING.label(TM).label, clients)
     section.tables.append(_table(f"Through stunnel, 2 × {describe(size)}, {runs} run(s) each", result))
     result.record(section, "stunnel")
-    wall = result.versus(OURS_NO_VERIFY, wall_mb_per_s)
+    targets = []
+    for client, who in ((OURS_NO_VERIFY, "async_uploader"), (CLI, "the command line")):
+        targets += [
+            Target(
+                f"through stunnel: whole-process wall, {who} ÷ TransferManager",
+                result.versus(client, wall_mb_per_s),
+                1.15,
+            ),
+            Target(
+                f"through stunnel: client CPU s/GiB, {who} ÷ TransferManager",
+                result.versus(client, cpu_per_gib),
+                0.8,
+                True,
+            ),
+        ]
     section.tables.append(
         targets_table(
             [
-                Target("through stunnel: whole-process wall, async_uploader ÷ TransferManager", wall, 1.15),
-                Target(
-                    "through stunnel: client CPU s/GiB, async_uploader ÷ TransferManager",
-                    result.versus(OURS_NO_VERIFY, cpu_per_gib),
-                    0.8,
-                    True,
-                ),
+                *targets,
                 Target(
                     "through stunnel: async_uploader peak RSS, highest run",
                     summarize(result.of(OURS_NO_VERIFY), rss_mib).high,
@@ -102,6 +111,9 @@ def run(ctx: Context) -> Section:
         "MB/s is bytes over the transfer (first request to last Complete); whole-process MB/s is bytes over the "
         "client process's wall time, interpreter start-up and imports included. Client CPU is the whole process's "
         "(user + system, from wait4), start-up included.",
+        "async-uploader upload --no-verify (command line): the command a pipeline runs, in the client's process "
+        "(`benchmarks/clients/cli.py`), its checkpoint kept as by default; async_uploader (defaults, --no-verify) is "
+        "the Python API (`Uploader`) at its defaults.",
         "async_uploader (--concurrency 10 --fixed): ten requests in flight from the start, as TransferManager "
         "holds, without the self-tuning's probing; no end-to-end verification either.",
         "stunnel runs with its defaults (TLS 1.3, AES-GCM on this CPU's AES-NI); its certificate is for 127.0.0.1 "
