@@ -95,7 +95,7 @@ class Store:
         ca_file = _line(proc, deadline).removeprefix(CA_PREFIX) if self.tls else ""
         expected = "https://" if self.tls else "http://"
         if not url.startswith(expected) or (self.tls and not os.path.isfile(ca_file)):
-            _stop(proc)
+            stop(proc)
             self._stderr.seek(0)
             tail = self._stderr.read().decode(errors="replace").strip().splitlines()[-2:]
             raise StoreError(" | ".join(tail) or f"no {expected} URL and CA file (got {url!r}, {ca_file!r})")
@@ -115,13 +115,7 @@ class Store:
 
     def cpu(self) -> float:
         """User + system CPU seconds the store has used so far (0 if it is gone)."""
-        try:
-            with open(f"/proc/{self.pid}/stat", encoding="ascii") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            return 0.0
-        # Fields 14 and 15 of /proc/PID/stat (utime, stime), counted after the ")" that ends the command name.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.pid)
 
     def __exit__(
         self,
@@ -130,7 +124,7 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         if self._proc is not None:
-            _stop(self._proc)
+            stop(self._proc)
             self._proc = None
         self._stderr.close()
         if self._data_dir is not None:
@@ -157,7 +151,19 @@ def _drain(stream: IO[bytes]) -> None:
         pass
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    # Fields 14 and 15 of /proc/PID/stat (utime, stime), counted after the ")" that ends the command name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not ended 10 s later."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -24,7 +24,7 @@ from types import TracebackType
 
 import trustme
 
-from .store import Store, StoreError
+from .store import Store, StoreError, process_cpu, stop
 
 STUNNEL_NAMES = ("stunnel4", "stunnel")
 
@@ -74,15 +74,6 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) -
     return False
 
 
-def _cpu(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 SINK = """
 import socket, sys, threading
 def drain(conn):
@@ -109,22 +100,16 @@ class Sink:
         assert self._proc.stdout is not None
         self.url = self._proc.stdout.readline().decode().strip()
         if not self.url.startswith("http://"):
-            self.__exit__(None, None, None)
+            self.__exit__()
             raise StoreError("the sink did not start")
         return self
 
     def cpu(self) -> float:
-        return _cpu(self._proc.pid) if self._proc is not None else 0.0
+        return process_cpu(self._proc.pid) if self._proc is not None else 0.0
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
+            stop(self._proc)
             self._proc = None
 
 
@@ -198,10 +183,10 @@ class Terminated:
 
     def cpu(self) -> float:
         """CPU seconds of the store and of stunnel so far."""
-        return self._store.cpu() + (_cpu(self._proc.pid) if self._proc is not None else 0.0)
+        return self._store.cpu() + (process_cpu(self._proc.pid) if self._proc is not None else 0.0)
 
-    def stunnel_cpu(self) -> float:
-        return _cpu(self._proc.pid) if self._proc is not None else 0.0
+    def stunnelprocess_cpu(self) -> float:
+        return process_cpu(self._proc.pid) if self._proc is not None else 0.0
 
     def __exit__(
         self,
@@ -210,13 +195,7 @@ class Terminated:
         tb: TracebackType | None,
     ) -> None:
         if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
+            stop(self._proc)
             self._proc = None
         self._store.__exit__(exc_type, exc, tb)
         self._tmp.cleanup()
