@@ -7,8 +7,9 @@ Three clients in turn, each its own process, each paired source sent over its ow
 C, OpenSSL) on 127.0.0.1:
 - the floor (``clients/tls_floor.py``): each file read a MiB at a time and written on a blocking ``ssl.SSLSocket``,
   nothing else: no HTTP, no signing, no library, stunnel forwarding to a sink that throws the bytes away;
-- async_uploader at its defaults without verification, and TransferManager at its defaults, both through stunnel in
-  front of the local store (plain HTTP, ``--discard``).
+- async_uploader at its defaults without verification (the Python API, and ``async-uploader upload --no-verify``
+  run as a pipeline runs it), and TransferManager at its defaults, all through stunnel in front of the local store
+  (plain HTTP, ``--discard``).
 CPU is the whole process's (user + system from wait4, start-up included); the ratios are to TransferManager's
 median, taken in one run. The floor says what part of a client's CPU no Python uploader on OpenSSL can save.
 """
@@ -26,6 +27,7 @@ from harness.data import ensure_pair
 from harness.proc import GIB, Measured, client_argv, close_launcher, run_measured
 from harness.runner import OURS, TM, Context, measure
 from harness.stunnel import Terminated, find_stunnel
+from harness.terminator import CLI
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(quick=False, runs=args.runs, gib=args.gib, data_dir=args.data_dir, out_dir=HERE, timeout=600)
     sources = ensure_pair(args.data_dir, int(args.gib * GIB))
     ours = OURS.with_args("async_uploader (defaults, --no-verify)")
-    runs: dict[str, list[Measured]] = {"floor": [], ours.label: [], TM.label: []}
+    runs: dict[str, list[Measured]] = {"floor": [], ours.label: [], CLI.label: [], TM.label: []}
     try:
         with Terminated(stunnel, sink=True) as sink, Terminated(stunnel) as store:
             floor_args = ["--endpoint", sink.url, "--store-id", "-", "--source1", str(sources[0])]
@@ -57,22 +59,22 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 ctx.log(f"  floor{'':<37} cpu {floor.cpu:6.2f} s" + ("" if floor.ok else f"  FAILED: {floor.error}"))
                 runs["floor"].append(floor)
-                for client in (ours, TM):
+                for client in (ours, CLI, TM):
                     runs[client.label].append(measure(ctx, store, client, sources))
     finally:
         close_launcher()
     gib = 2 * args.gib
     reference = statistics.median(run.cpu for run in runs[TM.label])
     print(f"\n2 × {args.gib:g} GiB through {stunnel}, {args.runs} alternated run(s); medians")
-    print(f"{'client':<44}{'CPU s':>8}{'CPU s/GiB':>11}{'÷ TM':>7}{'wall s':>8}")
+    print(f"{'client':<50}{'CPU s':>8}{'CPU s/GiB':>11}{'÷ TM':>7}{'wall s':>8}")
     for label, measured in runs.items():
         done = [run for run in measured if run.ok]
         if not done:
-            print(f"{label:<44}  failed: {measured[0].error[:80]}")
+            print(f"{label:<50}  failed: {measured[0].error[:80]}")
             continue
         cpu = statistics.median(run.cpu for run in done)
         wall = statistics.median(run.wall for run in done)
-        print(f"{label:<44}{cpu:8.2f}{cpu / gib:11.2f}{cpu / reference:7.2f}{wall:8.2f}")
+        print(f"{label:<50}{cpu:8.2f}{cpu / gib:11.2f}{cpu / reference:7.2f}{wall:8.2f}")
     return 0
 
 
