@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import cast
 
 import anyio
 import pytest
@@ -12,7 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from async_uploader.core.concurrency import ConcurrencyTuner, Phase
-from async_uploader.engine.calls import first_level
+from async_uploader.core.config import RateLimits, RetryConfig
+from async_uploader.edge.client import OmicsClient
+from async_uploader.engine.calls import Calls, first_level
+from async_uploader.engine.limiter import LocalLimiter
 from async_uploader.engine.slots import Slots
 
 MB = 1_000_000
@@ -215,3 +219,51 @@ def test_the_self_tuning_starts_at_two_requests_per_core_from_four_to_eight(monk
     for cores, level in ((1, 4), (2, 4), (3, 6), (4, 8), (64, 8)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
         assert first_level() == level
+
+
+def test_a_distant_store_starts_at_the_distant_level_and_a_near_one_at_the_start() -> None:
+    far = ConcurrencyTuner(maximum=64, start=4)
+    far.round_trip(0.030)  # the probe, on a new connection
+    far.round_trip(0.021)  # a listing on the same connection: the quickest counts
+    assert far.observe(0.0, 0, True) == 16
+    limits = run(far, capped_connections(25 * MB), 2)
+    assert limits[-1] == 64  # the climb goes on from there
+    near = ConcurrencyTuner(maximum=64, start=4)
+    near.round_trip(0.030)  # a handshake's first answer ...
+    near.round_trip(0.002)  # ... and then a nearby store's
+    assert near.observe(0.0, 0, True) == 4
+    late = ConcurrencyTuner(maximum=64, start=4)
+    late.observe(0.0, 0, True)
+    late.round_trip(0.050)  # told once the parts are going: too late to change the start
+    assert late.limit == 4 and late.changes == 0
+    capped = ConcurrencyTuner(maximum=8, start=4)
+    capped.round_trip(0.030)
+    assert capped.observe(0.0, 0, True) == 8  # never above the maximum
+
+
+def test_a_distant_busy_machine_still_goes_down() -> None:
+    tuner = ConcurrencyTuner(maximum=64, start=4)
+    tuner.round_trip(0.030)
+    limits = run(tuner, busy_machine(best=4, peak=1000 * MB), 4)
+    assert limits[0] == 16 and limits[-1] <= 8, limits
+
+
+async def test_the_calls_tell_the_tuner_how_far_the_store_is() -> None:
+    """A listing answered after 30 ms, before any part: the first part finds sixteen slots, not the near start."""
+    calls = Calls(
+        cast(OmicsClient, None),
+        LocalLimiter(RateLimits.unlimited()),
+        RetryConfig(),
+        max_concurrency=64,
+        operation_timeout=5,
+        adaptive_concurrency=True,
+    )
+
+    async def answered_late() -> str:
+        await anyio.sleep(0.03)  # never returns early: the round trip is at least this
+        return "ok"
+
+    assert await calls.call("ListReadSets", answered_late) == "ok"
+    assert calls.slots.limit == first_level()
+    await calls.slots.acquire()  # the first part: the first window starts, at the distant level
+    assert calls.slots.limit == 16

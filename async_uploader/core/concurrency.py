@@ -20,7 +20,12 @@ finds the knee the way TCP's slow start does, with bytes per second as the signa
   are ready than slots (the last parts, a slow pipe), throughput says nothing about the limit, and the limit
   stays where it is;
 - holding, it probes again every ``probe_every`` seconds (one step of a quarter more), so a link that frees up
-  or a store that gets busy is followed; it never goes above ``maximum`` or below ``minimum``.
+  or a store that gets busy is followed; it never goes above ``maximum`` or below ``minimum``;
+- a distant store starts higher: when the quickest small request answered before the first part
+  (``round_trip``) took ``distant_round_trip`` or more, the first level is ``distant_start``. Far away, each
+  connection moves at most its window per round trip, so it takes more of them to fill a link, and the cores are
+  seldom what limits; the climb from a nearby store's start would cost a second of a short upload. The rest of
+  the tuning is unchanged (a first doubling that brings nothing still goes down).
 
 ``ConcurrencyTuner.observe(now, sent, limited)`` takes the clock, the bytes sent so far and whether the limit held
 requests back; it returns the limit to hold from now on. ``engine.slots`` feeds it.
@@ -75,6 +80,8 @@ class ConcurrencyTuner:
     keep: float = 0.97
     probe_gain: float = 1.08
     probe_every: float = 2.0
+    distant_start: int = 16
+    distant_round_trip: float = 0.010
     limit: int = field(init=False)
     phase: Phase = field(init=False, default=Phase.STARTING)
     changes: int = field(init=False, default=0)
@@ -89,6 +96,8 @@ class ConcurrencyTuner:
     """The level it started at."""
     _held_since: float = field(init=False, default=0.0)
     _settling: int = field(init=False, default=0)
+    _round_trip: float | None = field(init=False, default=None)
+    """The quickest small request's answer seen before the first window."""
     """Windows still to pass uncounted since the start or the last change."""
 
     def __post_init__(self) -> None:
@@ -105,6 +114,9 @@ class ConcurrencyTuner:
         window = self._current
         if window is None:
             self._current = _Window(now, sent)
+            if self._round_trip is not None and self._round_trip >= self.distant_round_trip:
+                self._set(max(self.limit, self.distant_start))
+                self._held = self._first = self.limit
             return self.limit
         if now - window.began < self.window:
             return self.limit
@@ -124,6 +136,12 @@ class ConcurrencyTuner:
             self._span = None
             self._judge(now, (sent - span.sent) / (now - span.began))
         return self.limit
+
+    def round_trip(self, seconds: float) -> None:
+        """How long a small request (no part body) took to be answered; before the first part, the quickest of
+        them decides whether the store is distant (see the module's notes)."""
+        if self._current is None and seconds >= 0:
+            self._round_trip = seconds if self._round_trip is None else min(self._round_trip, seconds)
 
     def _judge(self, now: float, rate: float) -> None:
         baseline = self._baseline

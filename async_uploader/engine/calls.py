@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -24,7 +25,7 @@ from ..core.config import RetryConfig, Source
 from ..core.errors import CertificateError, ProxyRefusedError, TransportError, UploaderError
 from ..core.plan import Part
 from ..core.protocol import OPERATIONS
-from ..core.ratelimit import Limiter
+from ..core.ratelimit import Limiter, RequestKind
 from ..core.retry import RetryState, Verdict, classify
 from ..edge.client import ATTEMPT, OmicsClient
 from .slots import Slots
@@ -180,6 +181,7 @@ class Calls:
                 if held is not None:
                     held.unhold(since)
             ATTEMPT.set(tries.state.attempts + 1)
+            began = time.monotonic()
             try:
                 result = await send()
             except UploaderError as exc:
@@ -202,5 +204,12 @@ class Calls:
                     if held is not None:
                         held.unhold(since)
             else:
-                self.limiter.on_success(kind)
+                self._answered(kind, time.monotonic() - began, moved_data=held is not None)
                 return result
+
+    def _answered(self, kind: RequestKind, seconds: float, *, moved_data: bool) -> None:
+        """A request succeeded after ``seconds``: the limiter hears of it, and the self-tuning of how long a small
+        one took (how far the store is, before any part)."""
+        self.limiter.on_success(kind)
+        if not moved_data and self.slots.tuner is not None:
+            self.slots.tuner.round_trip(seconds)
