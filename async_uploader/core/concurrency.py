@@ -96,9 +96,9 @@ class ConcurrencyTuner:
     """The level it started at."""
     _held_since: float = field(init=False, default=0.0)
     _settling: int = field(init=False, default=0)
+    """Windows still to pass uncounted since the start or the last change."""
     _round_trip: float | None = field(init=False, default=None)
     """The quickest small request's answer seen before the first window."""
-    """Windows still to pass uncounted since the start or the last change."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.minimum <= self.maximum:
