@@ -188,7 +188,8 @@ async def test_faults_are_survived_byte_for_byte(tmp_path: Path) -> None:
             await assert_round_trip(up, result, paths)
         injected = [r for r in store.requests if r.get("fault")]
     assert injected, "the store injected no fault; the test proves nothing"
-    # aiohttp resends a PUT once by itself when a kept-alive connection drops, so a reset may cost no retry.
+    # The connection pool resends a PUT once by itself when a kept-alive connection drops, so a reset may cost no
+    # retry.
     answered = [r for r in injected if r["operation"] == "UploadReadSetPart" and r["fault"] != "reset"]
     assert result.retries >= len(answered)
     assert result.throttles > 0
@@ -309,7 +310,7 @@ async def test_twenty_thousand_tiny_parts_stay_bounded(tmp_path: Path) -> None:
             result = await handle
         rss_growth = process.memory_info().rss - rss_before
     assert result.parts == {Source.SOURCE1: 10_000, Source.SOURCE2: 10_000}
-    # Per part in flight: its own task and aiohttp's body-writer task; plus a few helpers. Never one per part.
+    # Per part in flight: its own task and at most one more for its body; plus a few helpers. Never one per part.
     assert max(live_tasks) <= 2 * concurrency + 8, max(live_tasks)
     assert rss_growth < 100 * 1024 * 1024, rss_growth
 
