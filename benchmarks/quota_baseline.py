@@ -7,7 +7,8 @@ One store for every run: the local store of this checkout with the distant scena
 (``harness/quota.py``: 25 MB/s per connection, 20 ms per request, the service's default quotas) behind stunnel.
 ``benchmarks/clients/ours.py --service-quotas`` runs once with this checkout's package and once with the baseline's
 (its ``PYTHONPATH``), then TransferManager at its defaults, in turn, the store's buckets refilled before each run.
-Figures are each client's seconds (first request to ACTIVE for ours, to Complete for TransferManager), medians.
+Figures are each client's seconds (first request to ACTIVE for ours, to Complete for TransferManager), medians,
+and the highest peak RSS of its runs.
 Pairs larger than 1 GiB per source are sparse files, as in the scenario.
 """
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     warm(sources)
     trees = {"this checkout": CHECKOUT.resolve(), "baseline": args.baseline.resolve()}
     seconds: dict[str, list[float]] = {**{name: [] for name in trees}, TM.label: []}
+    rss: dict[str, list[float]] = {name: [] for name in seconds}
     try:
         with Terminated(stunnel, QUOTA.flags) as store:
             common = ["--endpoint", store.url, "--store-id", STORE_ID, "--source1", str(sources[0])]
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"error: {name} failed: {run.error[:200]}", file=sys.stderr)
                         return 1
                     values.append(run.seconds)
+                    rss[name].append(run.rss_mib)
                     print(f"run {index + 1}/{args.runs}: {name:<16} {run.seconds:7.2f} s", flush=True)
     finally:
         close_launcher()
@@ -78,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in seconds.items():
         median = statistics.median(values)
         runs = ", ".join(f"{value:.2f}" for value in values)
-        print(f"{name:<28} {median:7.2f} s  ({runs})  TransferManager ÷ this {reference / median:.2f}×")
+        ratio, most = reference / median, max(rss[name])
+        print(f"{name:<28} {median:7.2f} s  ({runs})  TransferManager ÷ this {ratio:.2f}×  peak RSS {most:.0f} MiB")
     return 0
 
 

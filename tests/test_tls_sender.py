@@ -21,12 +21,15 @@ import pytest
 import trustme
 import xxhash
 from aiohttp import web
+from yarl import URL
 
 from async_uploader.core import errors
 from async_uploader.core.config import Source
 from async_uploader.core.plan import Part
 from async_uploader.edge import http11
-from async_uploader.edge.messages import ThreadBody
+from async_uploader.edge import pool as pool_module
+from async_uploader.edge.messages import BytesBody, Response, ThreadBody
+from async_uploader.edge.pool import DirectPool
 from async_uploader.edge.sources import BufferPool, FileSource, PartItem, StreamSource
 from async_uploader.edge.sources.body import PartBody
 from async_uploader.edge.transport import HttpTransport
@@ -246,3 +249,36 @@ async def test_cancelling_ends_a_send_blocked_in_its_thread_at_once(tmp_path: Pa
     finally:
         reader.close()
     assert 0 <= sum(sent) < len(data)  # what was written before, reported once
+
+
+async def test_at_most_sixteen_requests_at_once_hold_full_size_tls_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sixty-four requests in flight to a distant store held 64 MiB of slices: past sixteen, a TLS request takes
+    the small buffer plain HTTP uses."""
+    pool = DirectPool(ssl.create_default_context, connect_timeout=1, read_timeout=1, keepalive_timeout=1)
+    made: list[int] = []
+
+    def counted(size: int) -> Any:
+        made.append(size)
+        return bytearray(size)
+
+    release = asyncio.Event()
+
+    async def held(*args: object) -> Response:
+        await release.wait()
+        return Response(200, {}, b"")
+
+    monkeypatch.setattr(pool_module, "aligned_buffer", counted)
+    monkeypatch.setattr(pool, "_send", held)
+    tls, plain = URL("https://store.invalid/part"), URL("http://store.invalid/part")
+    sends = [pool.send("PUT", tls, {}, BytesBody(b"x"), None) for _ in range(20)]
+    sends.append(pool.send("PUT", plain, {}, BytesBody(b"x"), None))
+    tasks = [asyncio.ensure_future(send) for send in sends]
+    while len(made) < len(tasks):
+        await asyncio.sleep(0)
+    assert sorted(made) == [pool_module.SCRATCH_SIZE] * 5 + [pool_module.TLS_SCRATCH_SIZE] * 16
+    release.set()
+    await asyncio.gather(*tasks)
+    assert pool._full_slices == 0
+    made.clear()
+    await pool.send("PUT", tls, {}, BytesBody(b"x"), None)  # a spare full-size slice is used again
+    assert made == []
