@@ -131,6 +131,22 @@ def assert_every_row_verified(stdout: str, report: Path) -> list[str]:
     return [str(r["readSetId"]) for r in rows]
 
 
+async def rerun_only_waits_and_verifies(
+    store: LocalStore, argv: list[str], tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """Every row was created and left waiting: once the store lets the read sets go, the same batch again verifies
+    every row without a new Create or any part sent again."""
+    creates, parts = count(store, "CreateMultipartReadSetUpload"), count(store, "UploadReadSetPart")
+    assert creates == ROWS
+
+    store.release_processing()
+    rerun = await run_cli_process(argv, env=cli_env, limit=180)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_every_row_verified(rerun.stdout, tmp_path / "report.csv")
+    assert count(store, "CreateMultipartReadSetUpload") == creates  # no new Create
+    assert count(store, "UploadReadSetPart") == parts  # no part sent again
+
+
 async def test_rows_free_their_slots_at_complete_and_are_waited_for_together(
     tmp_path: Path, cli_env: dict[str, str], held_store: LocalStore
 ) -> None:
@@ -173,15 +189,7 @@ async def test_ctrl_c_while_rows_wait_exits_75_and_the_rerun_only_waits_and_veri
             await process.wait()
     assert process.returncode == 75, err.decode()
     assert sorted(r["status"] for r in rows_of(out.decode())) == ["interrupted"] * ROWS
-    creates, parts = count(store, "CreateMultipartReadSetUpload"), count(store, "UploadReadSetPart")
-    assert creates == ROWS
-
-    store.release_processing()
-    rerun = await run_cli_process(argv, env=cli_env, limit=180)
-    assert rerun.returncode == 0, rerun.stderr
-    assert_every_row_verified(rerun.stdout, tmp_path / "report.csv")
-    assert count(store, "CreateMultipartReadSetUpload") == creates  # no new Create
-    assert count(store, "UploadReadSetPart") == parts  # no part sent again
+    await rerun_only_waits_and_verifies(store, argv, tmp_path, cli_env)
 
 
 async def test_no_wait_ends_at_the_last_complete_with_every_receipt_and_verify_checks_later(
@@ -213,11 +221,4 @@ async def test_a_wait_timeout_exits_75_and_the_rerun_waits_without_a_create(
     assert first.returncode == 75, first.stderr
     assert sorted(r["status"] for r in rows_of(first.stdout)) == ["interrupted"] * ROWS
     assert "--wait-timeout" in first.stdout
-    creates, parts = count(store, "CreateMultipartReadSetUpload"), count(store, "UploadReadSetPart")
-    assert creates == ROWS
-
-    store.release_processing()
-    rerun = await run_cli_process(argv, env=cli_env, limit=180)
-    assert rerun.returncode == 0, rerun.stderr
-    assert_every_row_verified(rerun.stdout, tmp_path / "report.csv")
-    assert (count(store, "CreateMultipartReadSetUpload"), count(store, "UploadReadSetPart")) == (creates, parts)
+    await rerun_only_waits_and_verifies(store, argv, tmp_path, cli_env)

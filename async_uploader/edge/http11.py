@@ -31,8 +31,9 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 import h11
@@ -56,6 +57,7 @@ __all__ = [
 ]
 
 RECEIVE = 65536
+_T = TypeVar("_T")
 SMALL_BODY = 64 * 1024
 """A ``bytes`` body up to this size is written with its head in one write, on the loop."""
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -240,16 +242,7 @@ class Connection:
         try:
             while True:
                 future = loop.run_in_executor(_senders(whole=True), sender.run)
-                try:
-                    readable = await asyncio.shield(future)
-                except asyncio.CancelledError:
-                    sender.stopped = True
-                    if not future.done():
-                        with contextlib.suppress(OSError):
-                            self.sock.shutdown(socket.SHUT_RDWR)
-                        with anyio.CancelScope(shield=True):
-                            await asyncio.wait([future])
-                    raise
+                readable = await self._sent_by(future, sender.stop)
                 if not readable:
                     break
                 sender.flush()
@@ -269,19 +262,26 @@ class Connection:
         view = memoryview(data)
         loop = asyncio.get_running_loop()
         while view:
-            future = loop.run_in_executor(_senders(), self._send_some, view)
-            try:
-                sent, readable = await asyncio.shield(future)
-            except asyncio.CancelledError:
-                if not future.done():
-                    with contextlib.suppress(OSError):
-                        self.sock.shutdown(socket.SHUT_RDWR)
-                    with anyio.CancelScope(shield=True):
-                        await asyncio.wait([future])
-                raise
+            sent, readable = await self._sent_by(loop.run_in_executor(_senders(), self._send_some, view))
             view = view[sent:]
             if readable and self._take_early():
                 raise Answered
+
+    async def _sent_by(self, future: asyncio.Future[_T], stop: Callable[[], None] | None = None) -> _T:
+        """What the sender thread behind ``future`` returns. Cancelled, it is told to ``stop``, the socket is shut
+        down (the thread's wait on it ends at once) and the thread is waited for, so that it has let go of the
+        buffer before the cancellation propagates."""
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if stop is not None:
+                stop()
+            if not future.done():
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait([future])
+            raise
 
     def _send_some(self, view: memoryview) -> tuple[int, bool]:
         """In a sender thread: write ``view`` until done or until the socket is readable; (bytes sent, readable)."""
@@ -412,6 +412,10 @@ class _BodySender:
             if readable:
                 return True
         return False
+
+    def stop(self) -> None:
+        """From the loop: the thread writes nothing more once its current piece is out."""
+        self.stopped = True
 
     def _tell(self) -> None:
         if not self.told and self.written - self.reported >= PROGRESS_STEP:
