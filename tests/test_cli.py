@@ -19,7 +19,7 @@ from async_uploader.cli.demo import write_fastq_gz
 from async_uploader.core.config import ServiceConfig, Source
 from async_uploader.edge.client import OmicsClient
 from async_uploader.emulator import LocalStore
-from tests.conftest import REPO_ROOT, CliRun, closed_port
+from tests.conftest import REPO_ROOT, CliRun, closed_port, silent_port
 
 STORE = "1234567890"
 RunCli = Callable[..., Awaitable[CliRun]]
@@ -31,6 +31,10 @@ def fastq(path: Path, size: int = 600_000, mate: int = 1) -> Path:
 
 
 def upload_args(store: LocalStore, *sources: str, file_type: str = "FASTQ") -> list[str]:
+    return upload_args_to(store.url, *sources, file_type=file_type)
+
+
+def upload_args_to(url: str, *sources: str, file_type: str = "FASTQ") -> list[str]:
     return [
         "upload",
         *sources,
@@ -45,7 +49,7 @@ def upload_args(store: LocalStore, *sources: str, file_type: str = "FASTQ") -> l
         "--name",
         "reads-1",
         "--endpoint-url",
-        store.url,
+        url,
     ]
 
 
@@ -184,6 +188,23 @@ async def test_bad_input_fails_fast_with_one_line_and_creates_nothing(
     refused = [r["operation"] for r in store.requests if r["status"] == 403]
     # the store's ETag family is a guess without an answer; the look for the read set fails it, once, not retried
     assert refused == ["GetSequenceStore", "ListReadSets"]
+
+
+async def test_an_endpoint_that_never_answers_a_connect_exits_75_at_the_connect_timeout(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    # Behind a firewall that drops packets, nothing answers, not even a refusal: the command must stop at
+    # --connect-timeout with one line and 75 (try again later), not wait for the kernel's own give-up (minutes).
+    good = fastq(tmp_path / "good.fastq.gz")
+    with silent_port() as port:
+        argv = [*upload_args_to(f"http://127.0.0.1:{port}", str(good)), "--connect-timeout", "1"]
+        run = await run_cli(*argv, limit=60)
+    assert run.returncode == 75, run.stderr
+    assert run.stderr_lines == [
+        f"async-uploader: error: cannot reach http://127.0.0.1:{port}: GET 127.0.0.1:{port}: no connection within "
+        "1 s; check --endpoint-url and that the store is running"
+    ]
+    assert run.stdout == ""
 
 
 async def _interrupt(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:

@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from aiohttp import web
 
@@ -30,6 +31,7 @@ from async_uploader.edge.transport import (
     collect_body,
 )
 from async_uploader.edge.workers import WorkerTransport
+from tests.conftest import silent_port
 
 MIB = 1024 * 1024
 
@@ -280,6 +282,18 @@ async def test_connection_refused_is_transport_error(path: Make) -> None:
                 await transport.send("PUT", f"http://127.0.0.1:{port}/x", {}, body)
             assert caught.value.retryable
             assert caught.value.__cause__ is not None
+
+
+async def test_connect_that_never_completes_ends_at_the_connect_timeout(path: Make) -> None:
+    # A firewall that drops packets answers nothing: the connect must end at connect_timeout, as a transient
+    # TransportError, for a control request and a part body, over HTTP and HTTPS (TLS never starts).
+    with silent_port() as port:
+        async with path(connect_timeout=0.5) as transport:
+            for scheme, body in (("http", b""), ("http", SliceBody(b"x" * 100)), ("https", SliceBody(b"x" * 100))):
+                with anyio.fail_after(60):  # a connect left unbounded fails here instead of hanging the suite
+                    with pytest.raises(errors.TransportError, match=r"no connection within 0\.5 s") as caught:
+                        await transport.send("PUT", f"{scheme}://127.0.0.1:{port}/x", {}, body)
+                assert caught.value.retryable
 
 
 async def test_server_disconnect_is_transport_error(path: Make) -> None:
