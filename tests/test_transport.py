@@ -272,6 +272,32 @@ async def test_early_answer_while_body_is_sent(path: Make) -> None:
             assert response.status == 403
 
 
+async def test_both_paths_send_the_same_headers_as_botocore_would(path: Make) -> None:
+    # What the service sees must not depend on the path: only the headers asked for, Host, User-Agent and
+    # Content-Length. No Content-Type on a part body (botocore sets none on a streaming payload), and no Accept
+    # or Accept-Encoding (an answer's bytes are read as they come, never decompressed on one path only).
+    seen: list[dict[str, str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append({name.lower(): value for name, value in request.headers.items()})
+        await request.read()
+        return web.json_response({})
+
+    asked = {"X-Amz-Date": "20261206T000000Z", "Authorization": "x"}
+    json_type = {"Content-Type": "application/json"}
+    async with serve(handler) as base, path() as transport:
+        await transport.send("GET", base + "/x", asked, b"")
+        await transport.send("POST", base + "/x", {**asked, **json_type}, b"{}")
+        await transport.send("PUT", base + "/x", asked, SliceBody(b"x" * 100))
+    common = {"host", "user-agent", "x-amz-date", "authorization"}
+    assert [set(headers) for headers in seen] == [
+        common,
+        common | {"content-type", "content-length"},
+        common | {"content-length"},
+    ]
+    assert seen[1]["content-type"] == "application/json" and seen[2]["content-length"] == "100"
+
+
 async def test_connection_refused_is_transport_error(path: Make) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -66,7 +66,7 @@ class _SourcePayload(aiohttp.payload.Payload):
     """
 
     def __init__(self, body: BodySource, stall: float) -> None:
-        super().__init__(body, content_type="application/octet-stream")
+        super().__init__(body)
         self._body = body
         self._size = body.length
         self._stall = stall
@@ -208,6 +208,9 @@ class Session:
                     total=None, sock_connect=self.timeouts.connect, sock_read=self.timeouts.read
                 ),
                 headers={"User-Agent": "async-uploader"},
+                # the headers the sockets of edge.pool send, no more: no Accept or Accept-Encoding, and no
+                # Content-Type aiohttp would guess for a part body (botocore sets none on a streaming payload)
+                skip_auto_headers=("Accept", "Accept-Encoding", "Content-Type"),
             )
         return self._session
 
