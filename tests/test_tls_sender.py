@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import trustme
 import xxhash
@@ -39,12 +40,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @contextlib.asynccontextmanager
-async def serve_tls(handler: Handler, tmp_path: Path, **server_options: Any) -> AsyncIterator[tuple[str, str]]:
-    """(https://localhost:PORT, the PEM of a fresh CA that signed its certificate)."""
+async def serve_tls(
+    handler: Handler, tmp_path: Path, *, tickets: int = 2, **server_options: Any
+) -> AsyncIterator[tuple[str, str]]:
+    """(https://localhost:PORT, the PEM of a fresh CA that signed its certificate); ``tickets``: the TLS 1.3
+    session tickets the server sends after each handshake (records that make the client's socket readable)."""
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.num_tickets = tickets
     ca.issue_cert("localhost").configure_cert(context)
     app = web.Application(client_max_size=128 * MIB)
     app.router.add_route("*", "/{tail:.*}", handler)
@@ -108,8 +113,39 @@ async def test_a_file_part_arrives_whole_read_by_a_sender_thread_with_its_digest
     assert received == [expected, expected]
     assert body.digest == xxhash.xxh3_64(expected).hexdigest()
     assert sum(sent) == len(expected)
-    assert len([n for n in sent if n > 0]) >= 2 * 2  # progress as it goes (every MiB at most), not once at the end
     assert names and all(name.startswith("async-uploader-send-part") for name in names)
+
+
+async def test_the_progress_of_a_part_is_collected_while_its_thread_is_still_writing(tmp_path: Path) -> None:
+    """The server reads nothing of the body until the client has reported some of it: far more than the socket
+    buffers hold, the part cannot be all written before then, so only the loop's periodic collection of what the
+    thread has written (``http11._Progress``) lets it arrive; the rest is reported when the body is out. The
+    server sends no session ticket, whose arrival would hand the loop the progress too (the socket turns
+    readable, the thread comes back)."""
+    path = tmp_path / "r1.fq.gz"
+    data = os.urandom(48 * MIB)
+    path.write_bytes(data)
+    sent: list[int] = []
+    received: list[bytes] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        with anyio.fail_after(30):  # no progress before the end would leave the body stuck: fail, not hang
+            while not any(n > 0 for n in sent):
+                await asyncio.sleep(0.01)
+        received.append(await request.read())
+        return web.json_response({})
+
+    reader = FileSource(Source.SOURCE1, path, MIB)
+    try:
+        body = reader.body(PartItem(Part(Source.SOURCE1, 1, 0, len(data))), sent.append)
+        async with serve_tls(handler, tmp_path, tickets=0) as (base, ca_file), transport(ca_file) as client:
+            assert (await client.send("PUT", base + "/p", {}, body)).status == 200
+    finally:
+        reader.close()
+    assert received == [data]
+    progress = [n for n in sent if n > 0]
+    assert sum(progress) == len(data)
+    assert len(progress) >= 2 and progress[0] < len(data)  # reported while it went, then the rest at the end
 
 
 async def test_beyond_the_whole_part_senders_a_part_goes_slice_by_slice(

@@ -3,13 +3,13 @@
 TLS is an ``ssl.SSLSocket`` in non-blocking mode, so OpenSSL encrypts a whole slice in one call and writes the
 records straight to the socket. A TLS part body is read, hashed and written by one sender thread from its first
 byte to its last (``send_in_thread``: one hand-off per part); OpenSSL runs with the GIL released, so connections
-encrypt on more than one core, and the loop only hears the progress. Other bodies over TLS, and parts beyond
-``PART_SENDERS`` at once, are written slice by slice from shared sender threads (``write_in_thread``); the head,
-plain HTTP and every read stay on the loop. Why a socket of our own (README "Performance"):
-asyncio's TLS transport encrypts into a memory BIO, copies the records out into a new bytes object and copies
-them again into the transport's buffer; those copies, not the cipher, were most of what TLS added to the
-client's CPU per GiB. Here the copies left are the page cache
-into one page-aligned buffer per request (``edge.sources``) and the kernel's own into the socket.
+encrypt on more than one core, and the loop only collects the progress, every ``PROGRESS_EVERY`` seconds. Other
+bodies over TLS, and parts beyond ``PART_SENDERS`` at once, are written slice by slice from shared sender threads
+(``write_in_thread``); the head, plain HTTP and every read stay on the loop. Why a socket of our own (README
+"Performance"): asyncio's TLS transport encrypts into a memory BIO, copies the records out into a new bytes object
+and copies them again into the transport's buffer; those copies, not the cipher, were most of what TLS added to
+the client's CPU per GiB. Here the copies left are the page cache into one page-aligned buffer per request
+(``edge.sources``) and the kernel's own into the socket.
 
 ``read_timeout`` is the progress deadline of every wait on the socket. A server that answers before the whole
 body is sent (a refusal) has that answer read and returned. An answer's body is read up to its cap
@@ -230,15 +230,17 @@ class Connection:
         """The whole body read, hashed and written by one sender thread: one hand-off per part, not per slice.
 
         The thread reads each slice into ``scratch`` (or takes a view of memory the body holds), hashes it and has
-        OpenSSL encrypt and write it, with the GIL released; the loop only hears the progress, once per
-        ``PROGRESS_STEP`` at most and never more often than it runs. The thread comes back early when the socket
-        turns readable (the server's answer before the end of the body, or a TLS record that is not data: then it
-        is sent on).
+        OpenSSL encrypt and write it, with the GIL released; the thread never wakes the loop, which collects what
+        it has written every ``PROGRESS_EVERY`` seconds (``_Progress``). The thread comes back early when the
+        socket turns readable (the server's answer before the end of the body, or a TLS record that is not data:
+        then it is sent on).
         Cancelling shuts the socket down and waits for the thread to let go of the buffer before propagating.
         """
         loop = asyncio.get_running_loop()
         body.start(call)
-        sender = _BodySender(self, body, scratch, loop, call)
+        sender = _BodySender(self, body, scratch, call)
+        progress = _Progress.of(loop)
+        progress.add(sender)
         try:
             while True:
                 future = loop.run_in_executor(_senders(whole=True), sender.run)
@@ -249,6 +251,7 @@ class Connection:
                 if self._take_early():
                     raise Answered
         finally:
+            progress.discard(sender)
             sender.close()
         body.finish()
 
@@ -360,29 +363,22 @@ class Connection:
 
 
 class _BodySender:
-    """One attempt at a body written by sender threads: where it is, and the progress the loop has heard of.
+    """One attempt at a body written by sender threads: where it is, and the progress the loop has collected.
 
     ``run`` goes on in a sender thread from where the last one stopped; ``written`` is only changed there,
     ``reported`` only on the loop (``flush``), so the two need no lock.
     """
 
     def __init__(
-        self,
-        connection: Connection,
-        body: ThreadBody,
-        scratch: memoryview,
-        loop: asyncio.AbstractEventLoop,
-        call: ProgressCall | None,
+        self, connection: Connection, body: ThreadBody, scratch: memoryview, call: ProgressCall | None
     ) -> None:
         self.connection = connection
         self.body = body
         self.scratch = scratch
-        self.loop = loop
         self.call = call
         self.position = 0  # bytes of the body read so far
         self.written = 0  # bytes of the body written so far (the pieces whose output is all out)
         self.reported = 0
-        self.told = False  # a flush is on its way to the loop
         self.stopped = False
         self.closed = False
         self._out: list[memoryview] = []  # what h11 made of the current piece, not yet written
@@ -406,7 +402,6 @@ class _BodySender:
                 del self._out[0]
                 if not self._out:
                     self.written += self._piece
-                    self._tell()
             else:
                 self._out[0] = self._out[0][sent:]
             if readable:
@@ -417,15 +412,8 @@ class _BodySender:
         """From the loop: the thread writes nothing more once its current piece is out."""
         self.stopped = True
 
-    def _tell(self) -> None:
-        if not self.told and self.written - self.reported >= PROGRESS_STEP:
-            self.told = True
-            with contextlib.suppress(RuntimeError):  # the loop is closing: nobody to tell
-                self.loop.call_soon_threadsafe(self.flush)
-
     def flush(self) -> None:
         """On the loop: report what was written since the last report."""
-        self.told = False
         written = self.written
         if not self.closed and written > self.reported:
             self.body.advance(written - self.reported, self.call)
@@ -437,9 +425,49 @@ class _BodySender:
         self.closed = True
 
 
-PROGRESS_STEP = 1024 * 1024
-"""A sender thread writing a whole part wakes the loop with its progress once per this many bytes at most (and at the
-end): the self-tuning judges 0.1 s windows of the bytes sent by every connection, which coarser steps would blur."""
+PROGRESS_EVERY = 0.05
+"""Seconds between two collections of what the sender threads writing whole parts have written: the progress, and
+the bytes the self-tuning judges in windows of 0.1 s. One timer per event loop for every body in flight: each
+thread woke the loop once per MiB before, a thousand times a second per GiB/s; through an efficient TLS
+terminator those wake-ups were half the loop's CPU (2 x 1 GiB: 0.13-0.19 CPU s on the loop's thread, now
+0.06-0.08)."""
+
+
+class _Progress:
+    """The bodies sender threads are writing for one event loop; while there are any, a timer reports every
+    ``PROGRESS_EVERY`` seconds what each has written since (``_BodySender.flush``). Only used on its loop."""
+
+    _LOCAL = threading.local()  # each loop runs in a thread of its own: the one of the loop running there
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.senders: set[_BodySender] = set()
+        self.timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Progress:
+        progress: _Progress | None = getattr(cls._LOCAL, "progress", None)
+        if progress is None or progress.loop is not loop:
+            progress = cls._LOCAL.progress = cls(loop)
+        return progress
+
+    def add(self, sender: _BodySender) -> None:
+        self.senders.add(sender)
+        if self.timer is None:
+            self.timer = self.loop.call_later(PROGRESS_EVERY, self._collect)
+
+    def discard(self, sender: _BodySender) -> None:
+        self.senders.discard(sender)
+        if not self.senders and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _collect(self) -> None:
+        for sender in list(self.senders):
+            sender.flush()
+        self.timer = self.loop.call_later(PROGRESS_EVERY, self._collect) if self.senders else None
+
+
 PART_SENDERS = 64
 """Whole parts written at once by threads of their own; a TLS body beyond that goes slice by slice through the
 shared sender threads, so no request waits, head sent, for a thread to start its body."""
