@@ -275,7 +275,7 @@ async def test_early_answer_while_body_is_sent(path: Make) -> None:
 async def test_both_paths_send_the_same_headers_as_botocore_would(path: Make) -> None:
     # What the service sees must not depend on the path: only the headers asked for, Host, User-Agent and
     # Content-Length. No Content-Type on a part body (botocore sets none on a streaming payload), and no Accept
-    # or Accept-Encoding (an answer's bytes are read as they come, never decompressed on one path only).
+    # or Accept-Encoding (neither path asks the server to compress its answer).
     seen: list[dict[str, str]] = []
 
     async def handler(request: web.Request) -> web.Response:
