@@ -3,7 +3,7 @@
 A body is offered three ways (``edge.messages``): as fresh slices (``slices()``, for aiohttp, which may hold on to
 them), read into the sender's own reusable buffer by the event loop (``views()``, for the h11 path over plain HTTP),
 or read into that buffer by the sender thread that writes it (``piece()``, for the h11 path over TLS: the thread
-reads, hashes and writes the whole part, and the loop only hears the progress). Buffers the kernel copies
+reads, hashes and writes the whole part, and the loop collects the progress). Buffers the kernel copies
 into are page-aligned (``aligned_buffer``): on some CPUs (measured on AMD EPYC) a copy from the page cache into
 memory 16 bytes past a page boundary, where ``malloc`` puts a large block, runs at a fifth of the speed.
 
