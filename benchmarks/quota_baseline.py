@@ -14,7 +14,6 @@ Pairs larger than 1 GiB per source are sparse files, as in the scenario.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness.data import ensure_pair
+from harness.data import ensure_pair, pair_parser, parse_pair_args
 from harness.proc import GIB, client_argv, close_launcher, run_measured
 from harness.quota import OURS_QUOTA, QUOTA
 from harness.runner import TM, warm
@@ -35,14 +34,9 @@ CHECKOUT = HERE.parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = pair_parser(__doc__ or "", runs=3)
     parser.add_argument("--baseline", type=Path, required=True, help="another checkout of the project")
-    parser.add_argument("--gib", type=float, default=1.0, help="GiB per source (default 1)")
-    parser.add_argument("--runs", type=int, default=3, help="alternated runs of each client (default 3)")
-    parser.add_argument("--data-dir", type=Path, default=HERE / ".data")
-    args = parser.parse_args(argv)
-    if args.runs < 1 or args.gib <= 0:
-        parser.error("--runs must be at least 1 and --gib positive")
+    args = parse_pair_args(parser, argv)
     if not (args.baseline / "async_uploader" / "__init__.py").is_file():
         parser.error(f"--baseline {args.baseline}: not a checkout of the project (no async_uploader package)")
     stunnel, why = find_stunnel()

@@ -16,14 +16,13 @@ median, taken in one run. The floor says what part of a client's CPU no Python u
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness.data import ensure_pair
+from harness.data import ensure_pair, pair_parser, parse_pair_args
 from harness.proc import GIB, Measured, client_argv, close_launcher, run_measured
 from harness.runner import OURS, TM, Context, measure
 from harness.stunnel import Terminated, find_stunnel
@@ -33,13 +32,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gib", type=float, default=1.0, help="GiB per source (default 1)")
-    parser.add_argument("--runs", type=int, default=5, help="alternated runs of each client (default 5)")
-    parser.add_argument("--data-dir", type=Path, default=HERE / ".data")
-    args = parser.parse_args(argv)
-    if args.runs < 1 or args.gib <= 0:
-        parser.error("--runs must be at least 1 and --gib positive")
+    args = parse_pair_args(pair_parser(__doc__ or "", runs=5), argv)
     stunnel, why = find_stunnel()
     if not stunnel:
         print(f"error: {why}", file=sys.stderr)

@@ -8,10 +8,12 @@ verification scenario has real FASTQ.gz of its own (``ensure_fastq_gz``).
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import shutil
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 MIB = 1024**2
@@ -107,3 +109,23 @@ def describe(size: int) -> str:
             value = size / scale
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{size} B"
+
+
+DATA_DIR = Path(__file__).resolve().parent.parent / ".data"
+
+
+def pair_parser(doc: str, runs: int) -> argparse.ArgumentParser:
+    """The parser of a script that sends a pair of files in alternated runs: ``--gib``, ``--runs``, ``--data-dir``
+    (add its own options, then ``parse_pair_args``)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gib", type=float, default=1.0, help="GiB per source (default 1)")
+    parser.add_argument("--runs", type=int, default=runs, help=f"alternated runs of each client (default {runs})")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    return parser
+
+
+def parse_pair_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.gib <= 0:
+        parser.error("--runs must be at least 1 and --gib positive")
+    return args

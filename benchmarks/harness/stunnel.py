@@ -185,9 +185,6 @@ class Terminated:
         """CPU seconds of the store and of stunnel so far."""
         return self._store.cpu() + (process_cpu(self._proc.pid) if self._proc is not None else 0.0)
 
-    def stunnelprocess_cpu(self) -> float:
-        return process_cpu(self._proc.pid) if self._proc is not None else 0.0
-
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
