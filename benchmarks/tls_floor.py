@@ -3,15 +3,18 @@
     python benchmarks/tls_floor.py                 # 2 × 1 GiB, 5 alternated runs of each client
     python benchmarks/tls_floor.py --gib 0.5 --runs 3
 
-Three clients in turn, each its own process, each paired source sent over its own TLS connection to stunnel (TLS in
+The clients in turn, each its own process, each paired source sent over its own TLS connection to stunnel (TLS in
 C, OpenSSL) on 127.0.0.1:
 - the floor (``clients/tls_floor.py``): each file read a MiB at a time and written on a blocking ``ssl.SSLSocket``,
   nothing else: no HTTP, no signing, no library, stunnel forwarding to a sink that throws the bytes away;
+- the floor with what async_uploader's design cannot do without (``--design``): asyncio and botocore imported,
+  the credentials resolved through a botocore session, each 100 MiB signed with SigV4, and nothing else;
 - async_uploader at its defaults without verification (the Python API, and ``async-uploader upload --no-verify``
   run as a pipeline runs it), and TransferManager at its defaults, all through stunnel in front of the local store
   (plain HTTP, ``--discard``).
 CPU is the whole process's (user + system from wait4, start-up included); the ratios are to TransferManager's
-median, taken in one run. The floor says what part of a client's CPU no Python uploader on OpenSSL can save.
+median, taken in one run. The floor says what part of a client's CPU no Python uploader on OpenSSL can save; the
+floor with the design's parts, what no client of this design can.
 """
 
 from __future__ import annotations
@@ -40,18 +43,21 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(quick=False, runs=args.runs, gib=args.gib, data_dir=args.data_dir, out_dir=HERE, timeout=600)
     sources = ensure_pair(args.data_dir, int(args.gib * GIB))
     ours = OURS.with_args("async_uploader (defaults, --no-verify)")
-    runs: dict[str, list[Measured]] = {"floor": [], ours.label: [], CLI.label: [], TM.label: []}
+    floors = {"floor": [], "floor + the design's parts (--design)": ["--design"]}
+    runs: dict[str, list[Measured]] = {label: [] for label in floors}
+    runs.update({ours.label: [], CLI.label: [], TM.label: []})
     try:
         with Terminated(stunnel, sink=True) as sink, Terminated(stunnel) as store:
             floor_args = ["--endpoint", sink.url, "--store-id", "-", "--source1", str(sources[0])]
             floor_args += ["--source2", str(sources[1])]
             for index in range(args.runs):
                 ctx.log(f"run {index + 1}/{args.runs}")
-                floor = run_measured(
-                    "floor", client_argv("tls_floor", floor_args), timeout=ctx.timeout, env=sink.client_env()
-                )
-                ctx.log(f"  floor{'':<37} cpu {floor.cpu:6.2f} s" + ("" if floor.ok else f"  FAILED: {floor.error}"))
-                runs["floor"].append(floor)
+                for label, extra in floors.items():
+                    argv = client_argv("tls_floor", [*floor_args, *extra])
+                    floor = run_measured(label, argv, timeout=ctx.timeout, env=sink.client_env())
+                    failed = "" if floor.ok else f"  FAILED: {floor.error}"
+                    ctx.log(f"  {label:<42} cpu {floor.cpu:6.2f} s{failed}")
+                    runs[label].append(floor)
                 for client in (ours, CLI, TM):
                     runs[client.label].append(measure(ctx, store, client, sources))
     finally:
