@@ -56,14 +56,14 @@ from .core.errors import (
 )
 from .core.ratelimit import Limiter, RequestKind
 from .core.stats import UploadResult, UploadStatistics
+from .core.version import VERSION as __version__
 
 if typing.TYPE_CHECKING:
-    __version__: str
     from .engine.limiter import LocalLimiter
     from .engine.uploader import Uploader, UploadHandle, upload_read_set
 
 # The engine (botocore, anyio, the transfer code) is imported on first use of one of its names, so a command
-# that needs none of it (``--version``, ``--help``, ``serve``) does not pay for it; ``__version__`` likewise.
+# that needs none of it (``--version``, ``--help``, ``serve``) does not pay for it.
 _LAZY = {
     "LocalLimiter": ".engine.limiter",
     "Uploader": ".engine.uploader",
@@ -72,23 +72,10 @@ _LAZY = {
 }
 
 
-def _version() -> str:
-    """The installed distribution's version (importlib.metadata takes a moment to load: read on first use)."""
-    import importlib.metadata  # noqa: PLC0415
-
-    try:
-        return importlib.metadata.version("async-uploader")
-    except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
-        return "0.0.0"
-
-
 def __getattr__(name: str) -> typing.Any:
-    if name == "__version__":
-        value: typing.Any = _version()
-    elif name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    else:
+    if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     globals()[name] = value
     return value
 

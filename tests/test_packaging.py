@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
+from async_uploader.core.version import VERSION
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -69,6 +70,7 @@ def test_a_wheel_builds_without_warnings_carries_the_license_and_installs(tmp_pa
         assert "Apache License" in archive.read(f"{info}/licenses/LICENSE").decode()[:200]
     assert "License-Expression: Apache-2.0" in meta and "License-File: LICENSE" in meta
     assert "Classifier: Programming Language :: Python :: 3.11" in meta and "Requires-Dist: shtab" in meta
+    assert f"\nVersion: {VERSION}\n" in meta and wheel.name.startswith(f"async_uploader-{VERSION}-")  # one literal
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)

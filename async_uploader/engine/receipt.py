@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
 import time
 from collections.abc import Mapping
 
@@ -11,16 +9,9 @@ from ..core.config import ReadSet, Source
 from ..core.fastq import FastqSummary
 from ..core.receipt import Receipt, SourceReceipt
 from ..core.state import UploadState
+from ..core.version import VERSION
 
 __all__ = ["build_receipt"]
-
-
-@functools.cache
-def _version() -> str:
-    try:
-        return importlib.metadata.version("async-uploader")
-    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
-        return "0.0.0"
 
 
 def build_receipt(
@@ -73,6 +64,6 @@ def build_receipt(
             "verifySeconds": timings.verify,
             "seconds": timings.total,
         },
-        tool=f"async-uploader {_version()}",
+        tool=f"async-uploader {VERSION}",
         written=time.time(),
     )
