@@ -23,14 +23,21 @@ MB = 1_000_000
 World = Callable[[int], float]
 
 
-def run(tuner: ConcurrencyTuner, world: World, seconds: float, limited: bool = True) -> list[int]:
-    """The limits the tuner holds, window by window, when ``world(limit)`` bytes per second flow."""
+def run(
+    tuner: ConcurrencyTuner,
+    world: World,
+    seconds: float,
+    limited: bool = True,
+    busy: Callable[[int], float | None] = lambda limit: None,
+) -> list[int]:
+    """The limits the tuner holds, window by window, when ``world(limit)`` bytes per second flow and the cores are
+    ``busy(limit)`` of the time busy."""
     now, sent, limits = 0.0, 0.0, []
     tuner.observe(now, 0, limited)
     while now < seconds:
         now += tuner.window * 1.001  # a window ends at the first event after it is over
         sent += world(tuner.limit) * tuner.window
-        limits.append(tuner.observe(now, int(sent), limited))
+        limits.append(tuner.observe(now, int(sent), limited, busy(tuner.limit)))
     return limits
 
 
@@ -89,6 +96,32 @@ def test_a_busy_machine_is_given_fewer_requests_than_the_start() -> None:
     assert limits[-1] == 4, limits
     flat = ConcurrencyTuner(maximum=64)
     assert run(flat, lambda limit: 1000 * MB if limit >= 2 else 600 * MB, 3)[-1] == 2  # as fast with 2 as with 8
+
+
+def test_saturated_cores_go_down_first_instead_of_trying_twice_the_requests() -> None:
+    """Through a terminator on two busy cores, doubling first cost a short upload a tenth of its time."""
+    saturated = run(ConcurrencyTuner(maximum=64, start=4), busy_machine(best=2, peak=600 * MB), 2, busy=lambda _: 0.92)
+    assert max(saturated) == 4 and saturated[4] == 2 and saturated[-1] == 2, saturated
+    # the same world with idle cores (or none measured): the first doubling is tried, then undone
+    for busy in (lambda _: 0.6, lambda _: None):
+        tried = run(ConcurrencyTuner(maximum=64, start=4), busy_machine(best=2, peak=600 * MB), 2, busy=busy)
+        assert tried[4] == 8 and tried[-1] <= 2, tried
+
+
+def test_requests_that_each_add_their_share_come_back_after_a_first_step_down() -> None:
+    """Busy cores, but each request capped (a pipeline's work beside a distant service): halving costs bytes, so
+    the first level is held, and each probe that pays is kept."""
+    tuner = ConcurrencyTuner(maximum=64, start=4, probe_every=1.0)
+    limits = run(tuner, capped_connections(25 * MB), 8, busy=lambda _: 1.0)
+    assert limits[4] == 2 and limits[9] == 4 and limits[-1] > 4, limits
+    assert tuner.busy == 1.0
+
+
+def test_one_window_of_unknown_load_leaves_the_span_unknown() -> None:
+    answers = iter([0.9, 0.9, 0.9, None])  # two windows of warm-up, then three judged
+    tuner = ConcurrencyTuner(maximum=64, start=4)
+    limits = run(tuner, busy_machine(best=2, peak=600 * MB), 0.6, busy=lambda _: next(answers, 0.9))
+    assert tuner.busy is None and limits[-1] == 8  # judged by throughput alone: the doubling is tried
 
 
 def test_nothing_is_judged_while_the_limit_holds_nothing_back() -> None:
@@ -213,6 +246,28 @@ async def test_slots_waiting_for_the_quota_say_nothing_about_the_limit() -> None
         assert slots.limit == 8 and tuner.changes == 0
         slots.unhold(since)
         group.cancel_scope.cancel()
+
+
+async def test_slots_tell_the_tuner_how_busy_the_cores_were_each_window() -> None:
+    clock, asked = [0.0], []
+    tuner = ConcurrencyTuner(maximum=64, start=4)
+
+    def load() -> float:
+        asked.append(clock[0])
+        return 0.95
+
+    slots = Slots(64, tuner, clock=lambda: clock[0], load=load)
+    async with anyio.create_task_group() as group:
+        for _ in range(16):
+            group.start_soon(slots.acquire)
+        await anyio.wait_all_tasks_blocked()
+        slots.sent(1)  # the first window begins
+        for _ in range(5):
+            clock[0] += tuner.window * 1.001
+            slots.sent(slots.limit * 25 * MB // 10)  # twice the requests would move twice the bytes, but ...
+        assert slots.limit == 2 and tuner.busy == pytest.approx(0.95)  # ... the cores are busy: down first
+        group.cancel_scope.cancel()
+    assert len(asked) == 6  # once per window, the first to begin measuring
 
 
 def test_the_self_tuning_starts_at_two_requests_per_core_from_four_to_eight(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,7 @@ from ..core.protocol import OPERATIONS
 from ..core.ratelimit import Limiter, RequestKind
 from ..core.retry import RetryState, Verdict, classify
 from ..edge.client import ATTEMPT, OmicsClient
+from ..edge.cores import CoreLoad
 from .slots import Slots
 
 __all__ = ["PREFLIGHT_TIMEOUT", "Calls", "Requests", "Retry", "RetryObserver"]
@@ -126,7 +127,7 @@ class Calls:
         self.retry = retry
         self.operation_timeout = operation_timeout
         tuner = ConcurrencyTuner(max_concurrency, start=first_level()) if adaptive_concurrency else None
-        self.slots = Slots(max_concurrency, tuner)
+        self.slots = Slots(max_concurrency, tuner, load=CoreLoad().sample if tuner is not None else None)
         self._rand = rand
         self._reachable = anyio.Event()
         self._probing = anyio.Lock()
