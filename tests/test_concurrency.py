@@ -117,6 +117,15 @@ def test_requests_that_each_add_their_share_come_back_after_a_first_step_down() 
     assert tuner.busy == 1.0
 
 
+def test_a_distant_store_climbs_whatever_the_load() -> None:
+    """Far away each connection is held to its window per round trip: busy cores still gave more bytes to more
+    requests (under the service's quota through stunnel, going down first from 16 cost a fifth of the speed)."""
+    tuner = ConcurrencyTuner(maximum=64, start=4)
+    tuner.round_trip(0.020)
+    limits = run(tuner, capped_connections(25 * MB), 2, busy=lambda _: 0.9)
+    assert limits[0] == 16 and limits[4] == 32 and limits[-1] == 64, limits
+
+
 def test_one_window_of_unknown_load_leaves_the_span_unknown() -> None:
     answers = iter([0.9, 0.9, 0.9, None])  # two windows of warm-up, then three judged
     tuner = ConcurrencyTuner(maximum=64, start=4)

@@ -21,14 +21,17 @@ finds the knee the way TCP's slow start does, with bytes per second as the signa
   stays where it is;
 - holding, it probes again every ``probe_every`` seconds (one step of a quarter more), so a link that frees up
   or a store that gets busy is followed; it never goes above ``maximum`` or below ``minimum``;
-- where the cores are the limit from the start, it goes down first: when the cores the process may run on were
-  busy at least ``saturated`` of the time over the first level's judged windows, the first judgement halves
-  instead of doubling, and the halving goes on while throughput stays within ``keep``. At 1 / ``grow`` busy (the
-  default), a doubling could bring ``grow`` times the bytes only by taking the cores from other work: the store's,
-  a terminator's, a pipeline's. Requests added on saturated cores bring no bytes, only more work per connection,
-  and trying them first cost a short upload a tenth of its time (2 x 1 GiB through stunnel on two cores: 1.10x
-  TransferManager's wall speed doubling first, 1.21x halving first). ``busy`` comes with each window, None where
-  the platform does not say (the tuning then goes by throughput alone);
+- where a nearby store's cores are the limit from the start, it goes down first: when the cores the process may
+  run on were busy at least ``saturated`` of the time over the first level's judged windows, the first judgement
+  halves instead of doubling, and the halving goes on while throughput stays within ``keep``. At 1 / ``grow``
+  busy (the default), a doubling could bring ``grow`` times the bytes only by taking the cores from other work:
+  the store's, a terminator's, a pipeline's. Requests added on saturated cores bring no bytes, only more work per
+  connection, and trying them first cost a short upload a tenth of its time (2 x 1 GiB through stunnel on two
+  cores: 1.10x TransferManager's wall speed doubling first, 1.21x halving first). A distant store's first level
+  (below) climbs regardless: there each connection is held to its window per round trip, and busy cores still
+  gave more bytes to more requests (2 x 1 GiB under the service's quota through stunnel, 25 MB/s per connection:
+  going down first from 16 took the upload from 1.70x TransferManager's speed to 1.38x). ``busy`` comes with each
+  window, None where the platform does not say (the tuning then goes by throughput alone);
 - a distant store starts higher: when the quickest small request answered before the first part
   (``round_trip``) took ``distant_round_trip`` or more, the first level is ``distant_start``. Far away, each
   connection moves at most its window per round trip, so it takes more of them to fill a link, and the cores are
@@ -113,6 +116,8 @@ class ConcurrencyTuner:
     """Windows still to pass uncounted since the start or the last change."""
     _round_trip: float | None = field(init=False, default=None)
     """The quickest small request's answer seen before the first window."""
+    _distant: bool = field(init=False, default=False)
+    """Whether it started at ``distant_start``."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.minimum <= self.maximum:
@@ -131,6 +136,7 @@ class ConcurrencyTuner:
             if self._round_trip is not None and self._round_trip >= self.distant_round_trip:
                 self._set(max(self.limit, self.distant_start))
                 self._held = self._first = self.limit
+                self._distant = True
             return self.limit
         if now - window.began < self.window:
             return self.limit
@@ -179,7 +185,8 @@ class ConcurrencyTuner:
             self._climb(now, rate, baseline)
 
     def _saturated(self) -> bool:
-        return self.busy is not None and self.busy >= self.saturated
+        """Whether a nearby store's first level found the cores busy (a distant store's climbs regardless)."""
+        return not self._distant and self.busy is not None and self.busy >= self.saturated
 
     def _judge_held(self, now: float, rate: float, baseline: float | None) -> None:
         """Holding a level: follow its rate, and probe one a quarter higher every ``probe_every`` seconds."""
