@@ -109,8 +109,8 @@ def test_saturated_cores_go_down_first_instead_of_trying_twice_the_requests() ->
 
 
 def test_requests_that_each_add_their_share_come_back_after_a_first_step_down() -> None:
-    """Busy cores, but each request capped (a pipeline's work beside a distant service): halving costs bytes, so
-    the first level is held, and each probe that pays is kept."""
+    """Busy cores, but each request capped (a pipeline's work beside a nearby service that caps each connection):
+    halving costs bytes, so the first level is held, and each probe that pays is kept."""
     tuner = ConcurrencyTuner(maximum=64, start=4, probe_every=1.0)
     limits = run(tuner, capped_connections(25 * MB), 8, busy=lambda _: 1.0)
     assert limits[4] == 2 and limits[9] == 4 and limits[-1] > 4, limits
