@@ -49,7 +49,7 @@ class CoreLoad:
         self._last: tuple[int, int] | None = None
         self._last_cgroup: tuple[float, float] | None = None
         self._quota = self._read_quota()
-        self._broken = not stat.exists()
+        self._broken = False  # set once a read fails (no such file, or nothing usable in it)
 
     def sample(self) -> float | None:
         if self._broken:

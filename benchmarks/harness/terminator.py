@@ -118,8 +118,8 @@ def run(ctx: Context) -> Section:
         "async_uploader (--concurrency 10 --fixed): ten requests in flight from the start, as TransferManager "
         "holds, without the self-tuning's probing; no end-to-end verification either.",
         "async_uploader (--concurrency 4 --fixed): the level the self-tuning starts from on two cores, held from the "
-        "start: what the defaults would cost without the probing (up to 8, down to 2 or 1), which on a 3-second "
-        "upload of 100 MiB parts is most of the run.",
+        "start: what the defaults would cost without the probing (on cores found busy, down to 2 or 1 and back), "
+        "which on a 3-second upload of 100 MiB parts is a large share of the run.",
         "stunnel runs with its defaults (TLS 1.3, AES-GCM on this CPU's AES-NI); its certificate is for 127.0.0.1 "
         "and localhost, from a CA made with trustme at the start, trusted through AWS_CA_BUNDLE.",
     ]
