@@ -13,8 +13,10 @@ C, OpenSSL) on 127.0.0.1:
   run as a pipeline runs it), and TransferManager at its defaults, all through stunnel in front of the local store
   (plain HTTP, ``--discard``).
 CPU is the whole process's (user + system from wait4, start-up included); the ratios are to TransferManager's
-median, taken in one run. The floor says what part of a client's CPU no Python uploader on OpenSSL can save; the
-floor with the design's parts, what no client of this design can.
+median, taken in one run. Beside it, for the clients that print them, the main thread's CPU and the other threads'
+when the client printed its result: what the bytes cost apart from start-up and the event loop. The floor says
+what part of a client's CPU no Python uploader on OpenSSL can save; the floor with the design's parts, what no
+client of this design can.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     gib = 2 * args.gib
     reference = statistics.median(run.cpu for run in runs[TM.label])
     print(f"\n2 × {args.gib:g} GiB through {stunnel}, {args.runs} alternated run(s); medians")
-    print(f"{'client':<50}{'CPU s':>8}{'CPU s/GiB':>11}{'÷ TM':>7}{'wall s':>8}")
+    print(f"{'client':<50}{'CPU s':>8}{'CPU s/GiB':>11}{'÷ TM':>7}{'wall s':>8}{'main':>7}{'threads':>9}")
     for label, measured in runs.items():
         done = [run for run in measured if run.ok]
         if not done:
@@ -73,8 +75,23 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cpu = statistics.median(run.cpu for run in done)
         wall = statistics.median(run.wall for run in done)
-        print(f"{label:<50}{cpu:8.2f}{cpu / gib:11.2f}{cpu / reference:7.2f}{wall:8.2f}")
+        print(f"{label:<50}{cpu:8.2f}{cpu / gib:11.2f}{cpu / reference:7.2f}{wall:8.2f}{_split(done)}")
+    print(
+        "main: the main thread's CPU s (start-up, imports, the event loop) and threads: the other threads' (the"
+        " bytes), when the client printed its result, before the interpreter's exit; '-' where a client does not"
+        " report them"
+    )
     return 0
+
+
+def _split(done: list[Measured]) -> str:
+    """The medians of the main thread's CPU and of the other threads', as the client reported them."""
+    main, total = [run.report.get("main_thread_cpu") for run in done], [run.report.get("process_cpu") for run in done]
+    pairs = [(m, t) for m, t in zip(main, total, strict=True) if isinstance(m, float) and isinstance(t, float)]
+    if len(pairs) < len(done):
+        return f"{'-':>7}{'-':>9}"
+    threads = statistics.median(t - m for m, t in pairs)
+    return f"{statistics.median(m for m, _ in pairs):7.2f}{threads:9.2f}"
 
 
 if __name__ == "__main__":
