@@ -29,15 +29,16 @@ def run(
     seconds: float,
     limited: bool = True,
     busy: Callable[[int], float | None] = lambda limit: None,
+    own: float | None = None,
 ) -> list[int]:
     """The limits the tuner holds, window by window, when ``world(limit)`` bytes per second flow and the cores are
-    ``busy(limit)`` of the time busy."""
+    ``busy(limit)`` of the time busy, ``own`` of it this process's (None: unknown)."""
     now, sent, limits = 0.0, 0.0, []
     tuner.observe(now, 0, limited)
     while now < seconds:
         now += tuner.window * 1.001  # a window ends at the first event after it is over
         sent += world(tuner.limit) * tuner.window
-        limits.append(tuner.observe(now, int(sent), limited, busy(tuner.limit)))
+        limits.append(tuner.observe(now, int(sent), limited, busy(tuner.limit), own))
     return limits
 
 
@@ -106,6 +107,19 @@ def test_saturated_cores_go_down_first_instead_of_trying_twice_the_requests() ->
     for busy in (lambda _: 0.6, lambda _: None):
         tried = run(ConcurrencyTuner(maximum=64, start=4), busy_machine(best=2, peak=600 * MB), 2, busy=busy)
         assert tried[4] == 8 and tried[-1] <= 2, tried
+
+
+def test_cores_busy_with_this_process_alone_hold_the_start() -> None:
+    """Under a CPU quota that holds the uploader alone, going down frees nothing for anyone (in a cgroup of half a
+    CPU the halving cost bytes and was undone). The start is held; the probes still try more."""
+    tuner = ConcurrencyTuner(maximum=64, start=4, probe_every=1.0)
+    alone = run(tuner, busy_machine(best=4, peak=600 * MB), 3, busy=lambda _: 0.97, own=0.9)
+    assert alone[4] == 4 and tuner.phase is not Phase.DESCENDING and max(alone) == 5 and alone[-1] == 4, alone
+    assert tuner.own == pytest.approx(0.9)
+    # the same cores with a fifth or more of their time taken by other work (a store, a terminator): down first
+    world = busy_machine(best=2, peak=600 * MB)
+    shared = run(ConcurrencyTuner(maximum=64, start=4), world, 2, busy=lambda _: 0.97, own=0.75)
+    assert shared[4] == 2 and shared[-1] == 2, shared
 
 
 def test_requests_that_each_add_their_share_come_back_after_a_first_step_down() -> None:
@@ -261,9 +275,9 @@ async def test_slots_tell_the_tuner_how_busy_the_cores_were_each_window() -> Non
     clock, asked = [0.0], []
     tuner = ConcurrencyTuner(maximum=64, start=4)
 
-    def load() -> float:
+    def load() -> tuple[float, float]:
         asked.append(clock[0])
-        return 0.95
+        return 0.95, 0.3  # two thirds of the cores' time other work's
 
     slots = Slots(64, tuner, clock=lambda: clock[0], load=load)
     async with anyio.create_task_group() as group:
@@ -275,6 +289,7 @@ async def test_slots_tell_the_tuner_how_busy_the_cores_were_each_window() -> Non
             clock[0] += tuner.window * 1.001
             slots.sent(slots.limit * 25 * MB // 10)  # twice the requests would move twice the bytes, but ...
         assert slots.limit == 2 and tuner.busy == pytest.approx(0.95)  # ... the cores are busy: down first
+        assert tuner.own == pytest.approx(0.3)
         group.cancel_scope.cancel()
     assert len(asked) == 6  # once per window, the first to begin measuring
 

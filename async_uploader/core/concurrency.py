@@ -32,14 +32,21 @@ finds the knee the way TCP's slow start does, with bytes per second as the signa
   gave more bytes to more requests (2 x 1 GiB under the service's quota through stunnel, 25 MB/s per connection:
   going down first from 16 took the upload from 1.70x TransferManager's speed to 1.38x). ``busy`` comes with each
   window, None where the platform does not say (the tuning then goes by throughput alone);
+- going down frees the cores only for other work: when the process itself took nearly all of the busy time
+  (``own``, the share of the cores' time this process used; other work took less than ``shared``), the cores
+  are its own limit, as under a CPU quota that holds the uploader alone, and the first judgement holds the start
+  level instead (the probes still try more every ``probe_every`` seconds). Fewer requests there free nothing for
+  anyone: in a cgroup of half a CPU holding the uploader alone, the halving cost bytes and the tuner came back up
+  half a second later (the time of 2 x 1 GiB was within the noise either way);
 - a distant store starts higher: when the quickest small request answered before the first part
   (``round_trip``) took ``distant_round_trip`` or more, the first level is ``distant_start``. Far away, each
   connection moves at most its window per round trip, so it takes more of them to fill a link, and the cores are
   seldom what limits; the climb from a nearby store's start would cost a second of a short upload. The rest of
   the tuning is unchanged (a first doubling that brings nothing still goes down).
 
-``ConcurrencyTuner.observe(now, sent, limited, busy)`` takes the clock, the bytes sent so far, whether the limit
-held requests back and how busy the cores were; it returns the limit to hold from now on. ``engine.slots`` feeds
+``ConcurrencyTuner.observe(now, sent, limited, busy, own)`` takes the clock, the bytes sent so far, whether the
+limit held requests back, how busy the cores were and how much of that was this process; it returns the limit to
+hold from now on. ``engine.slots`` feeds
 it, ``edge.cores`` measures the cores.
 """
 
@@ -77,6 +84,8 @@ class _Span:
     windows: int = 0
     busy: float | None = 0.0
     """The cores' busy shares of the windows summed; None once one window's is unknown."""
+    own: float | None = 0.0
+    """This process's shares of the cores' time, summed likewise."""
 
 
 @dataclass
@@ -93,6 +102,7 @@ class ConcurrencyTuner:
     leap: float = 1.8
     keep: float = 0.97
     saturated: float = 0.8
+    shared: float = 0.2
     probe_gain: float = 1.08
     probe_every: float = 2.0
     distant_start: int = 16
@@ -103,6 +113,8 @@ class ConcurrencyTuner:
     """How often the limit moved (for statistics)."""
     busy: float | None = field(init=False, default=None)
     """The cores' busy share over the last judged span; None before one, or where unknown (for statistics)."""
+    own: float | None = field(init=False, default=None)
+    """This process's share of the cores' time over the last judged span; None likewise."""
     _current: _Window | None = field(init=False, default=None)
     _span: _Span | None = field(init=False, default=None)
     _baseline: float | None = field(init=False, default=None)
@@ -126,10 +138,11 @@ class ConcurrencyTuner:
         self._held = self._first = self.limit
         self._settling = self.warmup
 
-    def observe(self, now: float, sent: int, limited: bool, busy: float | None = None) -> int:
+    def observe(self, now: float, sent: int, limited: bool, busy: float | None = None, own: float | None = None) -> int:
         """Told the time, the bytes sent so far, whether the limit held requests back in the window that ends now
-        (a part waited for a slot) and the share of that window the cores were busy (0 to 1, None if unknown); the
-        first call starts the first window. A call before ``window`` seconds have passed changes nothing."""
+        (a part waited for a slot), the share of that window the cores were busy and the share this process used
+        (0 to 1, None if unknown); the first call starts the first window. A call before ``window`` seconds have
+        passed changes nothing."""
         window = self._current
         if window is None:
             self._current = _Window(now, sent)
@@ -153,9 +166,11 @@ class ConcurrencyTuner:
         span = self._span = self._span or _Span(window.began, window.sent)
         span.windows += 1
         span.busy = None if span.busy is None or busy is None else span.busy + busy
+        span.own = None if span.own is None or own is None else span.own + own
         if span.windows >= self.span:  # one window alone is noise (a new connection fills its socket buffers)
             self._span = None
             self.busy = None if span.busy is None else span.busy / span.windows
+            self.own = None if span.own is None else span.own / span.windows
             self._judge(now, (sent - span.sent) / (now - span.began))
         return self.limit
 
@@ -173,6 +188,9 @@ class ConcurrencyTuner:
             self._judge_probe(now, rate, baseline)
         elif self.phase is Phase.DESCENDING and baseline is not None:
             self._descend(now, rate, baseline)
+        elif baseline is None and self._saturated() and not self._shared():  # our own work is the limit
+            self._baseline = rate
+            self._hold(now, self.limit)
         elif baseline is None and self._saturated() and self.limit > self.minimum:  # the cores are the limit
             self._baseline, self._below = rate, self.limit
             self.phase = Phase.DESCENDING
@@ -187,6 +205,10 @@ class ConcurrencyTuner:
     def _saturated(self) -> bool:
         """Whether a nearby store's first level found the cores busy (a distant store's climbs regardless)."""
         return not self._distant and self.busy is not None and self.busy >= self.saturated
+
+    def _shared(self) -> bool:
+        """Whether other work took at least ``shared`` of the cores' time (so when this process's is unknown)."""
+        return self.own is None or self.busy is None or self.busy - self.own >= self.shared
 
     def _judge_held(self, now: float, rate: float, baseline: float | None) -> None:
         """Holding a level: follow its rate, and probe one a quarter higher every ``probe_every`` seconds."""

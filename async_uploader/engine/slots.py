@@ -6,8 +6,8 @@ until enough have finished. With a tuner, ``sent(n)`` (the parts' progress) feed
 ``window`` it is told whether the limit held requests back (a part waited for a slot, no more were in flight than
 the limit when the window began, and no part holding a slot waited for the rate limiter or a retry's backoff:
 ``hold()``/``unhold()`` around those waits) and, with ``load``, how busy the cores were since the last window
-(``edge.cores``); the limit follows what it returns. Under a quota, parts hold slots while they wait for the
-limiter's tokens: such windows say nothing about the limit.
+and how much of that was this process (``edge.cores``); the limit follows what it returns. Under a quota, parts
+hold slots while they wait for the limiter's tokens: such windows say nothing about the limit.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Slots:
         maximum: int,
         tuner: ConcurrencyTuner | None = None,
         clock: Callable[[], float] = time.monotonic,
-        load: Callable[[], float | None] | None = None,
+        load: Callable[[], tuple[float, float] | None] | None = None,
     ) -> None:
         self.maximum = maximum
         self.tuner = tuner
@@ -105,8 +105,8 @@ class Slots:
         # limit had drained by its start (a lowered limit holds back new parts only), and no slot's part waited
         # for the rate limiter's tokens or a retry's backoff.
         limited = self._waited and not self._over and not self._held and not self._holding
-        busy = self._load() if self._load is not None else None
-        self.limit = self.tuner.observe(now, self._sent, limited, busy)
+        busy, own = (self._load() if self._load is not None else None) or (None, None)
+        self.limit = self.tuner.observe(now, self._sent, limited, busy, own)
         self._waited, self._over, self._held = bool(self._waiters), self._in_flight > self.limit, False
         self._due = now + self.tuner.window
         self._wake()
