@@ -46,8 +46,7 @@ finds the knee the way TCP's slow start does, with bytes per second as the signa
 
 ``ConcurrencyTuner.observe(now, sent, limited, busy, own)`` takes the clock, the bytes sent so far, whether the
 limit held requests back, how busy the cores were and how much of that was this process; it returns the limit to
-hold from now on. ``engine.slots`` feeds
-it, ``edge.cores`` measures the cores.
+hold from now on. ``engine.slots`` feeds it, ``edge.cores`` measures the cores.
 """
 
 from __future__ import annotations
@@ -207,7 +206,8 @@ class ConcurrencyTuner:
         return not self._distant and self.busy is not None and self.busy >= self.saturated
 
     def _shared(self) -> bool:
-        """Whether other work took at least ``shared`` of the cores' time (so when this process's is unknown)."""
+        """Whether other work took at least ``shared`` of the cores' time (assumed where this process's share is
+        unknown: the rule as it was before the share was measured)."""
         return self.own is None or self.busy is None or self.busy - self.own >= self.shared
 
     def _judge_held(self, now: float, rate: float, baseline: float | None) -> None:

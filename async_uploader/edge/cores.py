@@ -7,8 +7,10 @@ CPU limit, or systemd's ``CPUQuota=``, sets) caps the process below its CPUs; th
 quota is then the busier of the two readings. The quota is found where the kernel says the process's group is
 (``/proc/self/cgroup``, and where each hierarchy is mounted, ``/proc/self/mountinfo``), on that group and every
 group above it up to the mount (the tightest binds): cgroup v2 (``cpu.max``, usage in ``cpu.stat``) or v1
-(``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``, usage in the cpuacct hierarchy's ``cpuacct.usage``). Elsewhere,
-or when a file cannot be read or parsed, a sample is None and the tuning goes by throughput alone.
+(``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``, usage in the cpuacct hierarchy's ``cpuacct.usage``). Each
+sample also says how much of that time was this process's (its CPU time over the same interval, against the same
+capacity): cores busy with the uploader's own work are not cores other work needs. Elsewhere, or when a file
+cannot be read or parsed, a sample is None and the tuning goes by throughput alone.
 """
 
 from __future__ import annotations
