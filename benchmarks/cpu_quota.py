@@ -31,6 +31,8 @@ from harness.report import ok_text, summarize
 from harness.runner import warm
 from harness.store import STORE_ID, Store
 
+from async_uploader.edge.cores import cgroup_mounts
+
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent
 PERIOD_US = 100_000
@@ -38,21 +40,6 @@ PERIOD_US = 100_000
 
 class NoGroup(Exception):
     """No cgroup with a CPU quota can be made here."""
-
-
-def _cgroup_mounts() -> tuple[dict[str, Path], Path | None]:
-    """Where the v1 hierarchies are mounted, by controller, and where v2's is (None if it is not)."""
-    v1: dict[str, Path] = {}
-    v2 = None
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        kind = fields[fields.index("-") + 1]
-        options = fields[fields.index("-") + 3].split(",")
-        if kind == "cgroup":
-            v1.update((option, Path(fields[4])) for option in options)
-        elif kind == "cgroup2" and v2 is None:
-            v2 = Path(fields[4])
-    return v1, v2
 
 
 @contextmanager
@@ -79,14 +66,16 @@ def quota_group(cpus: float) -> Iterator[list[Path]]:
 
 def _make_group(name: str, cpus: float, made: list[Path]) -> list[Path]:
     """Make the group (each directory made is added to ``made``); its ``cgroup.procs`` files."""
-    v1, v2 = _cgroup_mounts()
-    if "cpu" in v1 and "cpuacct" in v1:
-        for top in dict.fromkeys((v1["cpu"], v1["cpuacct"])):
+    mounts = cgroup_mounts(Path("/proc/self/mountinfo").read_text())  # the package's own reading of it
+    if "cpu" in mounts and "cpuacct" in mounts:
+        cpu = mounts["cpu"].point
+        for top in dict.fromkeys((cpu, mounts["cpuacct"].point)):
             (top / name).mkdir()
             made.append(top / name)
-        (v1["cpu"] / name / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-        (v1["cpu"] / name / "cpu.cfs_quota_us").write_text(str(round(cpus * PERIOD_US)))
-    elif v2 is not None and "cpu" in (v2 / "cgroup.subtree_control").read_text().split():
+        (cpu / name / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+        (cpu / name / "cpu.cfs_quota_us").write_text(str(round(cpus * PERIOD_US)))
+    elif "" in mounts and "cpu" in (mounts[""].point / "cgroup.subtree_control").read_text().split():
+        v2 = mounts[""].point
         (v2 / name).mkdir()
         made.append(v2 / name)
         (v2 / name / "cpu.max").write_text(f"{round(cpus * PERIOD_US)} {PERIOD_US}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-__all__ = ["CoreLoad", "Load", "Quota", "find_quota"]
+__all__ = ["CoreLoad", "Load", "Mount", "Quota", "cgroup_mounts", "find_quota"]
 
 _STAT = Path("/proc/stat")
 _PROC_SELF = Path("/proc/self")
@@ -148,7 +148,9 @@ class Quota:
 
 
 @dataclass(frozen=True)
-class _Mount:
+class Mount:
+    """Where a cgroup hierarchy is mounted, and which of its groups the mount shows at its top."""
+
     root: PurePosixPath  # the group of the hierarchy the mount shows at its top (a container's own, often)
     point: Path
 
@@ -168,7 +170,7 @@ def find_quota(proc: Path = _PROC_SELF) -> Quota | None:
     (a hybrid system has both); None where there is none, or it cannot be read."""
     try:
         groups = _groups((proc / "cgroup").read_text())
-        mounts = _mounts((proc / "mountinfo").read_text())
+        mounts = cgroup_mounts((proc / "mountinfo").read_text())
     except (OSError, ValueError):
         return None
     found: list[Quota] = []
@@ -186,7 +188,7 @@ def find_quota(proc: Path = _PROC_SELF) -> Quota | None:
     return min(found, key=lambda quota: quota.cpus, default=None)
 
 
-def _tightest(mount: _Mount, group: str, quota_of: Callable[[Path], Quota | None]) -> list[Quota]:
+def _tightest(mount: Mount, group: str, quota_of: Callable[[Path], Quota | None]) -> list[Quota]:
     """The smallest quota on ``group`` and the groups above it, up to the top of ``mount`` (empty if none)."""
     leaf = mount.directory(group)
     found: list[Quota] = []
@@ -249,9 +251,9 @@ def _unescape(field: str) -> str:
     return _ESCAPED.sub(lambda match: chr(int(match.group(1), 8)), field)
 
 
-def _mounts(text: str) -> dict[str, _Mount]:
+def cgroup_mounts(text: str) -> dict[str, Mount]:
     """/proc/self/mountinfo: where cgroup v2 ("") and the v1 cpu and cpuacct controllers are mounted (the first)."""
-    mounts: dict[str, _Mount] = {}
+    mounts: dict[str, Mount] = {}
     for line in text.splitlines():
         fields = line.split()
         if "-" not in fields[6:]:
@@ -262,9 +264,9 @@ def _mounts(text: str) -> dict[str, _Mount]:
         root, point = PurePosixPath(_unescape(fields[3])), Path(_unescape(fields[4]))
         kind, options = fields[dash + 1], fields[dash + 3].split(",")
         if kind == "cgroup2":
-            mounts.setdefault("", _Mount(root, point))
+            mounts.setdefault("", Mount(root, point))
         elif kind == "cgroup":
             for controller in ("cpu", "cpuacct"):
                 if controller in options:
-                    mounts.setdefault(controller, _Mount(root, point))
+                    mounts.setdefault(controller, Mount(root, point))
     return mounts
